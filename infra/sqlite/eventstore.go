@@ -1,0 +1,564 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	sqlite "modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/helpdesk/messenger/commands"
+	"github.com/helpdesk/messenger/domain"
+	"github.com/helpdesk/messenger/infra/codec"
+	"github.com/helpdesk/messenger/projections"
+)
+
+var (
+	_ commands.EventStore = (*EventStore)(nil)
+	_ projections.Log     = (*EventStore)(nil)
+)
+
+// ErrClosed is returned by an EventStore's Append and Wait once it is closed.
+var ErrClosed = errors.New("event store closed")
+
+// timeFormat is how the log stores times: RFC 3339 in UTC with nine
+// fractional digits, so that the text sorts in time order.
+const timeFormat = "2006-01-02T15:04:05.000000000Z07:00"
+
+// EventStoreConfig tunes an EventStore. Its zero value works.
+type EventStoreConfig struct {
+	// MaxBatch bounds the appends committed together in one transaction;
+	// 0 means 256.
+	MaxBatch int
+	// PollInterval is how often Wait looks for events appended by another
+	// process; in-process appends wake it at once. 0 means 500ms.
+	PollInterval time.Duration
+}
+
+// EventStore is the event log in a SQLite file. Appends are group
+// committed: concurrent calls are queued to one writer goroutine, which
+// applies all those waiting in one transaction, each in its own savepoint,
+// and commits them with one fsync. A lone append commits at once.
+//
+// It caches nothing: several processes may share the file, each with its
+// own EventStore.
+type EventStore struct {
+	db       *DB
+	maxBatch int
+	poll     time.Duration
+
+	reqs      chan *appendReq // unbuffered: a request sent is one the writer holds
+	done      chan struct{}   // closed by Close
+	stopped   chan struct{}   // closed when the writer goroutine returns
+	closeOnce sync.Once
+
+	// changed is closed, and replaced, after every commit that appended
+	// events. Only the writer goroutine replaces it.
+	changed atomic.Pointer[chan struct{}]
+
+	// onBatch, when set by a test before the first append, is called by the
+	// writer goroutine with the size of every batch it takes.
+	onBatch func(size int)
+}
+
+// NewEventStore returns an EventStore over db and starts its writer
+// goroutine, which Close stops. db must outlive it.
+func NewEventStore(db *DB, cfg EventStoreConfig) *EventStore {
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = 256
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = 500 * time.Millisecond
+	}
+	s := &EventStore{
+		db:       db,
+		maxBatch: cfg.MaxBatch,
+		poll:     cfg.PollInterval,
+		reqs:     make(chan *appendReq),
+		done:     make(chan struct{}),
+		stopped:  make(chan struct{}),
+	}
+	ch := make(chan struct{})
+	s.changed.Store(&ch)
+	go s.run()
+	return s
+}
+
+// Close stops the writer goroutine once the batch it is committing, if any,
+// is done. Appends and Waits after Close, or still queued, return ErrClosed.
+// It does not close the DB.
+func (s *EventStore) Close() error {
+	s.closeOnce.Do(func() { close(s.done) })
+	<-s.stopped
+	return nil
+}
+
+// row is an event as the events table holds it.
+type row struct {
+	position  int64
+	stream    string
+	version   int64
+	eventID   string
+	typ       string
+	schema    int
+	at        string
+	actorKind string
+	actorID   string
+	data      []byte
+}
+
+// appendReq is one Append call on its way to the writer goroutine.
+type appendReq struct {
+	ctx      context.Context
+	stream   string
+	expected int64
+	rows     []row             // position and version unset
+	reply    chan appendResult // buffered: the writer never waits on it
+}
+
+// appendResult is the writer's answer to one appendReq.
+type appendResult struct {
+	positions []int64 // of the rows appended, in order
+	version   int64   // of the first row appended
+	stored    []row   // when the events were in the log already
+	err       error
+}
+
+// Append adds events to stream if its version is expected, durably, and
+// returns them as recorded, as ReadStream would return them. If the
+// events' ids are already in the stream at consecutive versions, in the
+// same order, it returns those records and writes nothing, whatever
+// expected is. It returns an error wrapping commands.ErrConflict when the
+// stream's version differs or when some of the ids are in the log but not
+// as this batch; and an error, not a conflict, for no events, an empty
+// stream name or event id, a repeated event id or an event the codec
+// cannot store. If ctx ends while the append is queued or committing, it
+// returns ctx's error, and the events may or may not have been appended.
+func (s *EventStore) Append(ctx context.Context, stream string, expected int64, events []domain.Pending) ([]domain.Recorded, error) {
+	recs, rows, err := prepareAppend(stream, expected, events)
+	if err != nil {
+		return nil, fmt.Errorf("append to %s: %w", stream, err)
+	}
+	req := &appendReq{ctx: ctx, stream: stream, expected: expected, rows: rows, reply: make(chan appendResult, 1)}
+	select {
+	case s.reqs <- req:
+	case <-s.done:
+		return nil, fmt.Errorf("append to %s: %w", stream, ErrClosed)
+	case <-ctx.Done():
+		return nil, fmt.Errorf("append to %s: %w", stream, ctx.Err())
+	}
+	var res appendResult
+	select {
+	case res = <-req.reply:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("append to %s: %w", stream, ctx.Err())
+	}
+	if res.err != nil {
+		return nil, res.err
+	}
+	if res.stored != nil {
+		recs, err := records(res.stored)
+		if err != nil {
+			return nil, fmt.Errorf("append to %s: %w", stream, err)
+		}
+		return recs, nil
+	}
+	for i := range recs {
+		recs[i].Position = uint64(res.positions[i])
+		recs[i].Version = res.version + int64(i)
+	}
+	return recs, nil
+}
+
+// prepareAppend checks an append's arguments and encodes its events. It
+// decodes them again, so that the records it returns hold the events as a
+// later read will.
+func prepareAppend(stream string, expected int64, events []domain.Pending) ([]domain.Recorded, []row, error) {
+	switch {
+	case stream == "":
+		return nil, nil, errors.New("empty stream name")
+	case len(events) == 0:
+		return nil, nil, errors.New("no events")
+	case expected < domain.AnyVersion:
+		return nil, nil, fmt.Errorf("expected version %d is below AnyVersion", expected)
+	}
+	recs := make([]domain.Recorded, len(events))
+	rows := make([]row, len(events))
+	ids := make(map[string]bool, len(events))
+	for i, p := range events {
+		if p.EventID == "" {
+			return nil, nil, fmt.Errorf("event %d: empty event id", i)
+		}
+		if ids[p.EventID] {
+			return nil, nil, fmt.Errorf("event %d: event id %s appears twice", i, p.EventID)
+		}
+		ids[p.EventID] = true
+		if p.Event == nil {
+			return nil, nil, fmt.Errorf("event %s: nil event", p.EventID)
+		}
+		typ, schema, data, err := codec.Encode(p.Event)
+		if err != nil {
+			return nil, nil, fmt.Errorf("event %s: %w", p.EventID, err)
+		}
+		meta := p.Event.EventMeta()
+		meta.At = meta.At.UTC()
+		ev, err := codec.Decode(typ, schema, data, meta)
+		if err != nil {
+			return nil, nil, fmt.Errorf("event %s: %w", p.EventID, err)
+		}
+		rows[i] = row{
+			stream: stream, eventID: p.EventID, typ: typ, schema: schema,
+			at: meta.At.Format(timeFormat), actorKind: string(meta.Actor.Kind), actorID: meta.Actor.ID, data: data,
+		}
+		recs[i] = domain.Recorded{
+			Stream: stream, EventID: p.EventID, Type: typ, Schema: schema,
+			At: meta.At, Actor: meta.Actor, Data: data, Event: ev,
+		}
+	}
+	return recs, rows, nil
+}
+
+// run is the writer goroutine: it takes every request waiting, up to
+// maxBatch, and commits them together.
+func (s *EventStore) run() {
+	defer close(s.stopped)
+	batch := make([]*appendReq, 0, s.maxBatch)
+	for {
+		select {
+		case r := <-s.reqs:
+			batch = append(batch[:0], r)
+		case <-s.done:
+			return
+		}
+	collect:
+		for len(batch) < s.maxBatch {
+			select {
+			case r := <-s.reqs:
+				batch = append(batch, r)
+			default:
+				break collect
+			}
+		}
+		if s.onBatch != nil {
+			s.onBatch(len(batch))
+		}
+		s.commit(batch)
+		clear(batch)
+	}
+}
+
+// commit applies batch in one transaction and answers every request.
+func (s *EventStore) commit(batch []*appendReq) {
+	live := make([]*appendReq, 0, len(batch))
+	for _, r := range batch {
+		if err := r.ctx.Err(); err != nil {
+			r.reply <- appendResult{err: fmt.Errorf("append to %s: %w", r.stream, err)}
+			continue
+		}
+		live = append(live, r)
+	}
+	if len(live) == 0 {
+		return
+	}
+	// The batch is not the first caller's: its cancellation must not undo
+	// the others' appends.
+	ctx := context.WithoutCancel(live[0].ctx)
+	results := make([]appendResult, len(live))
+	wrote, err := s.applyBatch(ctx, live, results)
+	for i, r := range live {
+		if err != nil {
+			results[i] = appendResult{err: fmt.Errorf("append to %s: %w", r.stream, err)}
+		}
+		r.reply <- results[i]
+	}
+	if wrote && err == nil {
+		ch := make(chan struct{})
+		close(*s.changed.Swap(&ch))
+	}
+}
+
+// applyBatch applies each request in its own savepoint, so that a failing
+// one is undone alone, and commits if any wrote. It sets results[i] to the
+// answer to reqs[i]; an error it returns is the whole batch's, none of whose
+// writes were committed.
+func (s *EventStore) applyBatch(ctx context.Context, reqs []*appendReq, results []appendResult) (wrote bool, err error) {
+	tx, err := s.db.writer.BeginTx(ctx, nil)
+	if err != nil {
+		return false, fmt.Errorf("begin: %w", err)
+	}
+	defer func() {
+		if err != nil || !wrote {
+			if rbErr := tx.Rollback(); rbErr != nil && err == nil && !errors.Is(rbErr, sql.ErrTxDone) {
+				err = fmt.Errorf("rollback: %w", rbErr)
+			}
+		}
+	}()
+	st, err := prepareStmts(ctx, tx)
+	if err != nil {
+		return false, err
+	}
+	// A lone request needs no savepoint: if it fails, nothing is committed.
+	savepoints := len(reqs) > 1
+	for i, r := range reqs {
+		if savepoints {
+			if _, err := tx.ExecContext(ctx, "SAVEPOINT append"); err != nil {
+				return false, fmt.Errorf("savepoint: %w", err)
+			}
+		}
+		results[i] = st.apply(ctx, r)
+		if results[i].err != nil && savepoints {
+			if _, err := tx.ExecContext(ctx, "ROLLBACK TO append"); err != nil {
+				return false, fmt.Errorf("rollback to savepoint: %w", err)
+			}
+		}
+		if savepoints {
+			if _, err := tx.ExecContext(ctx, "RELEASE append"); err != nil {
+				return false, fmt.Errorf("release savepoint: %w", err)
+			}
+		}
+		if results[i].err == nil && results[i].stored == nil {
+			wrote = true
+		}
+	}
+	if !wrote {
+		return false, nil
+	}
+	if err := tx.Commit(); err != nil {
+		return false, fmt.Errorf("commit: %w", err)
+	}
+	return true, nil
+}
+
+// stmts are the statements of one batch's transaction.
+type stmts struct {
+	byID, version, insert *sql.Stmt
+}
+
+const columns = `position, stream, version, event_id, type, schema, at, actor_kind, actor_id, data`
+
+func prepareStmts(ctx context.Context, tx *sql.Tx) (*stmts, error) {
+	var st stmts
+	for _, p := range []struct {
+		stmt **sql.Stmt
+		sql  string
+	}{
+		{&st.byID, `SELECT ` + columns + ` FROM events WHERE event_id = ?`},
+		{&st.version, `SELECT COALESCE(MAX(version), 0) FROM events WHERE stream = ?`},
+		{&st.insert, `INSERT INTO events (stream, version, event_id, type, schema, at, actor_kind, actor_id, data)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`},
+	} {
+		stmt, err := tx.PrepareContext(ctx, p.sql)
+		if err != nil {
+			return nil, fmt.Errorf("prepare: %w", err)
+		}
+		*p.stmt = stmt
+	}
+	return &st, nil
+}
+
+// apply appends r's events, or finds them already in the log. It reads the
+// stream's version inside the transaction, so it sees the requests before it
+// in the batch and every other process's commits.
+func (st *stmts) apply(ctx context.Context, r *appendReq) appendResult {
+	first, found, err := st.find(ctx, r.rows[0].eventID)
+	if err != nil {
+		return appendResult{err: fmt.Errorf("append to %s: %w", r.stream, err)}
+	}
+	if found {
+		return st.replay(ctx, r, first)
+	}
+	var current int64
+	if err := st.version.QueryRowContext(ctx, r.stream).Scan(&current); err != nil {
+		return appendResult{err: fmt.Errorf("append to %s: read version: %w", r.stream, err)}
+	}
+	if r.expected != domain.AnyVersion && r.expected != current {
+		return appendResult{err: fmt.Errorf("append to %s: expected version %d, stream is at version %d: %w",
+			r.stream, r.expected, current, commands.ErrConflict)}
+	}
+	positions := make([]int64, len(r.rows))
+	for i, w := range r.rows {
+		version := current + 1 + int64(i)
+		res, err := st.insert.ExecContext(ctx, r.stream, version, w.eventID, w.typ, w.schema, w.at, w.actorKind, w.actorID, w.data)
+		if err != nil {
+			if isUniqueViolation(err) {
+				return appendResult{err: fmt.Errorf("append to %s: event %s (version %d) is already in the log: %w",
+					r.stream, w.eventID, version, commands.ErrConflict)}
+			}
+			return appendResult{err: fmt.Errorf("append to %s: insert: %w", r.stream, err)}
+		}
+		if positions[i], err = res.LastInsertId(); err != nil {
+			return appendResult{err: fmt.Errorf("append to %s: insert: %w", r.stream, err)}
+		}
+	}
+	return appendResult{positions: positions, version: current + 1}
+}
+
+// replay returns the stored rows of r's events, given that the first is
+// stored as first, if they are all in r's stream at consecutive versions in
+// r's order; a conflict otherwise.
+func (st *stmts) replay(ctx context.Context, r *appendReq, first row) appendResult {
+	stored := make([]row, len(r.rows))
+	stored[0] = first
+	for i := 1; i < len(r.rows); i++ {
+		w, found, err := st.find(ctx, r.rows[i].eventID)
+		if err != nil {
+			return appendResult{err: fmt.Errorf("append to %s: %w", r.stream, err)}
+		}
+		if !found {
+			return appendResult{err: fmt.Errorf("append to %s: event %s is in the log but event %s is not: %w",
+				r.stream, first.eventID, r.rows[i].eventID, commands.ErrConflict)}
+		}
+		stored[i] = w
+	}
+	for i, w := range stored {
+		if w.stream != r.stream || w.version != first.version+int64(i) {
+			return appendResult{err: fmt.Errorf("append to %s: event %s is in the log already, at %s version %d, not following %s: %w",
+				r.stream, w.eventID, w.stream, w.version, first.eventID, commands.ErrConflict)}
+		}
+	}
+	return appendResult{stored: stored}
+}
+
+// find returns the stored row of event id, if there is one.
+func (st *stmts) find(ctx context.Context, id string) (row, bool, error) {
+	w, err := scanRow(st.byID.QueryRowContext(ctx, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return row{}, false, nil
+	}
+	if err != nil {
+		return row{}, false, fmt.Errorf("find event %s: %w", id, err)
+	}
+	return w, true, nil
+}
+
+func isUniqueViolation(err error) bool {
+	var e *sqlite.Error
+	return errors.As(err, &e) && (e.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE || e.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY)
+}
+
+// ReadStream returns the events of stream in version order; none, and no
+// error, when the stream does not exist.
+func (s *EventStore) ReadStream(ctx context.Context, stream string) ([]domain.Recorded, error) {
+	recs, err := s.query(ctx, `SELECT `+columns+` FROM events WHERE stream = ? ORDER BY version`, stream)
+	if err != nil {
+		return nil, fmt.Errorf("read stream %s: %w", stream, err)
+	}
+	return recs, nil
+}
+
+// ReadAll returns up to limit events with a position above after, in
+// position order. Positions are dense: 1, 2, 3, … in commit order, and a
+// read sees a commit whole or not at all, so it never skips an event.
+// It returns an error if limit is below 1.
+func (s *EventStore) ReadAll(ctx context.Context, after uint64, limit int) ([]domain.Recorded, error) {
+	if limit < 1 {
+		return nil, fmt.Errorf("read all after %d: limit %d is below 1", after, limit)
+	}
+	if after >= math.MaxInt64 {
+		return nil, nil
+	}
+	recs, err := s.query(ctx, `SELECT `+columns+` FROM events WHERE position > ? ORDER BY position LIMIT ?`, int64(after), limit)
+	if err != nil {
+		return nil, fmt.Errorf("read all after %d: %w", after, err)
+	}
+	return recs, nil
+}
+
+// Head returns the highest position in the log, 0 when it is empty.
+func (s *EventStore) Head(ctx context.Context) (uint64, error) {
+	var head int64
+	if err := s.db.reader.QueryRowContext(ctx, `SELECT COALESCE(MAX(position), 0) FROM events`).Scan(&head); err != nil {
+		return 0, fmt.Errorf("head: %w", err)
+	}
+	return uint64(head), nil
+}
+
+// Wait returns nil once the log holds an event with a position above after:
+// at once if it does already, as soon as an append through this EventStore
+// commits, and within the poll interval of one by another process. It
+// returns ctx's error when ctx ends first, and ErrClosed once the store is
+// closed.
+func (s *EventStore) Wait(ctx context.Context, after uint64) error {
+	var tick <-chan time.Time
+	for {
+		changed := *s.changed.Load() // before Head, so no commit is missed
+		head, err := s.Head(ctx)
+		if err != nil {
+			if ctxErr := ctx.Err(); ctxErr != nil {
+				return ctxErr
+			}
+			return fmt.Errorf("wait after %d: %w", after, err)
+		}
+		if head > after {
+			return nil
+		}
+		if tick == nil {
+			t := time.NewTicker(s.poll)
+			defer t.Stop()
+			tick = t.C
+		}
+		select {
+		case <-changed:
+		case <-tick:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.done:
+			return fmt.Errorf("wait after %d: %w", after, ErrClosed)
+		}
+	}
+}
+
+// query runs a read on the readers and decodes its rows.
+func (s *EventStore) query(ctx context.Context, query string, args ...any) ([]domain.Recorded, error) {
+	rs, err := s.db.reader.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rs.Close()
+	var rows []row
+	for rs.Next() {
+		w, err := scanRow(rs)
+		if err != nil {
+			return nil, err
+		}
+		rows = append(rows, w)
+	}
+	if err := rs.Err(); err != nil {
+		return nil, err
+	}
+	return records(rows)
+}
+
+// scanRow reads the columns of one event.
+func scanRow(sc interface{ Scan(...any) error }) (row, error) {
+	var w row
+	err := sc.Scan(&w.position, &w.stream, &w.version, &w.eventID, &w.typ, &w.schema, &w.at, &w.actorKind, &w.actorID, &w.data)
+	return w, err
+}
+
+// records decodes stored rows.
+func records(rows []row) ([]domain.Recorded, error) {
+	recs := make([]domain.Recorded, len(rows))
+	for i, w := range rows {
+		at, err := time.Parse(time.RFC3339Nano, w.at)
+		if err != nil {
+			return nil, fmt.Errorf("event at position %d: time %q: %w", w.position, w.at, err)
+		}
+		actor := domain.Actor{Kind: domain.ActorKind(w.actorKind), ID: w.actorID}
+		ev, err := codec.Decode(w.typ, w.schema, w.data, domain.Meta{At: at, Actor: actor})
+		if err != nil {
+			return nil, fmt.Errorf("event at position %d: %w", w.position, err)
+		}
+		recs[i] = domain.Recorded{
+			Position: uint64(w.position), Stream: w.stream, Version: w.version, EventID: w.eventID,
+			Type: w.typ, Schema: w.schema, At: at.UTC(), Actor: actor, Data: w.data, Event: ev,
+		}
+	}
+	return recs, nil
+}
