@@ -1,0 +1,223 @@
+package projections
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/helpdesk/messenger/domain"
+)
+
+// Publisher carries the changes of each applied batch to the live streams
+// of every replica. It is called after the batch has committed, so it only
+// ever publishes what the log and the read models already hold.
+type Publisher interface {
+	Publish(ctx context.Context, changes []Change) error
+}
+
+// Config tunes a Projector; its zero value works.
+type Config struct {
+	// BatchSize is how many events one read-model transaction applies at most (default 500).
+	BatchSize int
+	// OnBatch, if set, is called after each committed batch with the number
+	// of events it held and the new checkpoint.
+	OnBatch func(events int, position uint64)
+	// OnError, if set, is told of errors that Run retries.
+	OnError func(error)
+}
+
+// Projector applies the log to the read models: one transaction per batch of
+// events, the checkpoint in the same transaction as the rows, so no event is
+// skipped or applied twice, whatever the instant of a crash.
+type Projector struct {
+	db  *sql.DB // the writer
+	d   Dialect
+	log Log
+	pub Publisher
+	cfg Config
+
+	applied atomic.Uint64
+	mu      sync.Mutex
+	moved   chan struct{} // closed and replaced when applied grows
+}
+
+// NewProjector returns a projector writing through db (which must already be
+// migrated, see Migrate), reading log, and publishing to pub (nil: none).
+func NewProjector(db *sql.DB, d Dialect, log Log, pub Publisher, cfg Config) *Projector {
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = 500
+	}
+	return &Projector{db: db, d: d, log: log, pub: pub, cfg: cfg, moved: make(chan struct{})}
+}
+
+// Load reads the stored checkpoint; call it before Run, Step or Applied.
+func (p *Projector) Load(ctx context.Context) error {
+	pos, err := Checkpoint(ctx, p.db, p.d)
+	if err != nil {
+		return err
+	}
+	p.advance(pos)
+	return nil
+}
+
+// Checkpoint returns the position up to which the read models in db have
+// applied the log.
+func Checkpoint(ctx context.Context, db *sql.DB, d Dialect) (uint64, error) {
+	var pos int64
+	if err := db.QueryRowContext(ctx, d.Rebind(`SELECT position FROM checkpoints WHERE name = ?`), Name).Scan(&pos); err != nil {
+		return 0, fmt.Errorf("read checkpoint: %w", err)
+	}
+	return uint64(pos), nil
+}
+
+// Applied returns the position up to which this projector has applied the log.
+func (p *Projector) Applied() uint64 { return p.applied.Load() }
+
+func (p *Projector) advance(pos uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if pos > p.applied.Load() {
+		p.applied.Store(pos)
+		close(p.moved)
+		p.moved = make(chan struct{})
+	}
+}
+
+// WaitFor returns once the read models have applied position pos, or with
+// ctx's error.
+func (p *Projector) WaitFor(ctx context.Context, pos uint64) error {
+	for {
+		p.mu.Lock()
+		done, moved := p.applied.Load() >= pos, p.moved
+		p.mu.Unlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-moved:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Step applies the next batch of events, if any, and returns how many.
+func (p *Projector) Step(ctx context.Context) (int, error) {
+	from := p.Applied()
+	recs, err := p.log.ReadAll(ctx, from, p.cfg.BatchSize)
+	if err != nil {
+		return 0, fmt.Errorf("read log after %d: %w", from, err)
+	}
+	if len(recs) == 0 {
+		return 0, nil
+	}
+	tx, err := p.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("begin projection: %w", err)
+	}
+	defer tx.Rollback()
+	t := txn{ctx: ctx, tx: tx, d: p.d}
+	var changes []Change
+	for _, rec := range recs {
+		if err := apply(t, rec); err != nil {
+			return 0, fmt.Errorf("project %s at %d (%s v%d): %w", rec.Type, rec.Position, rec.Stream, rec.Version, err)
+		}
+		if p.pub != nil {
+			changes = append(changes, ChangesOf(rec)...)
+		}
+	}
+	last := recs[len(recs)-1].Position
+	res, err := tx.ExecContext(ctx, p.d.Rebind(`UPDATE checkpoints SET position = ? WHERE name = ? AND position = ?`), int64(last), Name, int64(from))
+	if err != nil {
+		return 0, fmt.Errorf("store checkpoint: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		// Another projector moved the checkpoint: re-read it and go on from there.
+		tx.Rollback()
+		if err := p.Load(ctx); err != nil {
+			return 0, err
+		}
+		return 0, fmt.Errorf("checkpoint moved from %d by another projector", from)
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("commit projection: %w", err)
+	}
+	p.advance(last)
+	if p.cfg.OnBatch != nil {
+		p.cfg.OnBatch(len(recs), last)
+	}
+	if len(changes) > 0 {
+		if err := p.pub.Publish(ctx, changes); err != nil && p.cfg.OnError != nil {
+			p.cfg.OnError(fmt.Errorf("publish changes up to %d: %w", last, err))
+		}
+	}
+	return len(recs), nil
+}
+
+// CatchUp applies batches until the log holds nothing more.
+func (p *Projector) CatchUp(ctx context.Context) error {
+	for {
+		n, err := p.Step(ctx)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return nil
+		}
+	}
+}
+
+// Run applies the log as it grows until ctx is done. Errors are retried
+// with a growing pause (reported to Config.OnError); it returns ctx's error.
+func (p *Projector) Run(ctx context.Context) error {
+	pause := 50 * time.Millisecond
+	for {
+		n, err := p.Step(ctx)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err != nil {
+			if p.cfg.OnError != nil {
+				p.cfg.OnError(err)
+			}
+			select {
+			case <-time.After(pause):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			pause = min(pause*2, 5*time.Second)
+			continue
+		}
+		pause = 50 * time.Millisecond
+		if n > 0 {
+			continue
+		}
+		if err := p.log.Wait(ctx, p.Applied()); err != nil && ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+}
+
+// Rebuild drops the read models, recreates them and applies the whole log,
+// calling progress after each batch with the events applied so far.
+func Rebuild(ctx context.Context, db *sql.DB, d Dialect, log Log, progress func(applied int, position uint64)) error {
+	if err := Drop(ctx, db, d); err != nil {
+		return err
+	}
+	if _, err := Migrate(ctx, db, d); err != nil {
+		return err
+	}
+	total := 0
+	p := NewProjector(db, d, log, nil, Config{BatchSize: 2000, OnBatch: func(n int, pos uint64) {
+		total += n
+		if progress != nil {
+			progress(total, pos)
+		}
+	}})
+	return p.CatchUp(ctx)
+}
+
+var _ = domain.Recorded{}

@@ -1,0 +1,712 @@
+package projections
+
+import (
+	"context"
+	"database/sql"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"unicode"
+
+	"github.com/helpdesk/messenger/domain"
+	"github.com/helpdesk/messenger/domain/directory"
+	"github.com/helpdesk/messenger/domain/helpdesk"
+)
+
+// ErrBadCursor is returned for a cursor that no list handed out.
+var ErrBadCursor = errors.New("invalid cursor")
+
+// ReadModels answers queries over the read models.
+type ReadModels struct {
+	db *sql.DB
+	d  Dialect
+}
+
+// NewReadModels returns the queries over the read models in db.
+func NewReadModels(db *sql.DB, d Dialect) *ReadModels { return &ReadModels{db: db, d: d} }
+
+func (r *ReadModels) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	rows, err := r.db.QueryContext(ctx, r.d.Rebind(q), args...)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", firstLine(q), err)
+	}
+	return rows, nil
+}
+
+func (r *ReadModels) row(ctx context.Context, q string, args ...any) *sql.Row {
+	return r.db.QueryRowContext(ctx, r.d.Rebind(q), args...)
+}
+
+func found(err error) (bool, error) {
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// Principal returns who holds the token with hash, if anyone, and the hash
+// stored for them.
+func (r *ReadModels) Principal(ctx context.Context, hash string) (directory.Principal, string, bool, error) {
+	var kind, id, stored string
+	ok, err := found(r.row(ctx, `SELECT kind, id, hash FROM tokens WHERE hash = ?`, hash).Scan(&kind, &id, &stored))
+	if !ok {
+		return directory.Principal{}, "", false, err
+	}
+	if kind == "customer" {
+		c, ok, err := r.Customer(ctx, id)
+		return directory.Principal{Kind: domain.ActorCustomer, ID: id, Name: c.Name}, stored, ok, err
+	}
+	u, ok, err := r.User(ctx, id)
+	return directory.Principal{Kind: domain.ActorUser, ID: id, Name: u.Name, Role: directory.Role(u.Role), Support: u.Support}, stored, ok, err
+}
+
+// User returns user id.
+func (r *ReadModels) User(ctx context.Context, id string) (User, bool, error) {
+	var u User
+	var support int
+	ok, err := found(r.row(ctx, `SELECT id, name, email, role, support FROM users WHERE id = ?`, id).
+		Scan(&u.ID, &u.Name, &u.Email, &u.Role, &support))
+	u.Support = support == 1
+	return u, ok, err
+}
+
+// UserByEmail returns the user with email, if any.
+func (r *ReadModels) UserByEmail(ctx context.Context, email string) (User, bool, error) {
+	var id string
+	ok, err := found(r.row(ctx, `SELECT id FROM users WHERE lower(email) = lower(?)`, email).Scan(&id))
+	if !ok {
+		return User{}, false, err
+	}
+	return r.User(ctx, id)
+}
+
+// MissingUsers returns those of ids that name no user.
+func (r *ReadModels) MissingUsers(ctx context.Context, ids []string) ([]string, error) {
+	names, err := r.userNames(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	var missing []string
+	for _, id := range ids {
+		if _, ok := names[id]; !ok {
+			missing = append(missing, id)
+		}
+	}
+	return missing, nil
+}
+
+// Customer returns customer id.
+func (r *ReadModels) Customer(ctx context.Context, id string) (Customer, bool, error) {
+	var c Customer
+	var at int64
+	ok, err := found(r.row(ctx, `SELECT id, name, email, created_at FROM customers WHERE id = ?`, id).Scan(&c.ID, &c.Name, &c.Email, &at))
+	c.CreatedAt = fromMillis(at)
+	return c, ok, err
+}
+
+// Helpdesk returns the helpdesk's switch and messages, with the defaults
+// filled in.
+func (r *ReadModels) Helpdesk(ctx context.Context) (Helpdesk, error) {
+	var h Helpdesk
+	var online int
+	var pos int64
+	ok, err := found(r.row(ctx, `SELECT online, online_message, offline_message, position FROM helpdesk WHERE id = 1`).
+		Scan(&online, &h.OnlineMessage, &h.OfflineMessage, &pos))
+	if err != nil {
+		return h, err
+	}
+	_ = ok
+	h.Online, h.Position = online == 1, Position(pos)
+	if h.OnlineMessage == "" {
+		h.OnlineMessage = helpdesk.DefaultOnlineMessage
+	}
+	if h.OfflineMessage == "" {
+		h.OfflineMessage = helpdesk.DefaultOfflineMessage
+	}
+	return h, nil
+}
+
+// Message returns what the widget shows now.
+func (h Helpdesk) Message() string {
+	if h.Online {
+		return h.OnlineMessage
+	}
+	return h.OfflineMessage
+}
+
+func placeholders(n int) string {
+	return strings.TrimSuffix(strings.Repeat("?, ", n), ", ")
+}
+
+func anys(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
+}
+
+func (r *ReadModels) userNames(ctx context.Context, ids []string) (map[string]string, error) {
+	names := make(map[string]string, len(ids))
+	if len(ids) == 0 {
+		return names, nil
+	}
+	rows, err := r.query(ctx, `SELECT id, name FROM users WHERE id IN (`+placeholders(len(ids))+`)`, anys(ids)...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id, name string
+		if err := rows.Scan(&id, &name); err != nil {
+			return nil, err
+		}
+		names[id] = name
+	}
+	return names, rows.Err()
+}
+
+func (r *ReadModels) customerRefs(ctx context.Context, ids []string) (map[string]*CustomerRef, error) {
+	refs := make(map[string]*CustomerRef, len(ids))
+	if len(ids) == 0 {
+		return refs, nil
+	}
+	rows, err := r.query(ctx, `SELECT id, name, email FROM customers WHERE id IN (`+placeholders(len(ids))+`)`, anys(ids)...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var c CustomerRef
+		if err := rows.Scan(&c.ID, &c.Name, &c.Email); err != nil {
+			return nil, err
+		}
+		refs[c.ID] = &c
+	}
+	return refs, rows.Err()
+}
+
+// authorName names a message's author.
+func (r *ReadModels) authors(ctx context.Context, actors []domain.Actor) (map[domain.Actor]Author, error) {
+	var users, customers []string
+	for _, a := range actors {
+		if a.Kind == domain.ActorCustomer {
+			customers = append(customers, a.ID)
+		} else {
+			users = append(users, a.ID)
+		}
+	}
+	names, err := r.userNames(ctx, uniq(users))
+	if err != nil {
+		return nil, err
+	}
+	refs, err := r.customerRefs(ctx, uniq(customers))
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[domain.Actor]Author, len(actors))
+	for _, a := range actors {
+		au := Author{Kind: string(a.Kind), ID: a.ID}
+		if a.Kind == domain.ActorCustomer {
+			if c := refs[a.ID]; c != nil {
+				au.Name = c.Name
+			}
+		} else {
+			au.Name = names[a.ID]
+		}
+		out[a] = au
+	}
+	return out, nil
+}
+
+func uniq(ss []string) []string {
+	seen := make(map[string]bool, len(ss))
+	out := ss[:0:0]
+	for _, s := range ss {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// links returns the linked items of each conversation, in linking order.
+func (r *ReadModels) links(ctx context.Context, convs []string) (map[string][]Link, error) {
+	out := make(map[string][]Link, len(convs))
+	if len(convs) == 0 {
+		return out, nil
+	}
+	rows, err := r.query(ctx, `SELECT l.conversation_id, i.id, i.kind, i.title, i.status FROM links l
+		JOIN items i ON i.id = l.item_id WHERE l.conversation_id IN (`+placeholders(len(convs))+`) ORDER BY l.linked`, anys(convs)...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var conv string
+		var l Link
+		if err := rows.Scan(&conv, &l.ItemID, &l.Kind, &l.Title, &l.Status); err != nil {
+			return nil, err
+		}
+		out[conv] = append(out[conv], l)
+	}
+	return out, rows.Err()
+}
+
+type convRow struct {
+	id, channel, subject, status, customerID, lastMessageID string
+	createdAt, updatedAt, position                          int64
+	unread                                                  int
+}
+
+// Conversation returns conversation id without its messages.
+func (r *ReadModels) Conversation(ctx context.Context, id string) (Conversation, bool, error) {
+	var c convRow
+	ok, err := found(r.row(ctx, `SELECT id, channel, subject, status, customer_id, created_at, updated_at, position
+		FROM conversations WHERE id = ?`, id).Scan(&c.id, &c.channel, &c.subject, &c.status, &c.customerID, &c.createdAt, &c.updatedAt, &c.position))
+	if !ok {
+		return Conversation{}, false, err
+	}
+	conv := Conversation{ID: c.id, Channel: c.channel, Subject: c.subject, Status: c.status,
+		CreatedAt: fromMillis(c.createdAt), UpdatedAt: fromMillis(c.updatedAt), Position: Position(c.position),
+		Participants: []Person{}, Links: []Link{}}
+	if c.customerID != "" {
+		refs, err := r.customerRefs(ctx, []string{c.customerID})
+		if err != nil {
+			return conv, false, err
+		}
+		conv.Customer = refs[c.customerID]
+	}
+	rows, err := r.query(ctx, `SELECT p.user_id, COALESCE(u.name, '') FROM participants p LEFT JOIN users u ON u.id = p.user_id
+		WHERE p.conversation_id = ? ORDER BY p.joined, p.user_id`, id)
+	if err != nil {
+		return conv, false, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var p Person
+		if err := rows.Scan(&p.ID, &p.Name); err != nil {
+			return conv, false, err
+		}
+		conv.Participants = append(conv.Participants, p)
+	}
+	if err := rows.Err(); err != nil {
+		return conv, false, err
+	}
+	links, err := r.links(ctx, []string{id})
+	if err != nil {
+		return conv, false, err
+	}
+	if l := links[id]; l != nil {
+		conv.Links = l
+	}
+	return conv, true, nil
+}
+
+const messageCols = `id, conversation_id, seq, author_kind, author_id, body, created_at, edited, deleted, position`
+
+func (r *ReadModels) scanMessages(ctx context.Context, rows *sql.Rows) ([]Message, error) {
+	defer rows.Close()
+	var msgs []Message
+	var actors []domain.Actor
+	for rows.Next() {
+		var m Message
+		var kind string
+		var at, pos int64
+		var edited, deleted int
+		if err := rows.Scan(&m.ID, &m.ConversationID, &m.Seq, &kind, &m.Author.ID, &m.Body, &at, &edited, &deleted, &pos); err != nil {
+			return nil, err
+		}
+		m.Author.Kind, m.CreatedAt, m.Edited, m.Deleted, m.Position = kind, fromMillis(at), edited == 1, deleted == 1, Position(pos)
+		msgs = append(msgs, m)
+		actors = append(actors, domain.Actor{Kind: domain.ActorKind(kind), ID: m.Author.ID})
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	authors, err := r.authors(ctx, actors)
+	if err != nil {
+		return nil, err
+	}
+	for i := range msgs {
+		msgs[i].Author = authors[actors[i]]
+	}
+	return msgs, nil
+}
+
+// Message returns message id of conversation conv.
+func (r *ReadModels) Message(ctx context.Context, conv, id string) (Message, bool, error) {
+	rows, err := r.query(ctx, `SELECT `+messageCols+` FROM messages WHERE id = ? AND conversation_id = ?`, id, conv)
+	if err != nil {
+		return Message{}, false, err
+	}
+	msgs, err := r.scanMessages(ctx, rows)
+	if err != nil || len(msgs) == 0 {
+		return Message{}, false, err
+	}
+	return msgs[0], true, nil
+}
+
+// Messages returns the newest limit messages of conv before cursor (all when
+// cursor is ""), oldest first, and the cursor of the page before them ("" if
+// none).
+func (r *ReadModels) Messages(ctx context.Context, conv string, limit int, cursor string) ([]Message, string, error) {
+	before := int64(1) << 62
+	if cursor != "" {
+		n, err := strconv.ParseInt(cursor, 10, 64)
+		if err != nil || n < 1 {
+			return nil, "", ErrBadCursor
+		}
+		before = n
+	}
+	rows, err := r.query(ctx, `SELECT `+messageCols+` FROM messages WHERE conversation_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?`,
+		conv, before, limit)
+	if err != nil {
+		return nil, "", err
+	}
+	msgs, err := r.scanMessages(ctx, rows)
+	if err != nil {
+		return nil, "", err
+	}
+	for i, j := 0, len(msgs)-1; i < j; i, j = i+1, j-1 {
+		msgs[i], msgs[j] = msgs[j], msgs[i]
+	}
+	next := ""
+	if len(msgs) > 0 && msgs[0].Seq > 1 {
+		next = strconv.Itoa(msgs[0].Seq)
+	}
+	if msgs == nil {
+		msgs = []Message{}
+	}
+	return msgs, next, nil
+}
+
+// visible returns a condition on conversations c that holds when p may see
+// c, and its arguments.
+func visible(p directory.Principal) (string, []any) {
+	switch {
+	case p.IsCustomer():
+		return `c.customer_id = ?`, []any{p.ID}
+	case p.IsAuditor():
+		return `1 = 1`, nil
+	case p.IsSupport():
+		m, args := mine(p)
+		return `(c.channel = 'livechat' OR ` + m + `)`, args
+	case p.IsStaff():
+		return mine(p)
+	}
+	return `1 = 0`, nil
+}
+
+// mine returns the condition of the "My conversations" section: p takes
+// part, or c links an item p created, is assigned to or follows.
+func mine(p directory.Principal) (string, []any) {
+	return `(EXISTS (SELECT 1 FROM participants pa WHERE pa.conversation_id = c.id AND pa.user_id = ?)
+		OR EXISTS (SELECT 1 FROM links l JOIN item_people ip ON ip.item_id = l.item_id WHERE l.conversation_id = c.id AND ip.user_id = ?))`,
+		[]any{p.ID, p.ID}
+}
+
+// unreadExpr counts the messages of c by others than p, not deleted, after
+// p's last read.
+func unreadExpr(p directory.Principal) (string, []any) {
+	return `(SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id AND m.deleted = 0
+		AND m.seq > COALESCE((SELECT r.seq FROM reads r WHERE r.conversation_id = c.id AND r.reader = ?), 0)
+		AND NOT (m.author_kind = ? AND m.author_id = ?))`, []any{p.Actor().Key(), string(p.Kind), p.ID}
+}
+
+// CanSee reports whether p may see conversation id; false too when it does not exist.
+func (r *ReadModels) CanSee(ctx context.Context, p directory.Principal, id string) (bool, error) {
+	cond, args := visible(p)
+	var one int
+	return found(r.row(ctx, `SELECT 1 FROM conversations c WHERE c.id = ? AND `+cond, append([]any{id}, args...)...).Scan(&one))
+}
+
+// Section is a part of the staff inbox.
+type Section string
+
+// The inbox sections.
+const (
+	Customers Section = "customers"
+	Mine      Section = "mine"
+)
+
+// InboxQuery selects inbox rows.
+type InboxQuery struct {
+	Section Section // "" for every conversation p may see (the widget's list)
+	Status  string  // "open", "closed" or "" for both
+	Search  string
+	Limit   int
+	Cursor  string
+}
+
+// MaxSearchTerms bounds the words of one search.
+const MaxSearchTerms = 8
+
+// SearchTerms splits q into the words and phrases a search matches, at most
+// MaxSearchTerms.
+func SearchTerms(q string) []string {
+	words := strings.FieldsFunc(q, unicode.IsSpace)
+	var out []string
+	for _, w := range words {
+		w = strings.Trim(w, `"'`)
+		if strings.IndexFunc(w, func(r rune) bool { return unicode.IsLetter(r) || unicode.IsDigit(r) }) < 0 {
+			continue
+		}
+		out = append(out, w)
+		if len(out) == MaxSearchTerms {
+			break
+		}
+	}
+	return out
+}
+
+func encodeCursor(updated int64, id string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(updated, 10) + ":" + id))
+}
+
+func decodeCursor(s string) (int64, string, error) {
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return 0, "", ErrBadCursor
+	}
+	at, id, ok := strings.Cut(string(b), ":")
+	n, err := strconv.ParseInt(at, 10, 64)
+	if !ok || err != nil || id == "" {
+		return 0, "", ErrBadCursor
+	}
+	return n, id, nil
+}
+
+// Inbox returns p's rows of a section, newest activity first, and the
+// cursor of the next page ("" when there is none).
+func (r *ReadModels) Inbox(ctx context.Context, p directory.Principal, q InboxQuery) ([]InboxRow, string, error) {
+	unread, uargs := unreadExpr(p)
+	var where []string
+	var args []any
+	args = append(args, uargs...)
+	switch q.Section {
+	case Customers:
+		where = append(where, `c.channel = 'livechat'`)
+	case Mine:
+		m, margs := mine(p)
+		where, args = append(where, m), append(args, margs...)
+	default:
+		v, vargs := visible(p)
+		where, args = append(where, v), append(args, vargs...)
+	}
+	if q.Status != "" {
+		where, args = append(where, `c.status = ?`), append(args, q.Status)
+	}
+	for _, term := range SearchTerms(q.Search) {
+		clause, arg := r.d.SearchMatch(term)
+		where, args = append(where, clause), append(args, arg)
+	}
+	if q.Cursor != "" {
+		at, id, err := decodeCursor(q.Cursor)
+		if err != nil {
+			return nil, "", err
+		}
+		where, args = append(where, `(c.updated_at < ? OR (c.updated_at = ? AND c.id < ?))`), append(args, at, at, id)
+	}
+	args = append(args, q.Limit+1)
+	rows, err := r.query(ctx, `SELECT c.id, c.channel, c.subject, c.status, c.customer_id, c.last_message_id, c.updated_at, `+unread+`
+		FROM conversations c WHERE `+strings.Join(where, " AND ")+` ORDER BY c.updated_at DESC, c.id DESC LIMIT ?`, args...)
+	if err != nil {
+		return nil, "", err
+	}
+	var cs []convRow
+	func() {
+		defer rows.Close()
+		for rows.Next() {
+			var c convRow
+			if err = rows.Scan(&c.id, &c.channel, &c.subject, &c.status, &c.customerID, &c.lastMessageID, &c.updatedAt, &c.unread); err != nil {
+				return
+			}
+			cs = append(cs, c)
+		}
+		err = rows.Err()
+	}()
+	if err != nil {
+		return nil, "", err
+	}
+	next := ""
+	if len(cs) > q.Limit {
+		cs = cs[:q.Limit]
+		last := cs[len(cs)-1]
+		next = encodeCursor(last.updatedAt, last.id)
+	}
+	out, err := r.hydrate(ctx, cs)
+	return out, next, err
+}
+
+// InboxRow returns conversation id as p's inbox shows it.
+func (r *ReadModels) InboxRow(ctx context.Context, p directory.Principal, id string) (InboxRow, bool, error) {
+	unread, args := unreadExpr(p)
+	var c convRow
+	ok, err := found(r.row(ctx, `SELECT c.id, c.channel, c.subject, c.status, c.customer_id, c.last_message_id, c.updated_at, `+unread+`
+		FROM conversations c WHERE c.id = ?`, append(args, id)...).
+		Scan(&c.id, &c.channel, &c.subject, &c.status, &c.customerID, &c.lastMessageID, &c.updatedAt, &c.unread))
+	if !ok {
+		return InboxRow{}, false, err
+	}
+	rows, err := r.hydrate(ctx, []convRow{c})
+	if err != nil {
+		return InboxRow{}, false, err
+	}
+	return rows[0], true, nil
+}
+
+func (r *ReadModels) hydrate(ctx context.Context, cs []convRow) ([]InboxRow, error) {
+	out := make([]InboxRow, 0, len(cs))
+	if len(cs) == 0 {
+		return out, nil
+	}
+	var ids, customers, lasts []string
+	for _, c := range cs {
+		ids = append(ids, c.id)
+		if c.customerID != "" {
+			customers = append(customers, c.customerID)
+		}
+		if c.lastMessageID != "" {
+			lasts = append(lasts, c.lastMessageID)
+		}
+	}
+	refs, err := r.customerRefs(ctx, uniq(customers))
+	if err != nil {
+		return nil, err
+	}
+	links, err := r.links(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	last := map[string]Message{}
+	if len(lasts) > 0 {
+		rows, err := r.query(ctx, `SELECT `+messageCols+` FROM messages WHERE id IN (`+placeholders(len(lasts))+`)`, anys(lasts)...)
+		if err != nil {
+			return nil, err
+		}
+		msgs, err := r.scanMessages(ctx, rows)
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range msgs {
+			last[m.ID] = m
+		}
+	}
+	for _, c := range cs {
+		row := InboxRow{ID: c.id, Channel: c.channel, Subject: c.subject, Status: c.status, Unread: c.unread,
+			UpdatedAt: fromMillis(c.updatedAt), Links: links[c.id]}
+		if row.Links == nil {
+			row.Links = []Link{}
+		}
+		if c.customerID != "" {
+			row.Customer = refs[c.customerID]
+		}
+		if m, ok := last[c.lastMessageID]; ok {
+			row.LastMessage = &LastMessage{ID: m.ID, Author: m.Author, Excerpt: Excerpt(m.Body, ExcerptLen), CreatedAt: m.CreatedAt}
+		}
+		out = append(out, row)
+	}
+	return out, nil
+}
+
+// Unread counts, per section, the conversations with messages p has not read.
+// customers is 0 for those who do not see that section.
+func (r *ReadModels) Unread(ctx context.Context, p directory.Principal) (customers, mineN int, err error) {
+	unread, uargs := unreadExpr(p)
+	if p.SeesCustomers() {
+		if err := r.row(ctx, `SELECT COUNT(*) FROM conversations c WHERE c.channel = 'livechat' AND `+unread+` > 0`, uargs...).Scan(&customers); err != nil {
+			return 0, 0, fmt.Errorf("count unread customers: %w", err)
+		}
+	}
+	m, margs := mine(p)
+	if err := r.row(ctx, `SELECT COUNT(*) FROM conversations c WHERE `+m+` AND `+unread+` > 0`, append(margs, uargs...)...).Scan(&mineN); err != nil {
+		return 0, 0, fmt.Errorf("count unread mine: %w", err)
+	}
+	return customers, mineN, nil
+}
+
+// UnreadIn counts the messages of conversation id that p has not read.
+func (r *ReadModels) UnreadIn(ctx context.Context, p directory.Principal, id string) (int, error) {
+	unread, args := unreadExpr(p)
+	var n int
+	err := r.row(ctx, `SELECT `+unread+` FROM conversations c WHERE c.id = ?`, append(args, id)...).Scan(&n)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	return n, err
+}
+
+// Item returns ticket or task id.
+func (r *ReadModels) Item(ctx context.Context, id string) (Item, bool, error) {
+	var it Item
+	var requester, creator string
+	var at int64
+	ok, err := found(r.row(ctx, `SELECT id, kind, title, description, status, requester_id, created_by, created_at FROM items WHERE id = ?`, id).
+		Scan(&it.ID, &it.Kind, &it.Title, &it.Description, &it.Status, &requester, &creator, &at))
+	if !ok {
+		return it, false, err
+	}
+	it.CreatedAt = fromMillis(at)
+	it.Assignees, it.Followers, it.Conversations = []Person{}, []Person{}, []string{}
+	if requester != "" {
+		refs, err := r.customerRefs(ctx, []string{requester})
+		if err != nil {
+			return it, false, err
+		}
+		it.Requester = refs[requester]
+	}
+	rows, err := r.query(ctx, `SELECT ip.user_id, ip.role, COALESCE(u.name, '') FROM item_people ip LEFT JOIN users u ON u.id = ip.user_id
+		WHERE ip.item_id = ? ORDER BY ip.added, ip.user_id`, id)
+	if err != nil {
+		return it, false, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var p Person
+		var role string
+		if err := rows.Scan(&p.ID, &role, &p.Name); err != nil {
+			return it, false, err
+		}
+		switch role {
+		case "creator":
+			it.CreatedBy = p
+		case "assignee":
+			it.Assignees = append(it.Assignees, p)
+		case "follower":
+			it.Followers = append(it.Followers, p)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return it, false, err
+	}
+	it.Conversations, err = r.ConversationsOf(ctx, id)
+	return it, err == nil, err
+}
+
+// ConversationsOf returns the ids of the conversations that link item id.
+func (r *ReadModels) ConversationsOf(ctx context.Context, id string) ([]string, error) {
+	rows, err := r.query(ctx, `SELECT conversation_id FROM links WHERE item_id = ? ORDER BY linked`, id)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []string{}
+	for rows.Next() {
+		var c string
+		if err := rows.Scan(&c); err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// EmailTaken reports whether a user already has email (case-insensitively).
+func (r *ReadModels) EmailTaken(ctx context.Context, email string) (bool, error) {
+	_, ok, err := r.UserByEmail(ctx, email)
+	return ok, err
+}

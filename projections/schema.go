@@ -1,0 +1,128 @@
+package projections
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+)
+
+// Name identifies the read models' shape. Changing it (with the schema or
+// the way events are projected) makes the next start rebuild them.
+const Name = "readmodel/v1"
+
+// Dialect is what differs between the SQL engines holding read models. The
+// row changes and the queries are written once, in portable SQL with ?
+// placeholders; a Dialect adapts them.
+type Dialect interface {
+	// Rebind rewrites ? placeholders into the engine's own.
+	Rebind(query string) string
+	// SearchSchema returns the statements that create the table
+	// search_docs (conversation_id, ref, body; UNIQUE (conversation_id, ref))
+	// and a full-text index over body that follows its inserts, updates and
+	// deletes by itself.
+	SearchSchema() []string
+	// SearchDrop returns the statements that drop them.
+	SearchDrop() []string
+	// SearchMatch returns a boolean SQL expression over the conversation id
+	// column c.id that holds when any search_docs row of the conversation
+	// matches term (a word or a phrase, matched as a prefix), and its one
+	// argument.
+	SearchMatch(term string) (clause string, arg string)
+}
+
+// tables lists the read-model tables in an order safe to drop.
+var tables = []string{"search_docs", "item_people", "items", "links", "reads", "messages", "participants",
+	"conversations", "tokens", "customers", "users", "helpdesk", "checkpoints"}
+
+var schema = []string{
+	`CREATE TABLE IF NOT EXISTS checkpoints (name TEXT PRIMARY KEY, position BIGINT NOT NULL)`,
+	`CREATE TABLE IF NOT EXISTS users (id TEXT PRIMARY KEY, name TEXT NOT NULL, email TEXT NOT NULL,
+		role TEXT NOT NULL, support INTEGER NOT NULL, token_hash TEXT NOT NULL, created_at BIGINT NOT NULL)`,
+	`CREATE TABLE IF NOT EXISTS customers (id TEXT PRIMARY KEY, name TEXT NOT NULL, email TEXT NOT NULL,
+		token_hash TEXT NOT NULL, created_at BIGINT NOT NULL)`,
+	`CREATE TABLE IF NOT EXISTS tokens (hash TEXT PRIMARY KEY, kind TEXT NOT NULL, id TEXT NOT NULL)`,
+	`CREATE TABLE IF NOT EXISTS conversations (id TEXT PRIMARY KEY, channel TEXT NOT NULL, subject TEXT NOT NULL,
+		status TEXT NOT NULL, customer_id TEXT NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL,
+		last_seq INTEGER NOT NULL, last_message_id TEXT NOT NULL, first_message_id TEXT NOT NULL,
+		position BIGINT NOT NULL, version BIGINT NOT NULL)`,
+	`CREATE INDEX IF NOT EXISTS conversations_inbox ON conversations (channel, status, updated_at, id)`,
+	`CREATE INDEX IF NOT EXISTS conversations_customer ON conversations (customer_id, updated_at, id)`,
+	`CREATE TABLE IF NOT EXISTS participants (conversation_id TEXT NOT NULL, user_id TEXT NOT NULL, joined BIGINT NOT NULL,
+		PRIMARY KEY (conversation_id, user_id))`,
+	`CREATE INDEX IF NOT EXISTS participants_user ON participants (user_id, conversation_id)`,
+	`CREATE TABLE IF NOT EXISTS messages (id TEXT PRIMARY KEY, conversation_id TEXT NOT NULL, seq INTEGER NOT NULL,
+		author_kind TEXT NOT NULL, author_id TEXT NOT NULL, body TEXT NOT NULL, client_id TEXT NOT NULL,
+		created_at BIGINT NOT NULL, edited INTEGER NOT NULL, deleted INTEGER NOT NULL, position BIGINT NOT NULL,
+		UNIQUE (conversation_id, seq))`,
+	`CREATE TABLE IF NOT EXISTS reads (conversation_id TEXT NOT NULL, reader TEXT NOT NULL, seq INTEGER NOT NULL,
+		PRIMARY KEY (conversation_id, reader))`,
+	`CREATE TABLE IF NOT EXISTS links (conversation_id TEXT NOT NULL, item_id TEXT NOT NULL, linked BIGINT NOT NULL,
+		PRIMARY KEY (conversation_id, item_id))`,
+	`CREATE INDEX IF NOT EXISTS links_item ON links (item_id, conversation_id)`,
+	`CREATE TABLE IF NOT EXISTS items (id TEXT PRIMARY KEY, kind TEXT NOT NULL, title TEXT NOT NULL,
+		description TEXT NOT NULL, status TEXT NOT NULL, requester_id TEXT NOT NULL, created_by TEXT NOT NULL,
+		created_at BIGINT NOT NULL, position BIGINT NOT NULL)`,
+	`CREATE TABLE IF NOT EXISTS item_people (item_id TEXT NOT NULL, user_id TEXT NOT NULL, role TEXT NOT NULL,
+		added BIGINT NOT NULL, PRIMARY KEY (item_id, role, user_id))`,
+	`CREATE INDEX IF NOT EXISTS item_people_user ON item_people (user_id, item_id)`,
+	`CREATE TABLE IF NOT EXISTS helpdesk (id INTEGER PRIMARY KEY, online INTEGER NOT NULL, online_message TEXT NOT NULL,
+		offline_message TEXT NOT NULL, position BIGINT NOT NULL)`,
+}
+
+// Migrate creates the read-model tables if they are missing. When they hold
+// read models of another Name, it drops them first, so that they are rebuilt.
+// It reports whether the tables were (re)created empty.
+func Migrate(ctx context.Context, db *sql.DB, d Dialect) (fresh bool, err error) {
+	var name string
+	err = db.QueryRowContext(ctx, `SELECT name FROM checkpoints WHERE name LIKE 'readmodel/%'`).Scan(&name)
+	switch {
+	case err == nil && name == Name:
+		return false, nil
+	case err == nil || err == sql.ErrNoRows:
+		if err := Drop(ctx, db, d); err != nil {
+			return false, err
+		}
+	default:
+		// No checkpoints table yet: a fresh database.
+		if !strings.Contains(strings.ToLower(err.Error()), "checkpoints") {
+			return false, fmt.Errorf("read checkpoint: %w", err)
+		}
+	}
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return false, err
+	}
+	defer tx.Rollback()
+	for _, s := range append(append([]string{}, schema...), d.SearchSchema()...) {
+		if _, err := tx.ExecContext(ctx, s); err != nil {
+			return false, fmt.Errorf("create read models: %s: %w", firstLine(s), err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, d.Rebind(`INSERT INTO checkpoints (name, position) VALUES (?, 0)`), Name); err != nil {
+		return false, fmt.Errorf("create checkpoint: %w", err)
+	}
+	return true, tx.Commit()
+}
+
+// Drop removes every read-model table.
+func Drop(ctx context.Context, db *sql.DB, d Dialect) error {
+	for _, s := range d.SearchDrop() {
+		if _, err := db.ExecContext(ctx, s); err != nil {
+			return fmt.Errorf("drop search index: %w", err)
+		}
+	}
+	for _, t := range tables {
+		if _, err := db.ExecContext(ctx, `DROP TABLE IF EXISTS `+t); err != nil {
+			return fmt.Errorf("drop %s: %w", t, err)
+		}
+	}
+	return nil
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
