@@ -1,0 +1,232 @@
+package commands
+
+import (
+	"context"
+	"errors"
+	"strings"
+
+	"github.com/helpdesk/messenger/domain"
+	"github.com/helpdesk/messenger/domain/conversation"
+	"github.com/helpdesk/messenger/domain/directory"
+	"github.com/helpdesk/messenger/domain/item"
+)
+
+func convEvolve(s conversation.State, e conversation.Event) conversation.State {
+	return conversation.Evolve(s, e)
+}
+
+func decideConv(cmd conversation.Command) func(conversation.State) ([]conversation.Event, error) {
+	return func(s conversation.State) ([]conversation.Event, error) { return conversation.Decide(s, cmd) }
+}
+
+// onConversation runs cmd on conversation id, which p must be able to see.
+func (s *Service) onConversation(ctx context.Context, p directory.Principal, id string, cmd conversation.Command,
+	eventID func(int, conversation.Event) string) (conversation.State, Result, error) {
+	ok, err := s.access.CanSee(ctx, p, id)
+	if err != nil {
+		return conversation.State{}, Result{}, err
+	}
+	if !ok {
+		return conversation.State{}, Result{}, notFound("conversation", id)
+	}
+	st, res, err := execute(ctx, s, conversation.Stream(id), convEvolve, decideConv(cmd), eventID)
+	if errors.Is(err, conversation.ErrNotFound) {
+		return st, res, notFound("conversation", id)
+	}
+	return st, res, err
+}
+
+// StartConversation starts a conversation with its first message: a live
+// chat when p is a customer, an internal one between teammates otherwise.
+func (s *Service) StartConversation(ctx context.Context, p directory.Principal, subject, body string, participants []string) (string, Result, error) {
+	if !p.IsCustomer() && !p.CanWrite() {
+		return "", Result{}, ErrForbidden
+	}
+	if p.IsStaff() && len(participants) > 0 && len(participants) <= domain.MaxParticipants {
+		missing, err := s.access.MissingUsers(ctx, participants)
+		if err != nil {
+			return "", Result{}, err
+		}
+		if len(missing) > 0 {
+			return "", Result{}, domain.Invalid("participants", "no user "+strings.Join(missing, ", "))
+		}
+	}
+	id := s.cfg.NewID()
+	cmd := conversation.Start{Meta: s.meta(p), ConversationID: id, MessageID: s.cfg.NewID(), Subject: subject, Body: body, Participants: participants}
+	_, res, err := execute(ctx, s, conversation.Stream(id), convEvolve, decideConv(cmd), nil)
+	return id, res, err
+}
+
+// PostMessage adds a message to conversation id. A post repeating an earlier
+// client id of the same author returns the first message, appending nothing.
+func (s *Service) PostMessage(ctx context.Context, p directory.Principal, id, body, clientID string) (string, Result, error) {
+	if !p.CanWrite() {
+		return "", Result{}, ErrForbidden
+	}
+	cmd := conversation.Post{Meta: s.meta(p), MessageID: s.cfg.NewID(), Body: body, ClientID: clientID}
+	var eventID func(int, conversation.Event) string
+	if clientID != "" {
+		eventID = func(i int, e conversation.Event) string {
+			return stableID("post", id, p.Actor().Key(), clientID, e.EventType())
+		}
+	}
+	st, res, err := s.onConversation(ctx, p, id, cmd, eventID)
+	if err != nil {
+		return "", res, err
+	}
+	if !res.Appended {
+		if m, ok := st.MessageByClientID(p.Actor(), clientID); ok {
+			return m.ID, res, nil
+		}
+	}
+	// The store may have answered an idempotent retry with the first append's events.
+	if m, ok := st.MessageByClientID(p.Actor(), clientID); ok {
+		return m.ID, res, nil
+	}
+	return cmd.MessageID, res, nil
+}
+
+// EditMessage replaces the text of p's own message.
+func (s *Service) EditMessage(ctx context.Context, p directory.Principal, id, messageID, body string) (Result, error) {
+	if !p.CanWrite() {
+		return Result{}, ErrForbidden
+	}
+	_, res, err := s.onConversation(ctx, p, id, conversation.Edit{Meta: s.meta(p), MessageID: messageID, Body: body}, nil)
+	return res, messageErr(err, messageID)
+}
+
+// DeleteMessage blanks a message of p's own, or any message when p is an admin.
+func (s *Service) DeleteMessage(ctx context.Context, p directory.Principal, id, messageID string) (Result, error) {
+	if !p.CanWrite() {
+		return Result{}, ErrForbidden
+	}
+	_, res, err := s.onConversation(ctx, p, id, conversation.Delete{Meta: s.meta(p), MessageID: messageID, Moderator: p.IsAdmin()}, nil)
+	return res, messageErr(err, messageID)
+}
+
+func messageErr(err error, id string) error {
+	if errors.Is(err, conversation.ErrMessageNotFound) {
+		return notFound("message", id)
+	}
+	return err
+}
+
+// staffOn checks that p is staff who may write, then runs cmd.
+func (s *Service) staffOn(ctx context.Context, p directory.Principal, id string, cmd conversation.Command) (conversation.State, Result, error) {
+	if !p.IsStaff() || !p.CanWrite() {
+		return conversation.State{}, Result{}, ErrForbidden
+	}
+	return s.onConversation(ctx, p, id, cmd, nil)
+}
+
+// Close closes conversation id; closing a closed one changes nothing.
+func (s *Service) Close(ctx context.Context, p directory.Principal, id string) (Result, error) {
+	_, res, err := s.staffOn(ctx, p, id, conversation.Close{Meta: s.meta(p)})
+	return res, err
+}
+
+// Reopen reopens conversation id; reopening an open one changes nothing.
+func (s *Service) Reopen(ctx context.Context, p directory.Principal, id string) (Result, error) {
+	_, res, err := s.staffOn(ctx, p, id, conversation.Reopen{Meta: s.meta(p)})
+	return res, err
+}
+
+// MarkRead records that p has read conversation id up to now.
+func (s *Service) MarkRead(ctx context.Context, p directory.Principal, id string) (Result, error) {
+	if !p.CanWrite() {
+		return Result{}, ErrForbidden
+	}
+	_, res, err := s.onConversation(ctx, p, id, conversation.MarkRead{Meta: s.meta(p)}, nil)
+	return res, err
+}
+
+// Link links existing item itemID to conversation id.
+func (s *Service) Link(ctx context.Context, p directory.Principal, id, itemID string) (Result, error) {
+	if !p.IsStaff() || !p.CanWrite() {
+		return Result{}, ErrForbidden
+	}
+	if itemID == "" {
+		return Result{}, domain.Invalid("item_id", "is required")
+	}
+	recs, err := s.store.ReadStream(ctx, item.Stream(itemID))
+	if err != nil {
+		return Result{}, err
+	}
+	if len(recs) == 0 {
+		return Result{}, domain.Invalid("item_id", "no item "+itemID)
+	}
+	_, res, err := s.staffOn(ctx, p, id, conversation.Link{Meta: s.meta(p), ItemID: itemID})
+	return res, err
+}
+
+// Unlink removes the link of item itemID from conversation id; an item not
+// linked changes nothing.
+func (s *Service) Unlink(ctx context.Context, p directory.Principal, id, itemID string) (Result, error) {
+	_, res, err := s.staffOn(ctx, p, id, conversation.Unlink{Meta: s.meta(p), ItemID: itemID})
+	if errors.Is(err, conversation.ErrNotLinked) {
+		return res, nil // DELETE is idempotent: what is not linked stays unlinked
+	}
+	return res, err
+}
+
+// TitleLen is how much of the first message a title made from it keeps.
+const TitleLen = 80
+
+// CreateItemFrom creates a ticket or task from conversation id and links it.
+// Title and description left empty are filled from the conversation: the
+// subject (else the first message cut at TitleLen characters) and the first
+// message; the requester is the conversation's customer.
+func (s *Service) CreateItemFrom(ctx context.Context, p directory.Principal, id string, kind item.Kind, title, description string) (string, Result, error) {
+	if !p.IsStaff() || !p.CanWrite() {
+		return "", Result{}, ErrForbidden
+	}
+	ok, err := s.access.CanSee(ctx, p, id)
+	if err != nil {
+		return "", Result{}, err
+	}
+	if !ok {
+		return "", Result{}, notFound("conversation", id)
+	}
+	recs, err := s.store.ReadStream(ctx, conversation.Stream(id))
+	if err != nil {
+		return "", Result{}, err
+	}
+	var st conversation.State
+	for _, r := range recs {
+		if e, ok := r.Event.(conversation.Event); ok {
+			st = conversation.Evolve(st, e)
+		}
+	}
+	if !st.Exists() {
+		return "", Result{}, notFound("conversation", id)
+	}
+	first := ""
+	if len(st.Messages) > 0 {
+		first = st.Messages[0].Body
+	}
+	if strings.TrimSpace(title) == "" {
+		title = st.Subject
+		if title == "" {
+			title = cut(strings.Join(strings.Fields(first), " "), TitleLen)
+		}
+	}
+	if description == "" {
+		description = first
+	}
+	itemID := s.cfg.NewID()
+	create := item.Create{Meta: s.meta(p), ItemID: itemID, Kind: kind, Title: title, Description: description,
+		RequesterID: st.CustomerID, SourceConversationID: id}
+	if _, _, err := execute(ctx, s, item.Stream(itemID), item.Evolve, decideItem(create), nil); err != nil {
+		return "", Result{}, err
+	}
+	_, res, err := execute(ctx, s, conversation.Stream(id), convEvolve, decideConv(conversation.Link{Meta: s.meta(p), ItemID: itemID}), nil)
+	return itemID, res, err
+}
+
+func cut(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n])
+}

@@ -1,0 +1,249 @@
+// Package httpkit is the HTTP plumbing shared by the write routes
+// (commands/httpapi) and the read routes (readapi): the error table, strict
+// JSON decoding with limits, and authentication by bearer token.
+package httpkit
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/helpdesk/messenger/domain"
+	"github.com/helpdesk/messenger/domain/conversation"
+	"github.com/helpdesk/messenger/domain/directory"
+	"github.com/helpdesk/messenger/domain/item"
+)
+
+// MaxBody is the largest request body accepted, in bytes.
+const MaxBody = 64 << 10
+
+// Error is an API error as clients see it.
+type Error struct {
+	Status  int    `json:"-"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Field   string `json:"field,omitempty"`
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Errorf returns an *Error with status and code.
+func Errorf(status int, code, format string, args ...any) *Error {
+	return &Error{Status: status, Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// The error codes of API.md.
+const (
+	CodeInvalid      = "invalid_request"
+	CodeUnauthorized = "unauthorized"
+	CodeForbidden    = "forbidden"
+	CodeNotFound     = "not_found"
+	CodeConflict     = "conflict"
+	CodeTooLarge     = "too_large"
+	CodeRateLimited  = "rate_limited"
+	CodeUnavailable  = "unavailable"
+	CodeInternal     = "internal"
+)
+
+// Sentinels that stand for an API error kind; other packages wrap or map to them.
+var (
+	ErrNotFound    = errors.New("not found")
+	ErrForbidden   = errors.New("forbidden")
+	ErrConflict    = errors.New("conflict")
+	ErrUnavailable = errors.New("unavailable")
+	ErrBadCursor   = errors.New("invalid cursor")
+)
+
+// kinds maps error sentinels to status and code: the one table of the API.
+var kinds = []struct {
+	err    error
+	status int
+	code   string
+}{
+	{ErrNotFound, http.StatusNotFound, CodeNotFound},
+	{conversation.ErrNotFound, http.StatusNotFound, CodeNotFound},
+	{conversation.ErrMessageNotFound, http.StatusNotFound, CodeNotFound},
+	{conversation.ErrNotLinked, http.StatusNotFound, CodeNotFound},
+	{item.ErrNotFound, http.StatusNotFound, CodeNotFound},
+	{directory.ErrNotFound, http.StatusNotFound, CodeNotFound},
+	{ErrForbidden, http.StatusForbidden, CodeForbidden},
+	{conversation.ErrNotAuthor, http.StatusForbidden, CodeForbidden},
+	{ErrConflict, http.StatusConflict, CodeConflict},
+	{conversation.ErrMessageDeleted, http.StatusConflict, CodeConflict},
+	{conversation.ErrExists, http.StatusConflict, CodeConflict},
+	{conversation.ErrTooManyLinks, http.StatusConflict, CodeConflict},
+	{item.ErrExists, http.StatusConflict, CodeConflict},
+	{item.ErrTooManyPeople, http.StatusConflict, CodeConflict},
+	{directory.ErrExists, http.StatusConflict, CodeConflict},
+	{ErrUnavailable, http.StatusServiceUnavailable, CodeUnavailable},
+	{ErrBadCursor, http.StatusBadRequest, CodeInvalid},
+}
+
+// Register adds err to the error table: errors.Is(x, err) answers status with code.
+// Call it at start-up only.
+func Register(err error, status int, code string) {
+	kinds = append(kinds, struct {
+		err    error
+		status int
+		code   string
+	}{err, status, code})
+}
+
+// Fail answers err as an API error and aborts the request. Errors of no
+// known kind are logged once here and answered 500 with a generic message.
+func Fail(c *gin.Context, err error) {
+	c.AbortWithStatusJSON(toAPI(c, err))
+}
+
+func toAPI(c *gin.Context, err error) (int, gin.H) {
+	var ae *Error
+	if errors.As(err, &ae) {
+		return ae.Status, gin.H{"error": ae}
+	}
+	var fe *domain.FieldError
+	if errors.As(err, &fe) {
+		return http.StatusBadRequest, gin.H{"error": &Error{Code: CodeInvalid, Message: fe.Error(), Field: fe.Field}}
+	}
+	if errors.Is(err, conversation.ErrCustomerParticipants) {
+		return http.StatusBadRequest, gin.H{"error": &Error{Code: CodeInvalid, Message: err.Error(), Field: "participants"}}
+	}
+	for _, k := range kinds {
+		if errors.Is(err, k.err) {
+			return k.status, gin.H{"error": &Error{Code: k.code, Message: err.Error()}}
+		}
+	}
+	if errors.Is(err, context.Canceled) {
+		return 499, gin.H{"error": &Error{Code: CodeUnavailable, Message: "request canceled"}}
+	}
+	slog.ErrorContext(c.Request.Context(), "request failed", "method", c.Request.Method, "path", c.FullPath(), "err", err)
+	return http.StatusInternalServerError, gin.H{"error": &Error{Code: CodeInternal, Message: "internal error"}}
+}
+
+// Decode reads the request body as JSON into v: at most MaxBody bytes, no
+// unknown fields, nothing after the value.
+func Decode(c *gin.Context, v any) error {
+	if c.Request.ContentLength > MaxBody {
+		return Errorf(http.StatusRequestEntityTooLarge, CodeTooLarge, "request body is over %d bytes", MaxBody)
+	}
+	body, err := io.ReadAll(io.LimitReader(c.Request.Body, MaxBody+1))
+	if err != nil {
+		return Errorf(http.StatusBadRequest, CodeInvalid, "cannot read request body")
+	}
+	if len(body) > MaxBody {
+		return Errorf(http.StatusRequestEntityTooLarge, CodeTooLarge, "request body is over %d bytes", MaxBody)
+	}
+	return DecodeBytes(body, v)
+}
+
+// DecodeBytes decodes body as one strict JSON value into v.
+func DecodeBytes(body []byte, v any) error {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return Errorf(http.StatusBadRequest, CodeInvalid, "request body must be a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		e := Errorf(http.StatusBadRequest, CodeInvalid, "malformed JSON: %v", err)
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			e.Field, e.Message = te.Field, fmt.Sprintf("%s must be %s", te.Field, te.Type)
+		}
+		if f, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+			e.Field, e.Message = strings.Trim(f, `"`), "unknown field "+f
+		}
+		return e
+	}
+	if dec.More() {
+		return Errorf(http.StatusBadRequest, CodeInvalid, "request body holds more than one JSON value")
+	}
+	var extra json.RawMessage
+	if err := dec.Decode(&extra); err != io.EOF {
+		return Errorf(http.StatusBadRequest, CodeInvalid, "request body holds more than one JSON value")
+	}
+	return nil
+}
+
+// Limit reads ?limit= (1–200, default 50).
+func Limit(c *gin.Context) (int, error) {
+	s := c.Query("limit")
+	if s == "" {
+		return 50, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > 200 {
+		return 0, &Error{Status: http.StatusBadRequest, Code: CodeInvalid, Message: "limit must be a whole number from 1 to 200", Field: "limit"}
+	}
+	return n, nil
+}
+
+// Authenticator finds the principal holding a token, by the token's hash,
+// and returns the hash it has stored for that principal.
+type Authenticator interface {
+	Principal(ctx context.Context, tokenHash string) (p directory.Principal, storedHash string, ok bool, err error)
+}
+
+// HashToken returns the stored hash of token.
+func HashToken(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:])
+}
+
+const principalKey = "messenger.principal"
+
+// Authenticate returns middleware that sets the caller's principal from
+// "Authorization: Bearer <token>" (or ?access_token= when queryToken) and
+// answers 401 when the token is missing or unknown.
+func Authenticate(auth Authenticator, queryToken bool) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		token, ok := strings.CutPrefix(c.GetHeader("Authorization"), "Bearer ")
+		if !ok && queryToken {
+			token = c.Query("access_token")
+		}
+		token = strings.TrimSpace(token)
+		if token == "" || len(token) > 256 {
+			Fail(c, Errorf(http.StatusUnauthorized, CodeUnauthorized, "a bearer token is required"))
+			return
+		}
+		hash := HashToken(token)
+		p, stored, ok, err := auth.Principal(c.Request.Context(), hash)
+		if err != nil {
+			Fail(c, err)
+			return
+		}
+		// The lookup was by hash; the stored hash is compared in constant time
+		// all the same, so a store that matched loosely cannot let a wrong token in.
+		if !ok || subtle.ConstantTimeCompare([]byte(hash), []byte(stored)) != 1 {
+			Fail(c, Errorf(http.StatusUnauthorized, CodeUnauthorized, "the token is not valid"))
+			return
+		}
+		c.Set(principalKey, p)
+		c.Next()
+	}
+}
+
+// Caller returns the principal Authenticate set.
+func Caller(c *gin.Context) directory.Principal {
+	p, _ := c.Get(principalKey)
+	pr, _ := p.(directory.Principal)
+	return pr
+}
+
+// NotFound answers 404 for a resource the caller may not see or that does not exist.
+func NotFound(what, id string) *Error {
+	return Errorf(http.StatusNotFound, CodeNotFound, "%s %s does not exist", what, id)
+}
+
+// Forbidden answers 403.
+func Forbidden(msg string) *Error { return Errorf(http.StatusForbidden, CodeForbidden, "%s", msg) }
