@@ -7,8 +7,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/helpdesk/messenger/domain"
 )
 
 // Publisher carries the changes of each applied batch to the live streams
@@ -27,6 +25,9 @@ type Config struct {
 	OnBatch func(events int, position uint64)
 	// OnError, if set, is told of errors that Run retries.
 	OnError func(error)
+	// PollCheckpoint, if set, makes WaitFor also read the stored checkpoint
+	// this often: for replicas whose read models another process projects.
+	PollCheckpoint time.Duration
 }
 
 // Projector applies the log to the read models: one transaction per batch of
@@ -89,6 +90,12 @@ func (p *Projector) advance(pos uint64) {
 // WaitFor returns once the read models have applied position pos, or with
 // ctx's error.
 func (p *Projector) WaitFor(ctx context.Context, pos uint64) error {
+	var poll <-chan time.Time
+	if p.cfg.PollCheckpoint > 0 {
+		t := time.NewTicker(p.cfg.PollCheckpoint)
+		defer t.Stop()
+		poll = t.C
+	}
 	for {
 		p.mu.Lock()
 		done, moved := p.applied.Load() >= pos, p.moved
@@ -98,6 +105,10 @@ func (p *Projector) WaitFor(ctx context.Context, pos uint64) error {
 		}
 		select {
 		case <-moved:
+		case <-poll:
+			if err := p.Load(ctx); err != nil && ctx.Err() == nil {
+				return err
+			}
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -219,5 +230,3 @@ func Rebuild(ctx context.Context, db *sql.DB, d Dialect, log Log, progress func(
 	}})
 	return p.CatchUp(ctx)
 }
-
-var _ = domain.Recorded{}

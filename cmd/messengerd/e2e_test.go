@@ -1,0 +1,380 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+)
+
+// people are the principals of the seed scenario.
+type people struct {
+	admin, support, agent, follower, auditor string // tokens
+	supportID, agentID, followerID           string
+	customer, other                          string // customer tokens
+	customerID                               string
+}
+
+func createUser(t *testing.T, s *server, name, email, role string, support bool) (id, token string) {
+	t.Helper()
+	r := s.do("POST", "/v1/users", s.admin, map[string]any{"name": name, "email": email, "role": role, "support": support}).want(t, 201)
+	return r.str("id"), r.str("token")
+}
+
+func seedPeople(t *testing.T, s *server) people {
+	t.Helper()
+	var p people
+	p.admin = s.admin
+	p.supportID, p.support = createUser(t, s, "Sam Support", "sam@helpdesk.test", "agent", true)
+	p.agentID, p.agent = createUser(t, s, "Nora Agent", "nora@helpdesk.test", "agent", false)
+	p.followerID, p.follower = createUser(t, s, "Fred Follower", "fred@helpdesk.test", "agent", false)
+	_, p.auditor = createUser(t, s, "Ada Auditor", "ada@helpdesk.test", "auditor", false)
+	c := s.do("POST", "/v1/widget/sessions", "", map[string]any{"name": "Alice Customer", "email": "alice@example.com"}).want(t, 201)
+	p.customer, p.customerID = c.str("token"), c.str("customer_id")
+	p.other = s.do("POST", "/v1/widget/sessions", "", map[string]any{"name": "Bob"}).want(t, 201).str("token")
+	return p
+}
+
+// countEvents returns how many events the log holds, through the audit export.
+func countEvents(t *testing.T, s *server) int {
+	t.Helper()
+	n, cursor := 0, ""
+	for {
+		path := "/v1/audit/events?limit=200"
+		if cursor != "" {
+			path += "&after=" + cursor
+		}
+		r := s.do("GET", path, s.admin, nil).want(t, 200)
+		n += len(r.list("events"))
+		next, _ := r.Body["next_cursor"].(string)
+		if next == "" {
+			return n
+		}
+		cursor = next
+	}
+}
+
+func inboxRow(t *testing.T, s *server, token, query, id string) map[string]any {
+	t.Helper()
+	r := s.do("GET", "/v1/inbox?"+query, token, nil).want(t, 200)
+	for _, row := range r.list("conversations") {
+		if row["id"] == id {
+			return row
+		}
+	}
+	return nil
+}
+
+func TestSeedScenario(t *testing.T) {
+	dir := t.TempDir()
+	s := startServer(t, dir, nil)
+	p := seedPeople(t, s)
+
+	widget := s.openStream("/v1/widget/stream", p.customer, "")
+	agentStream := s.openStream("/v1/stream", p.support, "")
+
+	// A customer starts a conversation in the widget.
+	conv := s.do("POST", "/v1/conversations", p.customer, map[string]any{
+		"subject": "Refund for order 42", "body": "Hello, I would like a refund for order 42.",
+	}).want(t, 201)
+	id := conv.str("id")
+	if conv.str("channel") != "livechat" || conv.str("status") != "open" {
+		t.Fatalf("conversation = %s", conv.Raw)
+	}
+	agentStream.waitFor(0, func(e sseEvent) bool { return e.Event == "conversation.created" && e.Data["id"] == id })
+	agentStream.waitFor(0, func(e sseEvent) bool { return e.Event == "message.created" && e.Data["conversation_id"] == id })
+
+	// A support agent sees it under From customers, open, unread 1.
+	row := inboxRow(t, s, p.support, "section=customers&status=open", id)
+	if row == nil || row["unread"] != 1.0 {
+		t.Fatalf("support inbox row = %v, want unread 1", row)
+	}
+	if u := s.do("GET", "/v1/unread", p.support, nil).want(t, 200); u.Body["customers"] != 1.0 {
+		t.Fatalf("unread = %s, want customers 1", u.Raw)
+	}
+	// A non-support agent neither sees that section nor can open the conversation.
+	s.do("GET", "/v1/inbox?section=customers", p.agent, nil).want(t, 403)
+	s.do("GET", "/v1/conversations/"+id, p.agent, nil).want(t, 404)
+	s.do("POST", "/v1/conversations/"+id+"/messages", p.agent, map[string]any{"body": "hi"}).want(t, 404)
+	if row := inboxRow(t, s, p.agent, "section=mine", id); row != nil {
+		t.Fatalf("agent's mine holds the customer conversation: %v", row)
+	}
+
+	// The agent replies and the widget stream receives it.
+	reply := s.do("POST", "/v1/conversations/"+id+"/messages", p.support, map[string]any{"body": "Sure, let me check that for you."}).want(t, 201)
+	rid := reply.str("id")
+	ev, _ := widget.waitFor(0, func(e sseEvent) bool { return e.Event == "message.created" && e.Data["id"] == rid })
+	if ev.Data["body"] != "Sure, let me check that for you." {
+		t.Fatalf("widget got %v", ev.Data)
+	}
+	if ev.ID != reply.str("position") {
+		t.Errorf("SSE id = %s, want the message's position %s", ev.ID, reply.str("position"))
+	}
+	// Posting counts as reading; the customer's first message is unread until then.
+	// Reading clears unread.
+	s.do("POST", "/v1/conversations/"+id+"/read", p.support, map[string]any{}).want(t, 200)
+	if row := inboxRow(t, s, p.support, "section=customers", id); row["unread"] != 0.0 {
+		t.Fatalf("after read, unread = %v", row["unread"])
+	}
+	if u := s.do("GET", "/v1/unread", p.support, nil).want(t, 200); u.Body["customers"] != 0.0 {
+		t.Fatalf("unread after read = %s", u.Raw)
+	}
+
+	// Closing moves it to closed; closing again changes nothing.
+	s.do("POST", "/v1/conversations/"+id+"/close", p.support, nil).want(t, 200)
+	if inboxRow(t, s, p.support, "section=customers&status=open", id) != nil || inboxRow(t, s, p.support, "section=customers&status=closed", id) == nil {
+		t.Fatal("closed conversation is not under closed only")
+	}
+	before := countEvents(t, s)
+	again := s.do("POST", "/v1/conversations/"+id+"/close", p.support, nil).want(t, 200)
+	if again.str("status") != "closed" || countEvents(t, s) != before {
+		t.Fatalf("closing again appended or changed: %s", again.Raw)
+	}
+	time.Sleep(5 * time.Millisecond) // let the clock move past the close, for the history below
+
+	// The customer's reply reopens it, and it is unread again.
+	s.do("POST", "/v1/conversations/"+id+"/messages", p.customer, map[string]any{"body": "Thanks! Any news on my refund?"}).want(t, 201)
+	row = inboxRow(t, s, p.support, "section=customers&status=open", id)
+	if row == nil || row["unread"] != 1.0 || row["status"] != "open" {
+		t.Fatalf("after the customer's reply: %v", row)
+	}
+
+	// A ticket created from it has the subject as title and the customer as requester.
+	ticket := s.do("POST", "/v1/conversations/"+id+"/items", p.support, map[string]any{"kind": "ticket"}).want(t, 201)
+	if ticket.str("title") != "Refund for order 42" {
+		t.Errorf("ticket title = %q", ticket.str("title"))
+	}
+	if req, _ := ticket.Body["requester"].(map[string]any); req["id"] != p.customerID {
+		t.Errorf("ticket requester = %v, want %s", ticket.Body["requester"], p.customerID)
+	}
+	if ticket.str("description") != "Hello, I would like a refund for order 42." {
+		t.Errorf("ticket description = %q", ticket.str("description"))
+	}
+	ticketID := ticket.str("id")
+	// An existing task is linked.
+	task := s.do("POST", "/v1/items", p.support, map[string]any{"kind": "task", "title": "Check the payment provider"}).want(t, 201)
+	linked := s.do("POST", "/v1/conversations/"+id+"/links", p.support, map[string]any{"item_id": task.str("id")}).want(t, 200)
+	if links, _ := linked.Body["links"].([]any); len(links) != 2 {
+		t.Fatalf("links = %v, want the ticket and the task", linked.Body["links"])
+	}
+	item := s.do("GET", "/v1/items/"+ticketID, p.support, nil).want(t, 200)
+	if convs, _ := item.Body["conversations"].([]any); len(convs) != 1 || convs[0] != id {
+		t.Errorf("ticket conversations = %v", item.Body["conversations"])
+	}
+
+	// A follower of that ticket finds the conversation under My conversations.
+	if inboxRow(t, s, p.follower, "section=mine", id) != nil {
+		t.Fatal("follower sees it before following")
+	}
+	s.do("POST", "/v1/items/"+ticketID+"/followers", p.support, map[string]any{"user_id": p.followerID}).want(t, 200)
+	if inboxRow(t, s, p.follower, "section=mine", id) == nil {
+		t.Fatal("follower does not find the conversation under mine")
+	}
+	s.do("GET", "/v1/conversations/"+id, p.follower, nil).want(t, 200)
+
+	// The customer edits a message; the agent deletes one (a tombstone in place).
+	detail := s.do("GET", "/v1/conversations/"+id, p.customer, nil).want(t, 200)
+	msgs := detail.list("messages")
+	if len(msgs) != 3 {
+		t.Fatalf("messages = %d, want 3", len(msgs))
+	}
+	first := msgs[0]["id"].(string)
+	edited := s.do("PATCH", "/v1/conversations/"+id+"/messages/"+first, p.customer, map[string]any{"body": "Hello, I would like a refund for order 43."}).want(t, 200)
+	if edited.Body["edited"] != true {
+		t.Errorf("edited = %s", edited.Raw)
+	}
+	s.do("PATCH", "/v1/conversations/"+id+"/messages/"+first, p.support, map[string]any{"body": "not mine"}).want(t, 403)
+	deleted := s.do("DELETE", "/v1/conversations/"+id+"/messages/"+rid, p.support, nil).want(t, 200)
+	if deleted.Body["deleted"] != true || deleted.str("body") != "" {
+		t.Errorf("deleted = %s", deleted.Raw)
+	}
+	msgs = s.do("GET", "/v1/conversations/"+id, p.support, nil).want(t, 200).list("messages")
+	if len(msgs) != 3 || msgs[1]["id"] != rid || msgs[1]["deleted"] != true || msgs[1]["body"] != "" {
+		t.Fatalf("thread after delete = %v", msgs)
+	}
+	if msgs[0]["body"] != "Hello, I would like a refund for order 43." {
+		t.Errorf("edited message body = %v", msgs[0]["body"])
+	}
+
+	// Search by message text and by customer email.
+	for q, want := range map[string]bool{"news": true, "alice@example.com": true, "order 43": true, "check that": false, "zebra": false} {
+		got := inboxRow(t, s, p.support, "section=customers&q="+url.QueryEscape(q), id) != nil
+		if got != want {
+			t.Errorf("search %q found = %v, want %v", q, got, want)
+		}
+	}
+
+	// The helpdesk going offline and online reaches the widget with the configured messages.
+	s.do("PUT", "/v1/helpdesk/messages", p.admin, map[string]any{"online_message": "We are here!", "offline_message": "Back tomorrow."}).want(t, 200)
+	on := s.do("PUT", "/v1/helpdesk/status", p.support, map[string]any{"online": true}).want(t, 200)
+	if on.str("message") != "We are here!" {
+		t.Errorf("status answer = %s", on.Raw)
+	}
+	widget.waitFor(0, func(e sseEvent) bool {
+		return e.Event == "helpdesk.status_changed" && e.Data["online"] == true && e.Data["message"] == "We are here!"
+	})
+	s.do("PUT", "/v1/helpdesk/status", p.support, map[string]any{"online": false}).want(t, 200)
+	widget.waitFor(0, func(e sseEvent) bool {
+		return e.Event == "helpdesk.status_changed" && e.Data["online"] == false && e.Data["message"] == "Back tomorrow."
+	})
+	if st := s.do("GET", "/v1/widget/status", "", nil).want(t, 200); st.Body["online"] != false || st.str("message") != "Back tomorrow." {
+		t.Errorf("widget status = %s", st.Raw)
+	}
+	s.do("PUT", "/v1/helpdesk/status", p.agent, map[string]any{"online": true}).want(t, 403)
+
+	// An auditor reads the history and the state as it was before the close.
+	hist := s.do("GET", "/v1/conversations/"+id+"/history", p.auditor, nil).want(t, 200)
+	events := hist.list("events")
+	var closedAt string
+	for i, e := range events {
+		if e["version"] != float64(i+1) {
+			t.Fatalf("event %d has version %v", i, e["version"])
+		}
+		if e["type"] == "conversation.closed" {
+			closedAt = e["at"].(string)
+		}
+	}
+	if closedAt == "" {
+		t.Fatal("no close in the history")
+	}
+	ct, _ := time.Parse(time.RFC3339Nano, closedAt)
+	at := ct.Add(-time.Millisecond).Format(time.RFC3339Nano)
+	past := s.do("GET", "/v1/conversations/"+id+"/history?at="+url.QueryEscape(at), p.auditor, nil).want(t, 200)
+	state, _ := past.Body["state"].(map[string]any)
+	if state == nil || state["status"] != "open" {
+		t.Fatalf("state before the close = %v", past.Body["state"])
+	}
+	if m, _ := state["messages"].([]any); len(m) != 2 {
+		t.Errorf("messages before the close = %d, want 2", len(m))
+	}
+	after := s.do("GET", "/v1/conversations/"+id+"/history?at="+url.QueryEscape(closedAt), p.auditor, nil).want(t, 200)
+	if st, _ := after.Body["state"].(map[string]any); st["status"] != "closed" {
+		t.Errorf("state at the close = %v", st["status"])
+	}
+	early := s.do("GET", "/v1/conversations/"+id+"/history?at=2000-01-01T00:00:00Z", p.auditor, nil).want(t, 200)
+	if v, ok := early.Body["state"]; !ok || v != nil {
+		t.Errorf("state before the conversation = %v, want null", v)
+	}
+	s.do("POST", "/v1/conversations/"+id+"/messages", p.auditor, map[string]any{"body": "audit"}).want(t, 403)
+
+	// A stream reconnecting with Last-Event-ID receives what it missed, once each.
+	lastSeen := agentStream.all()
+	lastID := lastSeen[len(lastSeen)-1].ID
+	agentStream.close()
+	missed := s.do("POST", "/v1/conversations/"+id+"/messages", p.customer, map[string]any{"body": "Are you still there?"}).want(t, 201)
+	resumed := s.openStream("/v1/stream", p.support, lastID)
+	resumed.waitFor(0, func(e sseEvent) bool { return e.Event == "message.created" && e.Data["id"] == missed.str("id") })
+	live := s.do("POST", "/v1/conversations/"+id+"/messages", p.support, map[string]any{"body": "Yes, refund issued."}).want(t, 201)
+	resumed.waitFor(0, func(e sseEvent) bool { return e.Event == "message.created" && e.Data["id"] == live.str("id") })
+	seen := map[string]int{}
+	for _, e := range resumed.all() {
+		if e.Event == "message.created" {
+			seen[e.Data["id"].(string)]++
+		}
+	}
+	for mid, n := range seen {
+		if n != 1 {
+			t.Errorf("message %s delivered %d times after resume", mid, n)
+		}
+	}
+	if seen[rid] != 0 {
+		t.Errorf("resume replayed a message from before the token")
+	}
+	resumed.close()
+	widget.close()
+
+	// After a restart nothing is lost.
+	total := countEvents(t, s)
+	beforeDetail := s.do("GET", "/v1/conversations/"+id, p.support, nil).want(t, 200)
+	beforeInbox := s.do("GET", "/v1/inbox?section=customers&status=open", p.support, nil).want(t, 200)
+	s.stop()
+	// Rebuilding the read models from the log gives the same answers.
+	var progress strings.Builder
+	if err := run(context.Background(), []string{"rebuild", "-data-dir", dir}, env(nil), io.Discard, &progress); err != nil {
+		t.Fatalf("rebuild: %v", err)
+	}
+	if !strings.Contains(progress.String(), "events/s") || !strings.Contains(progress.String(), "rebuilt the read models") {
+		t.Errorf("rebuild progress = %q", progress.String())
+	}
+	s2 := startServer(t, dir, map[string]string{"MESSENGER_ADMIN_TOKEN": s.admin})
+	if got := s2.do("GET", "/v1/inbox?section=customers&status=open", p.support, nil).want(t, 200); string(got.Raw) != string(beforeInbox.Raw) {
+		t.Errorf("inbox after rebuild:\n%s\nbefore:\n%s", got.Raw, beforeInbox.Raw)
+	}
+	if got := countEvents(t, s2); got != total {
+		t.Fatalf("after restart the log holds %d events, want %d", got, total)
+	}
+	afterDetail := s2.do("GET", "/v1/conversations/"+id, p.support, nil).want(t, 200)
+	if len(afterDetail.list("messages")) != len(beforeDetail.list("messages")) || afterDetail.str("status") != beforeDetail.str("status") {
+		t.Fatalf("after restart: %s\nbefore: %s", afterDetail.Raw, beforeDetail.Raw)
+	}
+	s2.do("GET", "/v1/me", p.customer, nil).want(t, 200)
+}
+
+func TestBadInputAppendsNothing(t *testing.T) {
+	s := startServer(t, t.TempDir(), nil)
+	p := seedPeople(t, s)
+	id := s.do("POST", "/v1/conversations", p.customer, map[string]any{"body": "hello"}).want(t, 201).str("id")
+	msgs := "/v1/conversations/" + id + "/messages"
+	before := countEvents(t, s)
+	cases := []struct {
+		name, method, path, token string
+		body                      any
+		status                    int
+		code, field               string
+	}{
+		{"empty body", "POST", msgs, p.customer, map[string]any{"body": ""}, 400, "invalid_request", "body"},
+		{"whitespace body", "POST", msgs, p.customer, map[string]any{"body": " \n\t "}, 400, "invalid_request", "body"},
+		{"too long body", "POST", msgs, p.customer, map[string]any{"body": strings.Repeat("é", 10001)}, 400, "invalid_request", "body"},
+		{"unknown field", "POST", msgs, p.customer, `{"body":"hi","sneaky":1}`, 400, "invalid_request", "sneaky"},
+		{"malformed JSON", "POST", msgs, p.customer, `{"body":`, 400, "invalid_request", ""},
+		{"wrong type", "POST", msgs, p.customer, `{"body":42}`, 400, "invalid_request", "body"},
+		{"two values", "POST", msgs, p.customer, `{"body":"a"}{"body":"b"}`, 400, "invalid_request", ""},
+		{"200 KB body", "POST", msgs, p.customer, `{"body":"` + strings.Repeat("a", 200<<10) + `"}`, 413, "too_large", ""},
+		{"missing token", "POST", msgs, "", map[string]any{"body": "hi"}, 401, "unauthorized", ""},
+		{"wrong token", "POST", msgs, "not-a-token", map[string]any{"body": "hi"}, 401, "unauthorized", ""},
+		{"auditor may not post", "POST", msgs, p.auditor, map[string]any{"body": "hi"}, 403, "forbidden", ""},
+		{"other customer", "POST", msgs, p.other, map[string]any{"body": "hi"}, 404, "not_found", ""},
+		{"unknown conversation", "POST", "/v1/conversations/nope/messages", p.customer, map[string]any{"body": "hi"}, 404, "not_found", ""},
+		{"agent may not create users", "POST", "/v1/users", p.agent, map[string]any{"name": "x", "email": "x@y.z", "role": "agent"}, 403, "forbidden", ""},
+		{"bad role", "POST", "/v1/users", p.admin, map[string]any{"name": "x", "email": "x@y.z", "role": "king"}, 400, "invalid_request", "role"},
+		{"bad email", "POST", "/v1/users", p.admin, map[string]any{"name": "x", "email": "nope", "role": "agent"}, 400, "invalid_request", "email"},
+		{"customer names participants", "POST", "/v1/conversations", p.customer, map[string]any{"body": "hi", "participants": []string{p.agentID}}, 400, "invalid_request", "participants"},
+		{"unknown participant", "POST", "/v1/conversations", p.agent, map[string]any{"body": "hi", "participants": []string{"ghost"}}, 400, "invalid_request", "participants"},
+		{"bad item kind", "POST", "/v1/items", p.support, map[string]any{"kind": "bug", "title": "x"}, 400, "invalid_request", "kind"},
+		{"unknown item to link", "POST", "/v1/conversations/" + id + "/links", p.support, map[string]any{"item_id": "ghost"}, 400, "invalid_request", "item_id"},
+		{"helpdesk status missing", "PUT", "/v1/helpdesk/status", p.support, `{}`, 400, "invalid_request", "online"},
+		{"bad limit", "GET", "/v1/inbox?section=mine&limit=500", p.support, nil, 400, "invalid_request", "limit"},
+		{"bad cursor", "GET", "/v1/inbox?section=mine&cursor=not-a-cursor", p.support, nil, 400, "invalid_request", ""},
+		{"bad section", "GET", "/v1/inbox?section=all", p.support, nil, 400, "invalid_request", "section"},
+		{"bad history time", "GET", "/v1/conversations/" + id + "/history?at=yesterday", p.auditor, nil, 400, "invalid_request", "at"},
+		{"client_id too long", "POST", msgs, p.customer, map[string]any{"body": "hi", "client_id": strings.Repeat("x", 65)}, 400, "invalid_request", "client_id"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := s.do(c.method, c.path, c.token, c.body).want(t, c.status)
+			e, _ := r.Body["error"].(map[string]any)
+			if e == nil || e["code"] != c.code || e["message"] == "" {
+				t.Fatalf("error = %s, want code %s", r.Raw, c.code)
+			}
+			if c.field != "" && e["field"] != c.field {
+				t.Errorf("field = %v, want %s", e["field"], c.field)
+			}
+		})
+	}
+	if after := countEvents(t, s); after != before {
+		t.Fatalf("bad input appended %d events", after-before)
+	}
+	// A retried post with the same client_id returns the first message and appends nothing.
+	first := s.do("POST", msgs, p.customer, map[string]any{"body": "once", "client_id": "c-1"}).want(t, 201)
+	n := countEvents(t, s)
+	again := s.do("POST", msgs, p.customer, map[string]any{"body": "once", "client_id": "c-1"}).want(t, 200)
+	if again.str("id") != first.str("id") || countEvents(t, s) != n {
+		t.Fatalf("retried post: %s (first %s)", again.Raw, first.Raw)
+	}
+	if r := s.do("GET", "/v1/nope", "", nil); r.Status != http.StatusNotFound {
+		t.Errorf("unknown route: %d", r.Status)
+	}
+}

@@ -1,0 +1,289 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// server is a messengerd started by run for one test.
+type server struct {
+	t       *testing.T
+	base    string
+	dir     string
+	admin   string
+	cancel  context.CancelFunc
+	stopped chan error
+}
+
+// env returns a getenv over vars.
+func env(vars map[string]string) func(string) string {
+	return func(k string) string { return vars[k] }
+}
+
+// startServer runs messengerd on a free port with data in dir.
+func startServer(t *testing.T, dir string, vars map[string]string) *server {
+	t.Helper()
+	if vars == nil {
+		vars = map[string]string{}
+	}
+	if vars["MESSENGER_ADMIN_TOKEN"] == "" {
+		vars["MESSENGER_ADMIN_TOKEN"] = "admin-secret-token"
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &server{t: t, dir: dir, admin: vars["MESSENGER_ADMIN_TOKEN"], cancel: cancel, stopped: make(chan error, 1)}
+	addr := make(chan string, 1)
+	cfgVars := vars
+	go func() {
+		s.stopped <- runWith(ctx, []string{"-addr", "127.0.0.1:0", "-data-dir", dir}, env(cfgVars), func(a string) { addr <- a })
+	}()
+	select {
+	case a := <-addr:
+		s.base = "http://" + a
+	case err := <-s.stopped:
+		t.Fatalf("server did not start: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("server did not start in 20 s")
+	}
+	t.Cleanup(func() { s.stop() })
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get(s.base + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("server not ready in 20 s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return s
+}
+
+// stop shuts the server down as SIGTERM would, and waits for run to return.
+func (s *server) stop() {
+	if s.cancel == nil {
+		return
+	}
+	s.cancel()
+	s.cancel = nil
+	select {
+	case err := <-s.stopped:
+		if err != nil {
+			s.t.Errorf("run returned %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		s.t.Error("server did not stop in 20 s")
+	}
+}
+
+// runWith is run with a ready callback.
+func runWith(ctx context.Context, args []string, getenv func(string) string, ready func(string)) error {
+	cfg, err := parseConfig("messengerd", args, getenv, io.Discard)
+	if err != nil {
+		return err
+	}
+	cfg.Ready = ready
+	return serve(ctx, cfg, io.Discard, io.Discard)
+}
+
+// response is a decoded answer.
+type response struct {
+	Status int
+	Body   map[string]any
+	Raw    []byte
+}
+
+// do sends a request with token (none if "") and a JSON body (none if nil;
+// a string or []byte is sent as it is).
+func (s *server) do(method, path, token string, body any) response {
+	s.t.Helper()
+	var r io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		r = strings.NewReader(b)
+	case []byte:
+		r = bytes.NewReader(b)
+	default:
+		j, err := json.Marshal(b)
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		r = bytes.NewReader(j)
+	}
+	req, err := http.NewRequest(method, s.base+path, r)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		s.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	out := response{Status: resp.StatusCode, Raw: raw}
+	_ = json.Unmarshal(raw, &out.Body)
+	return out
+}
+
+// want fails the test unless r has status.
+func (r response) want(t *testing.T, status int) response {
+	t.Helper()
+	if r.Status != status {
+		t.Fatalf("status = %d, want %d; body %s", r.Status, status, r.Raw)
+	}
+	return r
+}
+
+func (r response) str(key string) string {
+	v, _ := r.Body[key].(string)
+	return v
+}
+
+func (r response) list(key string) []map[string]any {
+	raw, _ := r.Body[key].([]any)
+	out := make([]map[string]any, 0, len(raw))
+	for _, x := range raw {
+		m, _ := x.(map[string]any)
+		out = append(out, m)
+	}
+	return out
+}
+
+// sseEvent is one Server-Sent Event.
+type sseEvent struct {
+	ID, Event string
+	Data      map[string]any
+}
+
+// stream is an open SSE connection being read in the background.
+type stream struct {
+	t      *testing.T
+	resp   *http.Response
+	mu     sync.Mutex
+	events []sseEvent
+	more   chan struct{}
+	done   chan struct{}
+}
+
+// openStream connects to path with token, resuming after lastID if not "".
+func (s *server) openStream(path, token, lastID string) *stream {
+	s.t.Helper()
+	req, _ := http.NewRequest("GET", s.base+path, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	if lastID != "" {
+		req.Header.Set("Last-Event-ID", lastID)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		s.t.Fatalf("stream %s: status %d: %s", path, resp.StatusCode, b)
+	}
+	st := &stream{t: s.t, resp: resp, more: make(chan struct{}, 1), done: make(chan struct{})}
+	go st.read()
+	s.t.Cleanup(st.close)
+	return st
+}
+
+func (st *stream) read() {
+	defer close(st.done)
+	sc := bufio.NewScanner(st.resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	var ev sseEvent
+	var data strings.Builder
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case line == "":
+			if ev.Event != "" || data.Len() > 0 {
+				_ = json.Unmarshal([]byte(data.String()), &ev.Data)
+				st.mu.Lock()
+				st.events = append(st.events, ev)
+				st.mu.Unlock()
+				select {
+				case st.more <- struct{}{}:
+				default:
+				}
+			}
+			ev, data = sseEvent{}, strings.Builder{}
+		case strings.HasPrefix(line, ":"):
+		case strings.HasPrefix(line, "id:"):
+			ev.ID = strings.TrimSpace(line[3:])
+		case strings.HasPrefix(line, "event:"):
+			ev.Event = strings.TrimSpace(line[6:])
+		case strings.HasPrefix(line, "data:"):
+			data.WriteString(strings.TrimPrefix(line[5:], " "))
+		}
+	}
+}
+
+func (st *stream) close() {
+	st.resp.Body.Close()
+	<-st.done
+}
+
+// waitFor returns the first event after index from that matches, waiting up to 10 s.
+func (st *stream) waitFor(from int, match func(sseEvent) bool) (sseEvent, int) {
+	st.t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		st.mu.Lock()
+		for i := from; i < len(st.events); i++ {
+			if match(st.events[i]) {
+				ev := st.events[i]
+				st.mu.Unlock()
+				return ev, i
+			}
+		}
+		st.mu.Unlock()
+		select {
+		case <-st.more:
+		case <-st.done:
+			st.t.Fatalf("stream ended; events: %v", st.snapshot())
+		case <-deadline:
+			st.t.Fatalf("no matching event in 10 s; got %v", st.snapshot())
+		}
+	}
+}
+
+func (st *stream) snapshot() []string {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	var out []string
+	for _, e := range st.events {
+		out = append(out, fmt.Sprintf("%s#%s", e.Event, e.ID))
+	}
+	return out
+}
+
+func (st *stream) all() []sseEvent {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return append([]sseEvent(nil), st.events...)
+}
+
+func kind(name string) func(sseEvent) bool {
+	return func(e sseEvent) bool { return e.Event == name }
+}

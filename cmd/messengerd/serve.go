@@ -1,0 +1,303 @@
+package main
+
+import (
+	"context"
+	"crypto/subtle"
+	_ "embed"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/helpdesk/messenger/commands"
+	"github.com/helpdesk/messenger/commands/httpapi"
+	"github.com/helpdesk/messenger/infra/bus"
+	"github.com/helpdesk/messenger/infra/httpkit"
+	"github.com/helpdesk/messenger/infra/readmodel"
+	"github.com/helpdesk/messenger/infra/sqlite"
+	"github.com/helpdesk/messenger/projections"
+	"github.com/helpdesk/messenger/readapi"
+)
+
+//go:generate cp ../../openapi.yaml openapi.yaml
+
+//go:embed openapi.yaml
+var openapiYAML []byte
+
+// changesTopic is the watermill topic of the live change feed (a plain
+// name: JetStream stream names cannot hold dots).
+const changesTopic = "messenger_changes"
+
+// app is everything one messengerd process runs.
+type app struct {
+	db        *sqlite.DB
+	store     *sqlite.EventStore
+	rm        *projections.ReadModels
+	projector *projections.Projector
+	hub       *readapi.Hub
+	streams   *readapi.Streams
+	svc       *commands.Service
+	metrics   *metrics
+	ready     atomic.Bool
+}
+
+// open opens the embedded store and read models under dataDir.
+func open(ctx context.Context, dataDir string) (*sqlite.DB, *sqlite.EventStore, error) {
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, nil, fmt.Errorf("create data dir: %w", err)
+	}
+	db, err := sqlite.Open(ctx, filepath.Join(dataDir, "messenger.db"))
+	if err != nil {
+		return nil, nil, err
+	}
+	return db, sqlite.NewEventStore(db, sqlite.EventStoreConfig{}), nil
+}
+
+func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	db, store, err := open(ctx, cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	defer store.Close()
+	dialect := readmodel.SQLite{}
+	if _, err := projections.Migrate(ctx, db.Writer(), dialect); err != nil {
+		return err
+	}
+
+	a := &app{db: db, store: store, metrics: newMetrics()}
+	pubsub := bus.NewGoChannel()
+	defer pubsub.Close()
+	a.rm = projections.NewReadModels(db.Reader(), dialect)
+	a.projector = projections.NewProjector(db.Writer(), dialect, store, bus.NewPublisher(pubsub, changesTopic), projections.Config{
+		OnBatch: func(n int, pos uint64) { a.metrics.projected.Add(float64(n)); a.metrics.applied.Set(float64(pos)) },
+		OnError: func(err error) { log.Error("projector", "err", err) },
+	})
+	if err := a.projector.Load(ctx); err != nil {
+		return err
+	}
+	a.hub = readapi.NewHub(readapi.HubConfig{})
+	a.streams = readapi.NewStreams(a.rm, store, a.projector, a.hub, readapi.StreamConfig{Heartbeat: cfg.Heartbeat})
+	a.svc = commands.NewService(store, a.rm, a.projector, commands.Config{})
+	a.metrics.streams = a.streams.Clients
+
+	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBG()
+	// Subscribe before the projector publishes: the in-process channel keeps
+	// nothing for late subscribers.
+	feed, err := pubsub.Subscribe(bg, changesTopic)
+	if err != nil {
+		return fmt.Errorf("subscribe to the change feed: %w", err)
+	}
+	go bus.ConsumeFrom(bg, feed, changesTopic, a.hub.Deliver)
+	projected := make(chan error, 1)
+	go func() { projected <- a.projector.Run(bg) }()
+	go a.watchReady(bg, log)
+
+	token, err := adminToken(cfg, stdout)
+	if err != nil {
+		return err
+	}
+	if _, err := a.svc.EnsureAdmin(ctx, token); err != nil {
+		return fmt.Errorf("bootstrap admin: %w", err)
+	}
+
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return err
+	}
+	draining := make(chan struct{})
+	srv := &http.Server{
+		Handler:           a.routes(cfg, draining),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second, // streams clear their own deadline
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+	}
+	srv.RegisterOnShutdown(func() { close(draining) })
+	fmt.Fprintf(stdout, "messengerd: serving on http://%s (data in %s)\n", ln.Addr(), cfg.DataDir)
+	if cfg.Ready != nil {
+		cfg.Ready(ln.Addr().String())
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+
+	select {
+	case err := <-served:
+		return err
+	case err := <-projected:
+		return fmt.Errorf("projector stopped: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: draining requests and streams")
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownGrace)
+	defer cancel()
+	err = srv.Shutdown(shutdownCtx)
+	stopBG()
+	<-projected
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	return nil
+}
+
+// adminToken returns the bootstrap admin's token: MESSENGER_ADMIN_TOKEN, or
+// the one generated at the first start into <data dir>/admin-token.
+func adminToken(cfg config, stdout io.Writer) (string, error) {
+	if cfg.AdminToken != "" {
+		return cfg.AdminToken, nil
+	}
+	path := filepath.Join(cfg.DataDir, "admin-token")
+	if b, err := os.ReadFile(path); err == nil {
+		if t := strings.TrimSpace(string(b)); t != "" {
+			fmt.Fprintf(stdout, "messengerd: admin token in %s\n", path)
+			return t, nil
+		}
+	}
+	token := commands.NewToken()
+	if err := os.WriteFile(path, []byte(token+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write admin token: %w", err)
+	}
+	fmt.Fprintf(stdout, "messengerd: generated an admin token in %s\n", path)
+	return token, nil
+}
+
+// watchReady marks the process ready once the read models have caught up
+// with the log as it was at start, and keeps the lag metric current.
+func (a *app) watchReady(ctx context.Context, log *slog.Logger) {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		head, err := a.store.Head(ctx)
+		if err == nil {
+			lag := head - min(head, a.projector.Applied())
+			a.metrics.lag.Set(float64(lag))
+			if lag == 0 && !a.ready.Load() {
+				a.ready.Store(true)
+				log.Info("read models caught up", "position", head)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (a *app) routes(cfg config, draining <-chan struct{}) http.Handler {
+	gin.SetMode(gin.ReleaseMode)
+	r := gin.New()
+	r.HandleMethodNotAllowed = false
+	r.Use(recovery(), a.metrics.middleware(), limitBody())
+	r.NoRoute(func(c *gin.Context) {
+		httpkit.Fail(c, httpkit.Errorf(http.StatusNotFound, httpkit.CodeNotFound, "no route %s %s", c.Request.Method, c.Request.URL.Path))
+	})
+	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
+	r.GET("/readyz", a.readyz)
+	r.GET("/metrics", gin.WrapH(a.metrics.handler()))
+	r.GET("/openapi.yaml", func(c *gin.Context) { c.Data(http.StatusOK, "application/yaml", openapiYAML) })
+
+	v1 := r.Group("/", cors(cfg.AllowedOrigins))
+	authed := v1.Group("/", httpkit.Authenticate(a.rm, false))
+	streams := v1.Group("/", httpkit.Authenticate(a.rm, true), untilDrained(draining))
+	streams.GET("/v1/stream", a.streams.Agent)
+	streams.GET("/v1/widget/stream", a.streams.Widget)
+	// The write side's only public route creates widget sessions: rate-limited per client IP.
+	httpapi.New(a.svc, readapi.NewViews(a.rm)).Register(v1.Group("/", httpkit.RateLimit(cfg.SessionRate, max(cfg.SessionRate/2, 1))), authed)
+	readapi.New(a.rm, a.store).Register(v1, authed)
+	return r
+}
+
+func (a *app) readyz(c *gin.Context) {
+	head, err := a.store.Head(c.Request.Context())
+	if err != nil {
+		c.JSON(http.StatusServiceUnavailable, gin.H{"status": "unavailable", "error": "event store unreachable"})
+		return
+	}
+	lag := head - min(head, a.projector.Applied())
+	if !a.ready.Load() {
+		c.JSON(http.StatusServiceUnavailable, gin.H{"status": "catching_up", "lag": lag})
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"status": "ready", "lag": lag})
+}
+
+// recovery answers a panic as a 500 in the API's error shape.
+func recovery() gin.HandlerFunc {
+	return gin.CustomRecoveryWithWriter(io.Discard, func(c *gin.Context, err any) {
+		httpkit.Fail(c, fmt.Errorf("panic: %v", err))
+	})
+}
+
+// limitBody caps every request body, whatever the handler reads.
+func limitBody() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		if c.Request.ContentLength > httpkit.MaxBody {
+			httpkit.Fail(c, httpkit.Errorf(http.StatusRequestEntityTooLarge, httpkit.CodeTooLarge, "request body is over %d bytes", httpkit.MaxBody))
+			return
+		}
+		c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, httpkit.MaxBody+1)
+		c.Next()
+	}
+}
+
+// cors answers preflights and adds Access-Control-Allow-Origin for the
+// listed origins. No cookies are used, so no credentials mode.
+func cors(origins []string) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		origin := c.GetHeader("Origin")
+		allowed := false
+		for _, o := range origins {
+			if subtle.ConstantTimeCompare([]byte(o), []byte(origin)) == 1 || o == "*" {
+				allowed = true
+			}
+		}
+		if origin != "" && allowed {
+			h := c.Writer.Header()
+			h.Set("Access-Control-Allow-Origin", origin)
+			h.Add("Vary", "Origin")
+			h.Set("Access-Control-Expose-Headers", "Content-Type, Retry-After")
+			if c.Request.Method == http.MethodOptions {
+				h.Set("Access-Control-Allow-Methods", "GET, POST, PUT, PATCH, DELETE, OPTIONS")
+				h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Last-Event-ID, Accept")
+				h.Set("Access-Control-Max-Age", "600")
+				c.AbortWithStatus(http.StatusNoContent)
+				return
+			}
+		} else if c.Request.Method == http.MethodOptions && c.GetHeader("Access-Control-Request-Method") != "" {
+			httpkit.Fail(c, httpkit.Forbidden("origin not allowed"))
+			return
+		}
+		c.Next()
+	}
+}
+
+// untilDrained ends a stream's request context when the server starts
+// shutting down, so that long-lived streams let Shutdown finish.
+func untilDrained(draining <-chan struct{}) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		ctx, cancel := context.WithCancel(c.Request.Context())
+		defer cancel()
+		go func() {
+			select {
+			case <-draining:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		c.Request = c.Request.WithContext(ctx)
+		c.Next()
+	}
+}

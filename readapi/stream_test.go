@@ -1,0 +1,794 @@
+package readapi
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/gin-gonic/gin"
+
+	"github.com/helpdesk/messenger/domain"
+	"github.com/helpdesk/messenger/domain/conversation"
+	"github.com/helpdesk/messenger/domain/directory"
+	"github.com/helpdesk/messenger/domain/helpdesk"
+	"github.com/helpdesk/messenger/domain/item"
+	"github.com/helpdesk/messenger/infra/bus"
+	"github.com/helpdesk/messenger/infra/httpkit"
+	"github.com/helpdesk/messenger/infra/readmodel"
+	"github.com/helpdesk/messenger/infra/sqlite"
+	"github.com/helpdesk/messenger/projections"
+)
+
+// The principals of the tests, by bearer token.
+var principals = map[string]directory.Principal{
+	"support":  {Kind: domain.ActorUser, ID: "u-support", Name: "Sam", Role: directory.Agent, Support: true},
+	"teammate": {Kind: domain.ActorUser, ID: "u-team", Name: "Tia", Role: directory.Agent},
+	"cust1":    {Kind: domain.ActorCustomer, ID: "cu1", Name: "Carla"},
+	"cust2":    {Kind: domain.ActorCustomer, ID: "cu2", Name: "Chen"},
+}
+
+// fakeAuth authenticates the tokens of principals.
+type fakeAuth struct{}
+
+func (fakeAuth) Principal(_ context.Context, hash string) (directory.Principal, string, bool, error) {
+	for token, p := range principals {
+		if httpkit.HashToken(token) == hash {
+			return p, hash, true, nil
+		}
+	}
+	return directory.Principal{}, "", false, nil
+}
+
+// fixture is the read side with a real log, projector, change feed and hub.
+type fixture struct {
+	t       *testing.T
+	store   *sqlite.EventStore
+	proj    *projections.Projector
+	hub     *Hub
+	streams *Streams
+	srv     *httptest.Server
+	at      time.Time
+}
+
+// options set up a fixture; the zero value is the default set-up.
+type options struct {
+	hub     HubConfig
+	streams StreamConfig
+	// listen, if set, wraps the server's listener.
+	listen func(net.Listener) net.Listener
+	// feed, if set, is held while the projector publishes a batch: holding
+	// it keeps changes the read models have applied from the hub.
+	feed *sync.Mutex
+	// replay, if set, is held while the streams read the log.
+	replay *sync.Mutex
+}
+
+// heldLog reads the log while holding a lock.
+type heldLog struct {
+	Log
+	mu *sync.Mutex
+}
+
+func (h heldLog) ReadAll(ctx context.Context, after uint64, limit int) ([]domain.Recorded, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.Log.ReadAll(ctx, after, limit)
+}
+
+func newFixture(t *testing.T, o options) *fixture {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "messenger.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := sqlite.NewEventStore(db, sqlite.EventStoreConfig{})
+	if _, err := projections.Migrate(ctx, db.Writer(), readmodel.SQLite{}); err != nil {
+		t.Fatal(err)
+	}
+
+	hub := NewHub(o.hub)
+	feed := bus.NewGoChannel()
+	subscribed := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		bus.Consume(ctx, readySubscriber{feed, subscribed}, bus.Topic, hub.Deliver)
+	}()
+	<-subscribed
+
+	var pub projections.Publisher = bus.NewPublisher(feed, bus.Topic)
+	if o.feed != nil {
+		pub = heldPublisher{pub, o.feed}
+	}
+	proj := projections.NewProjector(db.Writer(), readmodel.SQLite{}, store, pub, projections.Config{
+		OnError: func(err error) { t.Logf("projector: %v", err) },
+	})
+	if err := proj.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		defer wg.Done()
+		proj.Run(ctx)
+	}()
+
+	var log Log = store
+	if o.replay != nil {
+		log = heldLog{store, o.replay}
+	}
+	streams := NewStreams(projections.NewReadModels(db.Reader(), readmodel.SQLite{}), log, proj, hub, o.streams)
+	gin.SetMode(gin.TestMode)
+	r := gin.New()
+	r.GET("/v1/stream", httpkit.Authenticate(fakeAuth{}, true), streams.Agent)
+	r.GET("/v1/widget/stream", httpkit.Authenticate(fakeAuth{}, true), streams.Widget)
+	srv := httptest.NewUnstartedServer(r)
+	srv.Config.WriteTimeout = 200 * time.Millisecond // streams must lift it
+	if o.listen != nil {
+		srv.Listener = o.listen(srv.Listener)
+	}
+	srv.Start()
+
+	t.Cleanup(func() {
+		srv.CloseClientConnections()
+		srv.Close()
+		cancel()
+		wg.Wait()
+		feed.Close()
+		store.Close()
+		db.Close()
+	})
+	return &fixture{t: t, store: store, proj: proj, hub: hub, streams: streams, srv: srv,
+		at: time.Date(2026, 11, 26, 9, 0, 0, 0, time.UTC)}
+}
+
+// heldPublisher publishes while holding a lock.
+type heldPublisher struct {
+	projections.Publisher
+	mu *sync.Mutex
+}
+
+func (h heldPublisher) Publish(ctx context.Context, changes []projections.Change) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.Publisher.Publish(ctx, changes)
+}
+
+// readySubscriber tells when Consume has subscribed: GoChannel drops what is
+// published before.
+type readySubscriber struct {
+	message.Subscriber
+	ready chan struct{}
+}
+
+func (r readySubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	defer close(r.ready)
+	return r.Subscriber.Subscribe(ctx, topic)
+}
+
+// append appends events to stream after version expected and waits until
+// the read models have applied them; it returns their positions.
+func (f *fixture) append(stream string, expected int64, events ...domain.Event) []uint64 {
+	f.t.Helper()
+	ctx := context.Background()
+	pending := make([]domain.Pending, len(events))
+	for i, e := range events {
+		pending[i] = domain.Pending{EventID: fmt.Sprintf("%s-%d", stream, int(expected)+i+1), Event: e}
+	}
+	recs, err := f.store.Append(ctx, stream, expected, pending)
+	if err != nil {
+		f.t.Fatalf("append to %s: %v", stream, err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := f.proj.WaitFor(wctx, recs[len(recs)-1].Position); err != nil {
+		f.t.Fatalf("read models did not apply %s: %v", stream, err)
+	}
+	out := make([]uint64, len(recs))
+	for i, r := range recs {
+		out[i] = r.Position
+	}
+	return out
+}
+
+func (f *fixture) meta(actor directory.Principal) domain.Meta {
+	f.at = f.at.Add(time.Second)
+	return domain.Meta{At: f.at, Actor: actor.Actor()}
+}
+
+// startChat appends a live-chat conversation of customer with its first
+// message and returns the positions of both events.
+func (f *fixture) startChat(conv string, customer directory.Principal, body string) (started, posted uint64) {
+	f.t.Helper()
+	pos := f.append("conversation-"+conv, domain.NoStream,
+		conversation.Started{Meta: f.meta(customer), ConversationID: conv, Channel: conversation.LiveChat, CustomerID: customer.ID},
+		conversation.MessagePosted{Meta: f.meta(customer), MessageID: conv + "-m1", Body: body})
+	return pos[0], pos[1]
+}
+
+// post appends message n (≥ 2) of conv by author and returns its position.
+func (f *fixture) post(conv string, n int, author directory.Principal, body string) uint64 {
+	f.t.Helper()
+	return f.append("conversation-"+conv, int64(n),
+		conversation.MessagePosted{Meta: f.meta(author), MessageID: fmt.Sprintf("%s-m%d", conv, n), Body: body})[0]
+}
+
+func (f *fixture) helpdeskOnline(online bool, version int64) uint64 {
+	f.t.Helper()
+	return f.append("helpdesk", version, helpdesk.StatusChanged{Meta: f.meta(principals["support"]), Online: online})[0]
+}
+
+// frame is one SSE frame as a client parses it: an event, an id alone, or a
+// comment.
+type frame struct {
+	ID, Event, Data, Comment string
+	HasID, HasData           bool
+}
+
+// client is an open stream.
+type client struct {
+	t      *testing.T
+	resp   *http.Response
+	frames chan frame
+	lastID string // the resume token an EventSource would hold
+	cancel func()
+}
+
+// open opens path as the principal holding token, with header Last-Event-ID
+// lastID unless it is "".
+func (f *fixture) open(path, token, lastID string) *client {
+	f.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, f.srv.URL+path, nil)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	if lastID != "" {
+		req.Header.Set("Last-Event-ID", lastID)
+	}
+	resp, err := f.srv.Client().Do(req)
+	if err != nil {
+		cancel()
+		f.t.Fatal(err)
+	}
+	c := &client{t: f.t, resp: resp, frames: make(chan frame, 4096), lastID: lastID, cancel: cancel}
+	f.t.Cleanup(c.close)
+	if resp.StatusCode == http.StatusOK {
+		go c.read()
+	}
+	return c
+}
+
+func (c *client) close() {
+	c.cancel()
+	c.resp.Body.Close()
+}
+
+// read parses frames as the SSE spec says, one blank line ending each.
+func (c *client) read() {
+	defer close(c.frames)
+	sc := bufio.NewScanner(c.resp.Body)
+	var f frame
+	var data []string
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" {
+			f.Data, f.HasData = strings.Join(data, "\n"), len(data) > 0
+			if f.HasID || f.HasData || f.Comment != "" || f.Event != "" {
+				c.frames <- f
+			}
+			f, data = frame{}, nil
+			continue
+		}
+		field, value, _ := strings.Cut(line, ":")
+		value = strings.TrimPrefix(value, " ")
+		switch field {
+		case "":
+			f.Comment = value
+		case "id":
+			f.ID, f.HasID = value, true
+		case "event":
+			f.Event = value
+		case "data":
+			data = append(data, value)
+		}
+	}
+}
+
+// next returns the next event, skipping comments and frames without data
+// (which only move the resume token, as in a browser).
+func (c *client) next(within time.Duration) (frame, bool) {
+	c.t.Helper()
+	deadline := time.After(within)
+	for {
+		select {
+		case f, ok := <-c.frames:
+			if !ok {
+				return frame{}, false
+			}
+			if f.HasID {
+				c.lastID = f.ID
+			}
+			if f.HasData {
+				return f, true
+			}
+		case <-deadline:
+			return frame{}, false
+		}
+	}
+}
+
+// expect reads the next events and checks their names and ids.
+func (c *client) expect(want ...string) []frame {
+	c.t.Helper()
+	var got []frame
+	for i := 0; i < len(want); i += 2 {
+		f, ok := c.next(3 * time.Second)
+		if !ok {
+			c.t.Fatalf("event %d: got none, want %s id %s (got before: %v)", i/2, want[i], want[i+1], got)
+		}
+		if f.Event != want[i] || f.ID != want[i+1] {
+			c.t.Fatalf("event %d: got %s id %s (%s), want %s id %s", i/2, f.Event, f.ID, f.Data, want[i], want[i+1])
+		}
+		got = append(got, f)
+	}
+	return got
+}
+
+// expectNothing checks that no event arrives for a while.
+func (c *client) expectNothing(d time.Duration) {
+	c.t.Helper()
+	if f, ok := c.next(d); ok {
+		c.t.Fatalf("got %s id %s (%s), want nothing", f.Event, f.ID, f.Data)
+	}
+}
+
+func id(pos uint64) string { return strconv.FormatUint(pos, 10) }
+
+func decode[T any](t *testing.T, f frame) T {
+	t.Helper()
+	var v T
+	if err := json.Unmarshal([]byte(f.Data), &v); err != nil {
+		t.Fatalf("%s data %q: %v", f.Event, f.Data, err)
+	}
+	return v
+}
+
+type rowData struct {
+	ID       string `json:"id"`
+	Status   string `json:"status"`
+	Unread   int    `json:"unread"`
+	Customer *struct {
+		ID string `json:"id"`
+	} `json:"customer"`
+	LastMessage *struct {
+		ID      string `json:"id"`
+		Excerpt string `json:"excerpt"`
+	} `json:"last_message"`
+}
+
+type messageData struct {
+	ID             string `json:"id"`
+	ConversationID string `json:"conversation_id"`
+	Body           string `json:"body"`
+	Position       string `json:"position"`
+	Author         struct {
+		Kind, ID string
+	} `json:"author"`
+}
+
+func TestStreamsAnswerOnlyTheirCallers(t *testing.T) {
+	f := newFixture(t, options{})
+	for _, tc := range []struct {
+		path, token string
+		want        int
+	}{
+		{"/v1/stream", "cust1", http.StatusForbidden},
+		{"/v1/widget/stream", "support", http.StatusForbidden},
+		{"/v1/stream", "nobody", http.StatusUnauthorized},
+		{"/v1/stream?access_token=support", "", http.StatusOK},
+		{"/v1/widget/stream?access_token=cust1", "", http.StatusOK},
+	} {
+		c := f.open(tc.path, tc.token, "")
+		if c.resp.StatusCode != tc.want {
+			t.Errorf("GET %s as %q: status %d, want %d", tc.path, tc.token, c.resp.StatusCode, tc.want)
+		}
+		if tc.want == http.StatusOK {
+			h := c.resp.Header
+			for k, v := range map[string]string{"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+				"Connection": "keep-alive", "X-Accel-Buffering": "no"} {
+				if got := h.Get(k); got != v {
+					t.Errorf("GET %s: %s = %q, want %q", tc.path, k, got, v)
+				}
+			}
+		}
+		c.close()
+	}
+}
+
+func TestLiveEventsGoToThoseWhoMaySeeThem(t *testing.T) {
+	f := newFixture(t, options{})
+	f.append("customer-cu1", domain.NoStream, directory.CustomerRegistered{Meta: f.meta(principals["cust1"]),
+		CustomerID: "cu1", Name: "Carla", Email: "carla@example.com", TokenHash: httpkit.HashToken("cust1")})
+
+	support := f.open("/v1/stream", "support", "")
+	teammate := f.open("/v1/stream", "teammate", "")
+	widget1 := f.open("/v1/widget/stream", "cust1", "")
+	widget2 := f.open("/v1/widget/stream", "cust2", "")
+	waitClients(t, f.streams, 4)
+
+	started, posted := f.startChat("c1", principals["cust1"], "Hello, my order is late")
+	online := f.helpdeskOnline(true, domain.NoStream)
+
+	got := support.expect(
+		"conversation.created", id(started),
+		"message.created", id(posted),
+		"unread.changed", id(posted),
+		"helpdesk.status_changed", id(online))
+	if row := decode[rowData](t, got[0]); row.ID != "c1" || row.Customer == nil || row.Customer.ID != "cu1" {
+		t.Errorf("conversation.created = %s, want the inbox row of c1 with its customer", got[0].Data)
+	}
+	if m := decode[messageData](t, got[1]); m.ID != "c1-m1" || m.Body != "Hello, my order is late" || m.Position != id(posted) {
+		t.Errorf("message.created = %s, want message c1-m1 at position %d", got[1].Data, posted)
+	}
+	if u := decode[agentUnread](t, got[2]); u != (agentUnread{ConversationID: "c1", Unread: 1, Customers: 1, Mine: 0}) {
+		t.Errorf("unread.changed = %s, want c1 unread 1, customers 1, mine 0", got[2].Data)
+	}
+	if h := decode[helpdeskStatus](t, got[3]); !h.Online || h.Message == "" {
+		t.Errorf("helpdesk.status_changed = %s, want online with the online message", got[3].Data)
+	}
+
+	// A teammate without support sees nothing of a customer conversation:
+	// the helpdesk switch is its first event.
+	teammate.expect("helpdesk.status_changed", id(online))
+
+	got = widget1.expect(
+		"conversation.created", id(started),
+		"message.created", id(posted),
+		"unread.changed", id(posted),
+		"helpdesk.status_changed", id(online))
+	if !strings.Contains(got[2].Data, `"unread":0`) || strings.Contains(got[2].Data, "customers") {
+		t.Errorf("widget unread.changed = %s, want {conversation_id, unread: 0} only", got[2].Data)
+	}
+	widget2.expect("helpdesk.status_changed", id(online))
+
+	// A reply by support: the customer's unread count goes up, support's
+	// stays at 0 (posting reads), and the row follows.
+	reply := f.post("c1", 2, principals["support"], "Let me check")
+	support.expect("message.created", id(reply), "unread.changed", id(reply), "conversation.updated", id(reply))
+	got = widget1.expect("message.created", id(reply), "unread.changed", id(reply), "conversation.updated", id(reply))
+	if u := decode[widgetUnread](t, got[1]); u.Unread != 1 {
+		t.Errorf("widget unread.changed = %s, want unread 1", got[1].Data)
+	}
+	if row := decode[rowData](t, got[2]); row.LastMessage == nil || row.LastMessage.ID != "c1-m2" || row.Unread != 1 {
+		t.Errorf("widget conversation.updated = %s, want last message c1-m2 and unread 1", got[2].Data)
+	}
+
+	// Reading is the reader's own business.
+	read := f.append("conversation-c1", 3, conversation.Read{Meta: f.meta(principals["cust1"]), UpToSeq: 2})[0]
+	got = widget1.expect("unread.changed", id(read), "conversation.updated", id(read))
+	if u := decode[widgetUnread](t, got[0]); u.Unread != 0 {
+		t.Errorf("unread.changed after reading = %s, want unread 0", got[0].Data)
+	}
+	last := f.helpdeskOnline(false, 1)
+	support.expect("helpdesk.status_changed", id(last))
+	teammate.expect("helpdesk.status_changed", id(last))
+	widget2.expect("helpdesk.status_changed", id(last))
+}
+
+func TestEditsDeletesLinksAndItems(t *testing.T) {
+	f := newFixture(t, options{})
+	support := f.open("/v1/stream", "support", "")
+	teammate := f.open("/v1/stream", "teammate", "")
+	widget := f.open("/v1/widget/stream", "cust1", "")
+	waitClients(t, f.streams, 3)
+	started, posted := f.startChat("c1", principals["cust1"], "typo")
+	support.expect("conversation.created", id(started), "message.created", id(posted), "unread.changed", id(posted))
+	widget.expect("conversation.created", id(started), "message.created", id(posted), "unread.changed", id(posted))
+
+	cust := principals["cust1"]
+	edited := f.append("conversation-c1", 2, conversation.MessageEdited{Meta: f.meta(cust), MessageID: "c1-m1", Body: "fixed"})[0]
+	got := support.expect("message.updated", id(edited), "conversation.updated", id(edited))
+	if m := decode[messageData](t, got[0]); m.Body != "fixed" {
+		t.Errorf("message.updated = %s, want the new body", got[0].Data)
+	}
+	deleted := f.append("conversation-c1", 3, conversation.MessageDeleted{Meta: f.meta(cust), MessageID: "c1-m1"})[0]
+	got = support.expect("message.deleted", id(deleted), "unread.changed", id(deleted), "conversation.updated", id(deleted))
+	if u := decode[agentUnread](t, got[1]); u.Unread != 0 || u.Customers != 0 {
+		t.Errorf("unread.changed after the only message was deleted = %s, want 0 and 0", got[1].Data)
+	}
+	widget.expect("message.updated", id(edited), "conversation.updated", id(edited),
+		"message.deleted", id(deleted), "unread.changed", id(deleted), "conversation.updated", id(deleted))
+
+	// Support files a ticket, links it, and assigns the teammate: from then
+	// on the teammate sees the conversation ("mine"), and is told so.
+	sam := principals["support"]
+	f.append("item-i1", domain.NoStream, item.Created{Meta: f.meta(sam), ItemID: "i1", Kind: item.Ticket, Title: "Late order"})
+	linked := f.append("conversation-c1", 4, conversation.ItemLinked{Meta: f.meta(sam), ItemID: "i1"})[0]
+	got = support.expect("conversation.updated", id(linked))
+	if !strings.Contains(got[0].Data, `"item_id":"i1"`) {
+		t.Errorf("conversation.updated after linking = %s, want the link", got[0].Data)
+	}
+	assigned := f.append("item-i1", 1, item.Assigned{Meta: f.meta(sam), UserID: "u-team"})[0]
+	got = teammate.expect("conversation.updated", id(assigned))
+	if row := decode[rowData](t, got[0]); row.ID != "c1" {
+		t.Errorf("teammate's conversation.updated = %s, want c1", got[0].Data)
+	}
+	support.expect("conversation.updated", id(assigned))
+}
+
+// waitClients waits until n streams are open.
+func waitClients(t *testing.T, s *Streams, n int) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for s.Clients() != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d streams open, want %d", s.Clients(), n)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// want is an event a stream should send.
+type want struct {
+	event string
+	pos   uint64
+}
+
+// chatEvents returns what support's stream sends for a conversation
+// started at started and its messages posted at posted.
+func chatEvents(started uint64, posted ...uint64) []want {
+	out := []want{{"conversation.created", started}}
+	for i, p := range posted {
+		out = append(out, want{"message.created", p}, want{"unread.changed", p})
+		if i > 0 {
+			out = append(out, want{"conversation.updated", p})
+		}
+	}
+	return out
+}
+
+func TestResumeSendsWhatWasMissedThenLive(t *testing.T) {
+	f := newFixture(t, options{})
+	c := f.open("/v1/stream", "support", "")
+	waitClients(t, f.streams, 1)
+	started, posted := f.startChat("c1", principals["cust1"], "first")
+	c.expect("conversation.created", id(started), "message.created", id(posted), "unread.changed", id(posted))
+	token := c.lastID
+	c.close()
+	waitClients(t, f.streams, 0)
+
+	// Missed while away.
+	var expected []want
+	m2 := f.post("c1", 2, principals["cust1"], "second")
+	expected = append(expected, want{"message.created", m2}, want{"unread.changed", m2}, want{"conversation.updated", m2})
+	s2, p2 := f.startChat("c2", principals["cust2"], "other")
+	expected = append(expected, chatEvents(s2, p2)...)
+
+	// More arrive while the stream replays, and after.
+	var wg sync.WaitGroup
+	wg.Add(1)
+	live := make(chan []want, 1)
+	go func() {
+		defer wg.Done()
+		var w []want
+		for n := 3; n <= 12; n++ {
+			p := f.post("c1", n, principals["cust1"], fmt.Sprint("message ", n))
+			w = append(w, want{"message.created", p}, want{"unread.changed", p}, want{"conversation.updated", p})
+		}
+		live <- w
+	}()
+	r := f.open("/v1/stream", "support", token)
+	wg.Wait()
+	expected = append(expected, (<-live)...)
+
+	for i, w := range expected {
+		ev, ok := r.next(3 * time.Second)
+		if !ok {
+			t.Fatalf("event %d: got none, want %s id %d", i, w.event, w.pos)
+		}
+		if ev.Event != w.event || ev.ID != id(w.pos) {
+			t.Fatalf("event %d: got %s id %s, want %s id %d", i, ev.Event, ev.ID, w.event, w.pos)
+		}
+	}
+	r.expectNothing(100 * time.Millisecond)
+
+	// ?last_event_id= serves browsers that cannot set the header.
+	q := f.open("/v1/stream?last_event_id="+id(m2), "support", "")
+	q.expect("conversation.created", id(s2), "message.created", id(p2), "unread.changed", id(p2))
+}
+
+// TestResumeWhileTheFeedLags resumes while the read models have applied
+// changes that have not reached the hub yet: the replay sends them, and the
+// stream must not send them again when the hub gets them.
+func TestResumeWhileTheFeedLags(t *testing.T) {
+	var feed sync.Mutex
+	f := newFixture(t, options{feed: &feed})
+	started, posted := f.startChat("c1", principals["cust1"], "first")
+
+	feed.Lock()
+	m2 := f.post("c1", 2, principals["cust1"], "second") // applied, not on the hub
+	if head := f.hub.Head(); head >= m2 {
+		t.Fatalf("hub head %d, want it behind %d", head, m2)
+	}
+	r := f.open("/v1/stream", "support", id(started))
+	r.expect("message.created", id(posted), "unread.changed", id(posted),
+		"message.created", id(m2), "unread.changed", id(m2), "conversation.updated", id(m2))
+	feed.Unlock()
+
+	m3 := f.post("c1", 3, principals["cust1"], "third")
+	r.expect("message.created", id(m3), "unread.changed", id(m3), "conversation.updated", id(m3))
+
+	// And a fresh stream opened while the feed lags starts after what the
+	// read models hold, sending none of it.
+	feed.Lock()
+	f.post("c1", 4, principals["cust1"], "fourth")
+	fresh := f.open("/v1/stream", "support", "")
+	feed.Unlock()
+	m5 := f.post("c1", 5, principals["cust1"], "fifth")
+	fresh.expect("message.created", id(m5))
+	if fresh.lastID != id(m5) {
+		t.Errorf("token %s, want %d", fresh.lastID, m5)
+	}
+}
+
+// TestLiveDuringReplay appends while a resuming stream reads the log: what
+// comes after the replay's end reaches the stream live.
+func TestLiveDuringReplay(t *testing.T) {
+	var replay sync.Mutex
+	f := newFixture(t, options{replay: &replay})
+	started, posted := f.startChat("c1", principals["cust1"], "first")
+
+	replay.Lock()
+	r := f.open("/v1/stream", "support", id(started)) // answered; its replay waits
+	waitClients(t, f.streams, 1)
+	m2 := f.post("c1", 2, principals["cust1"], "during the replay")
+	replay.Unlock()
+	r.expect("message.created", id(posted), "unread.changed", id(posted),
+		"message.created", id(m2), "unread.changed", id(m2), "conversation.updated", id(m2))
+	r.expectNothing(50 * time.Millisecond)
+}
+
+func TestResetForTokensThatCannotBeReplayed(t *testing.T) {
+	f := newFixture(t, options{streams: StreamConfig{MaxReplay: 3}})
+	s1, _ := f.startChat("c1", principals["cust1"], "one")
+	for n := 2; n <= 4; n++ {
+		f.post("c1", n, principals["cust1"], "more")
+	}
+	head := f.proj.Applied()
+	for _, token := range []string{"abc", "-1", "007", id(head + 5), id(s1)} {
+		c := f.open("/v1/stream", "support", token)
+		got := c.expect("reset", id(head))
+		if got[0].Data != "{}" {
+			t.Errorf("token %q: reset data %q, want {}", token, got[0].Data)
+		}
+		on := f.helpdeskOnline(len(token)%2 == 0, int64(f.helpdeskVersion()))
+		c.expect("helpdesk.status_changed", id(on))
+		c.close()
+		head = on
+	}
+	// Within MaxReplay: replayed, no reset.
+	c := f.open("/v1/stream", "support", id(head-2))
+	c.expect("helpdesk.status_changed", id(head-1), "helpdesk.status_changed", id(head))
+}
+
+// helpdeskVersion returns the version of the helpdesk stream.
+func (f *fixture) helpdeskVersion() int {
+	recs, err := f.store.ReadStream(context.Background(), "helpdesk")
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return len(recs)
+}
+
+func TestHeartbeatAndTokenOfUnseenEvents(t *testing.T) {
+	f := newFixture(t, options{streams: StreamConfig{Heartbeat: 30 * time.Millisecond}})
+	c := f.open("/v1/stream", "teammate", "")
+	// Without a token the stream starts where the log stands, with that as its token.
+	start := f.proj.Applied()
+	_, posted := f.startChat("c1", principals["cust1"], "not for teammates")
+
+	pings, advanced := 0, false
+	deadline := time.After(3 * time.Second)
+	for pings < 3 || !advanced {
+		select {
+		case fr, ok := <-c.frames:
+			if !ok {
+				t.Fatal("stream ended")
+			}
+			if fr.HasData {
+				t.Fatalf("got %s id %s, want nothing but heartbeats and tokens", fr.Event, fr.ID)
+			}
+			if fr.Comment == "ping" {
+				pings++
+			}
+			if fr.HasID {
+				n, _ := strconv.ParseUint(fr.ID, 10, 64)
+				if prev, _ := strconv.ParseUint(c.lastID, 10, 64); n < start || n > posted || n < prev {
+					t.Fatalf("token frame id %s after %q, want a growing token from %d to %d", fr.ID, c.lastID, start, posted)
+				}
+				advanced = n == posted
+				c.lastID = fr.ID
+			}
+		case <-deadline:
+			t.Fatalf("after 3s: %d pings, token advanced %v; want 3 pings and the token at %d", pings, advanced, posted)
+		}
+	}
+	c.close()
+
+	// Resuming from that token replays nothing, and goes on live.
+	r := f.open("/v1/stream", "teammate", c.lastID)
+	on := f.helpdeskOnline(true, domain.NoStream)
+	r.expect("helpdesk.status_changed", id(on))
+}
+
+func TestStuckClientDoesNotDelayOthers(t *testing.T) {
+	// Small socket buffers, so that a client that does not read soon stalls
+	// its handler's writes.
+	f := newFixture(t, options{
+		hub:     HubConfig{ClientBuffer: 64},
+		streams: StreamConfig{WriteTimeout: 300 * time.Millisecond},
+		listen:  func(l net.Listener) net.Listener { return smallBuffers{l} },
+	})
+	started, first := f.startChat("c1", principals["cust1"], "hi")
+
+	// A client that reads nothing, on a connection with tiny buffers.
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 1024) })
+	}}
+	conn, err := d.Dial("tcp", f.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	fmt.Fprintf(conn, "GET /v1/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer support\r\nLast-Event-ID: %d\r\n\r\n", started-1)
+
+	healthy := f.open("/v1/stream", "support", id(first))
+	waitClients(t, f.streams, 2)
+
+	body := strings.Repeat("a long message to fill the buffers ", 100)
+	var pending []domain.Event
+	for n := 2; n <= 81; n++ {
+		pending = append(pending, conversation.MessagePosted{Meta: f.meta(principals["cust1"]), MessageID: fmt.Sprintf("c1-m%d", n), Body: body})
+	}
+	start := time.Now()
+	for i := 0; i < len(pending); i += 10 {
+		// Ten messages make 30 changes: the healthy client's buffer of 64
+		// takes them while its handler renders.
+		for _, p := range f.append("conversation-c1", int64(i+2), pending[i:i+10]...) {
+			healthy.expect("message.created", id(p), "unread.changed", id(p), "conversation.updated", id(p))
+		}
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("the healthy client took %v to get %d messages", d, len(pending))
+	}
+	// The stuck one is cut: by the hub when its buffer overflowed, its
+	// handler by the write timeout.
+	waitClients(t, f.streams, 1)
+	last := f.helpdeskOnline(true, domain.NoStream)
+	healthy.expect("helpdesk.status_changed", id(last))
+}
+
+// smallBuffers gives the connections it accepts a small send buffer.
+type smallBuffers struct{ net.Listener }
+
+func (l smallBuffers) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetWriteBuffer(4096)
+	}
+	return c, err
+}
