@@ -19,15 +19,29 @@ func decideConv(cmd conversation.Command) func(conversation.State) ([]conversati
 	return func(s conversation.State) ([]conversation.Event, error) { return conversation.Decide(s, cmd) }
 }
 
+// visible returns a not-found error unless p may see conversation id.
+func (s *Service) visible(ctx context.Context, p directory.Principal, id string) error {
+	ok, err := s.access.CanSee(ctx, p, id)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return notFound("conversation", id)
+	}
+	return nil
+}
+
+// exists reports whether stream holds any event.
+func (s *Service) exists(ctx context.Context, stream string) (bool, error) {
+	recs, err := s.store.ReadStream(ctx, stream)
+	return len(recs) > 0, err
+}
+
 // onConversation runs cmd on conversation id, which p must be able to see.
 func (s *Service) onConversation(ctx context.Context, p directory.Principal, id string, cmd conversation.Command,
 	eventID func(int, conversation.Event) string) (conversation.State, Result, error) {
-	ok, err := s.access.CanSee(ctx, p, id)
-	if err != nil {
+	if err := s.visible(ctx, p, id); err != nil {
 		return conversation.State{}, Result{}, err
-	}
-	if !ok {
-		return conversation.State{}, Result{}, notFound("conversation", id)
 	}
 	st, res, err := execute(ctx, s, conversation.Stream(id), convEvolve, decideConv(cmd), eventID)
 	if errors.Is(err, conversation.ErrNotFound) {
@@ -148,11 +162,14 @@ func (s *Service) Link(ctx context.Context, p directory.Principal, id, itemID st
 	if itemID == "" {
 		return Result{}, domain.Invalid("item_id", "is required")
 	}
-	recs, err := s.store.ReadStream(ctx, item.Stream(itemID))
+	if err := s.visible(ctx, p, id); err != nil {
+		return Result{}, err
+	}
+	exists, err := s.exists(ctx, item.Stream(itemID))
 	if err != nil {
 		return Result{}, err
 	}
-	if len(recs) == 0 {
+	if !exists {
 		return Result{}, domain.Invalid("item_id", "no item "+itemID)
 	}
 	_, res, err := s.staffOn(ctx, p, id, conversation.Link{Meta: s.meta(p), ItemID: itemID})
@@ -162,6 +179,18 @@ func (s *Service) Link(ctx context.Context, p directory.Principal, id, itemID st
 // Unlink removes the link of item itemID from conversation id; an item not
 // linked changes nothing.
 func (s *Service) Unlink(ctx context.Context, p directory.Principal, id, itemID string) (Result, error) {
+	if !p.IsStaff() || !p.CanWrite() {
+		return Result{}, ErrForbidden
+	}
+	if err := s.visible(ctx, p, id); err != nil {
+		return Result{}, err
+	}
+	if exists, err := s.exists(ctx, item.Stream(itemID)); err != nil || !exists {
+		if err == nil {
+			err = notFound("item", itemID)
+		}
+		return Result{}, err
+	}
 	_, res, err := s.staffOn(ctx, p, id, conversation.Unlink{Meta: s.meta(p), ItemID: itemID})
 	if errors.Is(err, conversation.ErrNotLinked) {
 		return res, nil // DELETE is idempotent: what is not linked stays unlinked
@@ -180,12 +209,8 @@ func (s *Service) CreateItemFrom(ctx context.Context, p directory.Principal, id 
 	if !p.IsStaff() || !p.CanWrite() {
 		return "", Result{}, ErrForbidden
 	}
-	ok, err := s.access.CanSee(ctx, p, id)
-	if err != nil {
+	if err := s.visible(ctx, p, id); err != nil {
 		return "", Result{}, err
-	}
-	if !ok {
-		return "", Result{}, notFound("conversation", id)
 	}
 	recs, err := s.store.ReadStream(ctx, conversation.Stream(id))
 	if err != nil {

@@ -52,6 +52,12 @@ func (s *Service) itemPerson(ctx context.Context, p directory.Principal, id, use
 	if !canManageItems(p) {
 		return Result{}, ErrForbidden
 	}
+	if exists, err := s.exists(ctx, item.Stream(id)); err != nil || !exists {
+		if err == nil {
+			err = notFound("item", id)
+		}
+		return Result{}, err
+	}
 	if userID == "" {
 		return Result{}, domain.Invalid("user_id", "is required")
 	}

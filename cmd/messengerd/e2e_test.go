@@ -351,6 +351,8 @@ func TestBadInputAppendsNothing(t *testing.T) {
 		{"bad section", "GET", "/v1/inbox?section=all", p.support, nil, 400, "invalid_request", "section"},
 		{"bad history time", "GET", "/v1/conversations/" + id + "/history?at=yesterday", p.auditor, nil, 400, "invalid_request", "at"},
 		{"client_id too long", "POST", msgs, p.customer, map[string]any{"body": "hi", "client_id": strings.Repeat("x", 65)}, 400, "invalid_request", "client_id"},
+		{"unlink an unknown item", "DELETE", "/v1/conversations/" + id + "/links/ghost", p.support, nil, 404, "not_found", ""},
+		{"follow an unknown item", "POST", "/v1/items/ghost/followers", p.support, map[string]any{"user_id": "ghost"}, 404, "not_found", ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -376,5 +378,55 @@ func TestBadInputAppendsNothing(t *testing.T) {
 	}
 	if r := s.do("GET", "/v1/nope", "", nil); r.Status != http.StatusNotFound {
 		t.Errorf("unknown route: %d", r.Status)
+	}
+}
+
+func TestCORS(t *testing.T) {
+	s := startServer(t, t.TempDir(), map[string]string{"MESSENGER_ALLOWED_ORIGINS": "https://shop.example, https://other.example"})
+	preflight := func(origin string) *http.Response {
+		req, _ := http.NewRequest("OPTIONS", s.base+"/v1/conversations", nil)
+		req.Header.Set("Origin", origin)
+		req.Header.Set("Access-Control-Request-Method", "POST")
+		req.Header.Set("Access-Control-Request-Headers", "authorization, content-type")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	ok := preflight("https://shop.example")
+	if ok.StatusCode != 204 || ok.Header.Get("Access-Control-Allow-Origin") != "https://shop.example" ||
+		!strings.Contains(ok.Header.Get("Access-Control-Allow-Headers"), "Authorization") {
+		t.Errorf("allowed preflight: %d %v", ok.StatusCode, ok.Header)
+	}
+	if ok.Header.Get("Access-Control-Allow-Credentials") != "" {
+		t.Error("credentials mode is on")
+	}
+	bad := preflight("https://evil.example")
+	if bad.StatusCode == 204 || bad.Header.Get("Access-Control-Allow-Origin") != "" {
+		t.Errorf("disallowed preflight: %d %v", bad.StatusCode, bad.Header)
+	}
+	req, _ := http.NewRequest("GET", s.base+"/v1/widget/status", nil)
+	req.Header.Set("Origin", "https://other.example")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.Header.Get("Access-Control-Allow-Origin") != "https://other.example" {
+		t.Errorf("simple request from an allowed origin: %v", resp.Header)
+	}
+}
+
+func TestExportsHideTokenHashes(t *testing.T) {
+	s := startServer(t, t.TempDir(), nil)
+	seedPeople(t, s)
+	r := s.do("GET", "/v1/audit/events?limit=200", s.admin, nil).want(t, 200)
+	if strings.Contains(string(r.Raw), HashTokenForTest(s.admin)) {
+		t.Fatal("the audit export shows the admin token's hash")
+	}
+	if !strings.Contains(string(r.Raw), `"token_hash":"[redacted]"`) {
+		t.Fatalf("no redacted token hash in %s", r.Raw)
 	}
 }

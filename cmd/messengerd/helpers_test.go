@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/helpdesk/messenger/commands"
 	"io"
 	"net/http"
 	"strings"
@@ -287,3 +288,6 @@ func (st *stream) all() []sseEvent {
 func kind(name string) func(sseEvent) bool {
 	return func(e sseEvent) bool { return e.Event == name }
 }
+
+// HashTokenForTest is the stored hash of token.
+func HashTokenForTest(token string) string { return commands.HashToken(token) }
