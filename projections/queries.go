@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"unicode"
@@ -354,10 +355,10 @@ func (r *ReadModels) Message(ctx context.Context, conv, id string) (Message, boo
 // cursor is ""), oldest first, and the cursor of the page before them ("" if
 // none).
 func (r *ReadModels) Messages(ctx context.Context, conv string, limit int, cursor string) ([]Message, string, error) {
-	before := int64(1) << 62
+	before := int64(math.MaxInt32) // seq is an INTEGER column
 	if cursor != "" {
 		n, err := strconv.ParseInt(cursor, 10, 64)
-		if err != nil || n < 1 {
+		if err != nil || n < 1 || n > math.MaxInt32 {
 			return nil, "", ErrBadCursor
 		}
 		before = n

@@ -15,7 +15,13 @@ var roles = []string{"admin", "support", "agent", "auditor", "customer", "other"
 // status: what a role may never do is 403, what it may not see is 404, no
 // token is 401.
 func TestAuthorizationMatrix(t *testing.T) {
-	s := startServer(t, t.TempDir(), nil)
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) { authorizationMatrix(t, b.vars(t)) })
+	}
+}
+
+func authorizationMatrix(t *testing.T, vars map[string]string) {
+	s := startServer(t, t.TempDir(), vars)
 	p := seedPeople(t, s)
 	bystanderID, _ := createUser(t, s, "Bea Bystander", "bea@helpdesk.test", "agent", false)
 	tokens := map[string]string{"admin": p.admin, "support": p.support, "agent": p.agent, "auditor": p.auditor,

@@ -14,6 +14,8 @@ type config struct {
 	Addr           string
 	DataDir        string
 	AdminToken     string
+	DatabaseURL    string // PostgreSQL for the log and the read models; "" for the embedded SQLite file
+	BusURL         string // NATS JetStream for the live feed across replicas; "" for in-process
 	AllowedOrigins []string
 	SessionRate    int // widget sessions per minute per client IP; 0: unlimited
 	ShutdownGrace  time.Duration
@@ -27,6 +29,8 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 		Addr:          or(getenv("MESSENGER_ADDR"), "127.0.0.1:8080"),
 		DataDir:       or(getenv("MESSENGER_DATA_DIR"), "./data"),
 		AdminToken:    getenv("MESSENGER_ADMIN_TOKEN"),
+		DatabaseURL:   getenv("MESSENGER_DATABASE_URL"),
+		BusURL:        getenv("MESSENGER_BUS_URL"),
 		ShutdownGrace: 10 * time.Second,
 		SessionRate:   60,
 		Heartbeat:     15 * time.Second,

@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+
+	"github.com/helpdesk/messenger/infra/natsbus/natstest"
+	"github.com/helpdesk/messenger/infra/postgres/pgtest"
 	"io"
 	"net/http"
 	"net/url"
@@ -68,9 +71,30 @@ func inboxRow(t *testing.T, s *server, token, query, id string) map[string]any {
 	return nil
 }
 
+// backends are the storage configurations every end-to-end scenario runs on.
+var backends = []struct {
+	name string
+	vars func(t *testing.T) map[string]string
+}{
+	{"embedded", func(t *testing.T) map[string]string { return map[string]string{} }},
+	{"postgres+nats", func(t *testing.T) map[string]string {
+		return map[string]string{"MESSENGER_DATABASE_URL": pgtest.NewDatabase(t), "MESSENGER_BUS_URL": natstest.URL(t)}
+	}},
+}
+
 func TestSeedScenario(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) { seedScenario(t, b.vars(t)) })
+	}
+}
+
+func seedScenario(t *testing.T, vars map[string]string) {
 	dir := t.TempDir()
-	s := startServer(t, dir, nil)
+	restartVars := map[string]string{}
+	for k, v := range vars {
+		restartVars[k] = v
+	}
+	s := startServer(t, dir, vars)
 	p := seedPeople(t, s)
 
 	widget := s.openStream("/v1/widget/stream", p.customer, "")
@@ -293,13 +317,14 @@ func TestSeedScenario(t *testing.T) {
 	s.stop()
 	// Rebuilding the read models from the log gives the same answers.
 	var progress strings.Builder
-	if err := run(context.Background(), []string{"rebuild", "-data-dir", dir}, env(nil), io.Discard, &progress); err != nil {
+	if err := run(context.Background(), []string{"rebuild", "-data-dir", dir}, env(restartVars), io.Discard, &progress); err != nil {
 		t.Fatalf("rebuild: %v", err)
 	}
 	if !strings.Contains(progress.String(), "events/s") || !strings.Contains(progress.String(), "rebuilt the read models") {
 		t.Errorf("rebuild progress = %q", progress.String())
 	}
-	s2 := startServer(t, dir, map[string]string{"MESSENGER_ADMIN_TOKEN": s.admin})
+	restartVars["MESSENGER_ADMIN_TOKEN"] = s.admin
+	s2 := startServer(t, dir, restartVars)
 	if got := s2.do("GET", "/v1/inbox?section=customers&status=open", p.support, nil).want(t, 200); string(got.Raw) != string(beforeInbox.Raw) {
 		t.Errorf("inbox after rebuild:\n%s\nbefore:\n%s", got.Raw, beforeInbox.Raw)
 	}

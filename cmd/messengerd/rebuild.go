@@ -7,32 +7,39 @@ import (
 	"strings"
 	"time"
 
-	"github.com/helpdesk/messenger/infra/readmodel"
+	"github.com/helpdesk/messenger/infra/lease"
 	"github.com/helpdesk/messenger/projections"
 )
 
 // rebuild drops the read models and applies the whole log again, showing
 // progress: a bar, events per second and the time left.
 func rebuild(ctx context.Context, cfg config, stderr io.Writer) error {
-	db, store, err := open(ctx, cfg.DataDir)
+	be, err := openBackend(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
-	defer store.Close()
-	head, err := store.Head(ctx)
-	if err != nil {
-		return err
+	defer be.close()
+	job := func(ctx context.Context) error {
+		head, err := be.store.Head(ctx)
+		if err != nil {
+			return err
+		}
+		start := time.Now()
+		bar := newProgress(stderr, head, start)
+		if err := projections.Rebuild(ctx, be.writer, be.dialect, be.store, func(n int, pos uint64) {
+			bar.show(uint64(n), pos, time.Now())
+		}); err != nil {
+			return fmt.Errorf("rebuild: %w", err)
+		}
+		bar.done(time.Now())
+		return nil
 	}
-	start := time.Now()
-	bar := newProgress(stderr, head, start)
-	if err := projections.Rebuild(ctx, db.Writer(), readmodel.SQLite{}, store, func(n int, pos uint64) {
-		bar.show(uint64(n), pos, time.Now())
-	}); err != nil {
-		return fmt.Errorf("rebuild: %w", err)
+	if be.replicated() {
+		// Replicas may be running: rebuild while holding the projector's lease.
+		fmt.Fprintln(stderr, "waiting for the projector lease…")
+		return lease.Exclusive(ctx, be.pool, projectorLease, job)
 	}
-	bar.done(time.Now())
-	return nil
+	return job(ctx)
 }
 
 // progress draws one line that rewrites itself.

@@ -22,8 +22,7 @@ import (
 	"github.com/helpdesk/messenger/commands/httpapi"
 	"github.com/helpdesk/messenger/infra/bus"
 	"github.com/helpdesk/messenger/infra/httpkit"
-	"github.com/helpdesk/messenger/infra/readmodel"
-	"github.com/helpdesk/messenger/infra/sqlite"
+	"github.com/helpdesk/messenger/infra/lease"
 	"github.com/helpdesk/messenger/projections"
 	"github.com/helpdesk/messenger/readapi"
 )
@@ -39,8 +38,7 @@ const changesTopic = "messenger_changes"
 
 // app is everything one messengerd process runs.
 type app struct {
-	db        *sqlite.DB
-	store     *sqlite.EventStore
+	be        *backend
 	rm        *projections.ReadModels
 	projector *projections.Projector
 	hub       *readapi.Hub
@@ -48,60 +46,53 @@ type app struct {
 	svc       *commands.Service
 	metrics   *metrics
 	ready     atomic.Bool
+	leader    atomic.Bool
 }
 
-// open opens the embedded store and read models under dataDir.
-func open(ctx context.Context, dataDir string) (*sqlite.DB, *sqlite.EventStore, error) {
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		return nil, nil, fmt.Errorf("create data dir: %w", err)
-	}
-	db, err := sqlite.Open(ctx, filepath.Join(dataDir, "messenger.db"))
-	if err != nil {
-		return nil, nil, err
-	}
-	return db, sqlite.NewEventStore(db, sqlite.EventStoreConfig{}), nil
-}
+// projectorLease names the lease of the one replica that projects.
+const projectorLease = "projector"
 
 func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	log := slog.New(slog.NewTextHandler(stderr, nil))
-	db, store, err := open(ctx, cfg.DataDir)
+	be, err := openBackend(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
-	defer store.Close()
-	dialect := readmodel.SQLite{}
-	if _, err := projections.Migrate(ctx, db.Writer(), dialect); err != nil {
+	defer be.close()
+	if err := be.migrate(ctx); err != nil {
 		return err
 	}
 
-	a := &app{db: db, store: store, metrics: newMetrics()}
-	pubsub := bus.NewGoChannel()
-	defer pubsub.Close()
-	a.rm = projections.NewReadModels(db.Reader(), dialect)
-	a.projector = projections.NewProjector(db.Writer(), dialect, store, bus.NewPublisher(pubsub, changesTopic), projections.Config{
+	a := &app{be: be, metrics: newMetrics()}
+	a.rm = projections.NewReadModels(be.reader, be.dialect)
+	pcfg := projections.Config{
 		OnBatch: func(n int, pos uint64) { a.metrics.projected.Add(float64(n)); a.metrics.applied.Set(float64(pos)) },
 		OnError: func(err error) { log.Error("projector", "err", err) },
-	})
+	}
+	if be.replicated() {
+		// Another replica may be the one projecting: writes wait on the stored checkpoint.
+		pcfg.PollCheckpoint = 10 * time.Millisecond
+	}
+	a.projector = projections.NewProjector(be.writer, be.dialect, be.store, bus.NewPublisher(be.pub, changesTopic), pcfg)
 	if err := a.projector.Load(ctx); err != nil {
 		return err
 	}
 	a.hub = readapi.NewHub(readapi.HubConfig{})
-	a.streams = readapi.NewStreams(a.rm, store, a.projector, a.hub, readapi.StreamConfig{Heartbeat: cfg.Heartbeat})
-	a.svc = commands.NewService(store, a.rm, a.projector, commands.Config{})
+	a.streams = readapi.NewStreams(a.rm, be.store, a.projector, a.hub, readapi.StreamConfig{Heartbeat: cfg.Heartbeat})
+	a.svc = commands.NewService(be.store, a.rm, a.projector, commands.Config{})
 	a.metrics.streams = a.streams.Clients
 
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopBG()
 	// Subscribe before the projector publishes: the in-process channel keeps
 	// nothing for late subscribers.
-	feed, err := pubsub.Subscribe(bg, changesTopic)
+	feed, err := be.sub.Subscribe(bg, changesTopic)
 	if err != nil {
 		return fmt.Errorf("subscribe to the change feed: %w", err)
 	}
 	go bus.ConsumeFrom(bg, feed, changesTopic, a.hub.Deliver)
 	projected := make(chan error, 1)
-	go func() { projected <- a.projector.Run(bg) }()
+	go func() { projected <- a.runProjector(bg, log) }()
 	go a.watchReady(bg, log)
 
 	token, err := adminToken(cfg, stdout)
@@ -126,7 +117,7 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		MaxHeaderBytes:    64 << 10,
 	}
 	srv.RegisterOnShutdown(func() { close(draining) })
-	fmt.Fprintf(stdout, "messengerd: serving on http://%s (data in %s)\n", ln.Addr(), cfg.DataDir)
+	fmt.Fprintf(stdout, "messengerd: serving on http://%s (%s)\n", ln.Addr(), describe(cfg))
 	if cfg.Ready != nil {
 		cfg.Ready(ln.Addr().String())
 	}
@@ -149,6 +140,42 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("shutdown: %w", err)
 	}
+	return nil
+}
+
+// describe says where the data lives, for the start-up line.
+func describe(cfg config) string {
+	where := "data in " + cfg.DataDir
+	if cfg.DatabaseURL != "" {
+		where = "data in PostgreSQL"
+	}
+	if cfg.BusURL != "" {
+		where += ", live feed over NATS JetStream"
+	}
+	return where
+}
+
+// runProjector projects until ctx is done: at once on the embedded store;
+// with shared read models, only while this replica holds the lease, which
+// another takes over within seconds when this one dies.
+func (a *app) runProjector(ctx context.Context, log *slog.Logger) error {
+	if !a.be.replicated() {
+		a.leader.Store(true)
+		err := a.projector.Run(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	lease.Run(ctx, a.be.pool, projectorLease, lease.Config{OnChange: func(held bool) {
+		a.leader.Store(held)
+		log.Info("projector lease", "held", held)
+	}}, func(ctx context.Context) error {
+		if err := a.projector.Load(ctx); err != nil {
+			return err
+		}
+		return a.projector.Run(ctx)
+	})
 	return nil
 }
 
@@ -179,7 +206,10 @@ func (a *app) watchReady(ctx context.Context, log *slog.Logger) {
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
 	for {
-		head, err := a.store.Head(ctx)
+		if a.be.replicated() && !a.leader.Load() {
+			_ = a.projector.Load(ctx) // another replica projects: follow its checkpoint
+		}
+		head, err := a.be.store.Head(ctx)
 		if err == nil {
 			lag := head - min(head, a.projector.Applied())
 			a.metrics.lag.Set(float64(lag))
@@ -200,7 +230,7 @@ func (a *app) routes(cfg config, draining <-chan struct{}) http.Handler {
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
 	r.HandleMethodNotAllowed = false
-	r.Use(recovery(), a.metrics.middleware(), limitBody())
+	r.Use(recovery(), a.metrics.middleware(), limitBody(), cors(cfg.AllowedOrigins))
 	r.NoRoute(func(c *gin.Context) {
 		httpkit.Fail(c, httpkit.Errorf(http.StatusNotFound, httpkit.CodeNotFound, "no route %s %s", c.Request.Method, c.Request.URL.Path))
 	})
@@ -209,29 +239,33 @@ func (a *app) routes(cfg config, draining <-chan struct{}) http.Handler {
 	r.GET("/metrics", gin.WrapH(a.metrics.handler()))
 	r.GET("/openapi.yaml", func(c *gin.Context) { c.Data(http.StatusOK, "application/yaml", openapiYAML) })
 
-	v1 := r.Group("/", cors(cfg.AllowedOrigins))
+	v1 := r.Group("/")
 	authed := v1.Group("/", httpkit.Authenticate(a.rm, false))
 	streams := v1.Group("/", httpkit.Authenticate(a.rm, true), untilDrained(draining))
 	streams.GET("/v1/stream", a.streams.Agent)
 	streams.GET("/v1/widget/stream", a.streams.Widget)
 	// The write side's only public route creates widget sessions: rate-limited per client IP.
 	httpapi.New(a.svc, readapi.NewViews(a.rm)).Register(v1.Group("/", httpkit.RateLimit(cfg.SessionRate, max(cfg.SessionRate/2, 1))), authed)
-	readapi.New(a.rm, a.store).Register(v1, authed)
+	readapi.New(a.rm, a.be.store).Register(v1, authed)
 	return r
 }
 
+// maxReadyLag is how far behind the log the read models may be while the
+// process still answers ready, once it has caught up after its start.
+const maxReadyLag = 10000
+
 func (a *app) readyz(c *gin.Context) {
-	head, err := a.store.Head(c.Request.Context())
+	head, err := a.be.store.Head(c.Request.Context())
 	if err != nil {
 		c.JSON(http.StatusServiceUnavailable, gin.H{"status": "unavailable", "error": "event store unreachable"})
 		return
 	}
 	lag := head - min(head, a.projector.Applied())
-	if !a.ready.Load() {
-		c.JSON(http.StatusServiceUnavailable, gin.H{"status": "catching_up", "lag": lag})
+	if !a.ready.Load() || lag > maxReadyLag {
+		c.JSON(http.StatusServiceUnavailable, gin.H{"status": "catching_up", "lag": lag, "projecting": a.leader.Load()})
 		return
 	}
-	c.JSON(http.StatusOK, gin.H{"status": "ready", "lag": lag})
+	c.JSON(http.StatusOK, gin.H{"status": "ready", "lag": lag, "projecting": a.leader.Load()})
 }
 
 // recovery answers a panic as a 500 in the API's error shape.
@@ -253,10 +287,15 @@ func limitBody() gin.HandlerFunc {
 	}
 }
 
-// cors answers preflights and adds Access-Control-Allow-Origin for the
-// listed origins. No cookies are used, so no credentials mode.
+// cors answers preflights to /v1 and adds Access-Control-Allow-Origin for
+// the listed origins. No cookies are used, so no credentials mode. It runs
+// before routing, since no route answers OPTIONS.
 func cors(origins []string) gin.HandlerFunc {
 	return func(c *gin.Context) {
+		if !strings.HasPrefix(c.Request.URL.Path, "/v1/") {
+			c.Next()
+			return
+		}
 		origin := c.GetHeader("Origin")
 		allowed := false
 		for _, o := range origins {

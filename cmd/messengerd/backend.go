@@ -1,0 +1,125 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/helpdesk/messenger/commands"
+	"github.com/helpdesk/messenger/infra/bus"
+	"github.com/helpdesk/messenger/infra/natsbus"
+	"github.com/helpdesk/messenger/infra/postgres"
+	"github.com/helpdesk/messenger/infra/readmodel"
+	"github.com/helpdesk/messenger/infra/sqlite"
+	"github.com/helpdesk/messenger/projections"
+	"github.com/helpdesk/messenger/readapi"
+)
+
+// eventStore is the log as every part of messengerd uses it.
+type eventStore interface {
+	commands.EventStore
+	projections.Log
+	readapi.Log
+	Head(ctx context.Context) (uint64, error)
+	Close() error
+}
+
+// backend is where the log, the read models and the change feed live.
+type backend struct {
+	store   eventStore
+	writer  *sql.DB // read-model writes
+	reader  *sql.DB // read-model queries
+	dialect projections.Dialect
+	// pool is set when the read models are in PostgreSQL: several replicas
+	// may share them, and one at a time runs the projector.
+	pool    *pgxpool.Pool
+	pub     message.Publisher
+	sub     message.Subscriber
+	closers []func() error
+}
+
+// replicated reports whether other processes may share this backend.
+func (b *backend) replicated() bool { return b.pool != nil }
+
+func (b *backend) close() error {
+	var errs []error
+	for i := len(b.closers) - 1; i >= 0; i-- {
+		errs = append(errs, b.closers[i]())
+	}
+	return errors.Join(errs...)
+}
+
+// openBackend opens what cfg names: PostgreSQL for the log and the read
+// models when DatabaseURL is set, else one SQLite file under DataDir;
+// NATS JetStream for the change feed when BusURL is set, else an in-process
+// channel.
+func openBackend(ctx context.Context, cfg config) (b *backend, err error) {
+	b = &backend{}
+	defer func() {
+		if err != nil {
+			b.close()
+		}
+	}()
+	if cfg.DatabaseURL != "" {
+		db, err := postgres.Open(ctx, cfg.DatabaseURL, postgres.Config{})
+		if err != nil {
+			return nil, err
+		}
+		b.closers = append(b.closers, db.Close)
+		store := postgres.NewEventStore(db, postgres.EventStoreConfig{})
+		b.closers = append(b.closers, store.Close)
+		b.store, b.writer, b.reader, b.dialect, b.pool = store, db.SQL(), db.SQL(), readmodel.Postgres{}, db.Pool()
+	} else {
+		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+			return nil, fmt.Errorf("create data dir: %w", err)
+		}
+		db, err := sqlite.Open(ctx, filepath.Join(cfg.DataDir, "messenger.db"))
+		if err != nil {
+			return nil, err
+		}
+		b.closers = append(b.closers, db.Close)
+		store := sqlite.NewEventStore(db, sqlite.EventStoreConfig{})
+		b.closers = append(b.closers, store.Close)
+		b.store, b.writer, b.reader, b.dialect = store, db.Writer(), db.Reader(), readmodel.SQLite{}
+	}
+	if cfg.BusURL != "" {
+		nb, err := natsbus.Open(ctx, cfg.BusURL, changesTopic, natsbus.Config{})
+		if err != nil {
+			return nil, err
+		}
+		b.closers = append(b.closers, nb.Close)
+		b.pub, b.sub = nb.Publisher, nb.Subscriber
+	} else {
+		gc := bus.NewGoChannel()
+		b.closers = append(b.closers, gc.Close)
+		b.pub, b.sub = gc, gc
+	}
+	return b, nil
+}
+
+// migrate creates the read models if they are missing (or of an older
+// Name), once even when replicas start together.
+func (b *backend) migrate(ctx context.Context) error {
+	if b.pool == nil {
+		_, err := projections.Migrate(ctx, b.writer, b.dialect)
+		return err
+	}
+	conn, err := b.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
+	const key = 0x6d657373656e6772 // "messengr"
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, int64(key)); err != nil {
+		return fmt.Errorf("lock read-model migration: %w", err)
+	}
+	defer conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, int64(key))
+	_, err = projections.Migrate(ctx, b.writer, b.dialect)
+	return err
+}

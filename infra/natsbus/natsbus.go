@@ -1,0 +1,106 @@
+// Package natsbus carries the live change feed between replicas over NATS
+// JetStream, through watermill's JetStream pub/sub. Every replica reads
+// every message (its own ephemeral consumer, starting at what is new), so
+// each SSE hub sees every change; the hubs drop redeliveries by position.
+package natsbus
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	wmjs "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/jetstream"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Config tunes Open; its zero value works.
+type Config struct {
+	// MaxAge is how long the broker keeps the feed (default 1 h): a replica
+	// that is away longer resumes its clients from the log, not the feed.
+	MaxAge time.Duration
+	// Name names the connection for the broker's monitoring (default "messengerd").
+	Name string
+}
+
+// Bus is a connection to NATS with a watermill publisher and subscriber.
+type Bus struct {
+	conn       *nats.Conn
+	Publisher  *wmjs.Publisher
+	Subscriber *wmjs.Subscriber
+}
+
+// Open connects to url and makes sure the JetStream stream of topic exists.
+// JetStream names cannot hold dots, so topic must be a plain name.
+func Open(ctx context.Context, url, topic string, cfg Config) (*Bus, error) {
+	if cfg.MaxAge <= 0 {
+		cfg.MaxAge = time.Hour
+	}
+	if cfg.Name == "" {
+		cfg.Name = "messengerd"
+	}
+	conn, err := nats.Connect(url, nats.Name(cfg.Name), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS: %w", err)
+	}
+	streamCfg := func(topic string) jetstream.StreamConfig {
+		return jetstream.StreamConfig{Name: topic, Subjects: []string{topic}, MaxAge: cfg.MaxAge, Storage: jetstream.FileStorage,
+			Retention: jetstream.LimitsPolicy, Discard: jetstream.DiscardOld}
+	}
+	js, err := jetstream.New(conn)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("JetStream: %w", err)
+	}
+	if _, err := js.CreateOrUpdateStream(ctx, streamCfg(topic)); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("create stream %s: %w", topic, err)
+	}
+	logger := watermill.NopLogger{}
+	pub, err := wmjs.NewPublisher(wmjs.PublisherConfig{Conn: conn, Logger: logger, ConfigureStream: streamCfg})
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("JetStream publisher: %w", err)
+	}
+	sub, err := wmjs.NewSubscriber(wmjs.SubscriberConfig{Conn: conn, Logger: logger, ConfigureStream: streamCfg,
+		ResourceInitializer: newConsumer(streamCfg), AckWaitTimeout: 30 * time.Second})
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("JetStream subscriber: %w", err)
+	}
+	return &Bus{conn: conn, Publisher: pub, Subscriber: sub}, nil
+}
+
+// newConsumer makes each subscription its own ephemeral consumer that
+// starts at messages published from now on; the broker removes it when it
+// has been idle for a minute (a replica that died).
+func newConsumer(streamCfg wmjs.StreamConfigurator) wmjs.ResourceInitializer {
+	return func(ctx context.Context, js jetstream.JetStream, topic string) (jetstream.Consumer, func(context.Context, watermill.LoggerAdapter), error) {
+		stream, err := js.Stream(ctx, streamCfg(topic).Name)
+		if err != nil {
+			return nil, nil, fmt.Errorf("stream of %s: %w", topic, err)
+		}
+		name := "messengerd_" + watermill.NewShortUUID()
+		consumer, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+			Name: name, AckPolicy: jetstream.AckExplicitPolicy, DeliverPolicy: jetstream.DeliverNewPolicy,
+			InactiveThreshold: time.Minute,
+		})
+		if err != nil {
+			return nil, nil, fmt.Errorf("consumer of %s: %w", topic, err)
+		}
+		return consumer, func(ctx context.Context, _ watermill.LoggerAdapter) {
+			_ = stream.DeleteConsumer(context.WithoutCancel(ctx), name)
+		}, nil
+	}
+}
+
+// Close closes the subscriber, the publisher and the connection.
+func (b *Bus) Close() error {
+	err := b.Subscriber.Close()
+	if perr := b.Publisher.Close(); err == nil {
+		err = perr
+	}
+	b.conn.Close()
+	return err
+}

@@ -1,0 +1,97 @@
+package natsbus_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/helpdesk/messenger/infra/bus"
+	"github.com/helpdesk/messenger/infra/natsbus"
+	"github.com/helpdesk/messenger/infra/natsbus/natstest"
+	"github.com/helpdesk/messenger/projections"
+)
+
+// collector gathers what a replica's hub would receive.
+type collector struct {
+	mu  sync.Mutex
+	got []uint64
+}
+
+func (c *collector) deliver(changes []projections.Change) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, ch := range changes {
+		c.got = append(c.got, ch.Position)
+	}
+}
+
+func (c *collector) positions() []uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]uint64(nil), c.got...)
+}
+
+// Two replicas each receive every batch one of them publishes, in order.
+func TestFanOutAcrossReplicas(t *testing.T) {
+	url := natstest.URL(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	topic := "messenger_test_" + watermill.NewShortUUID()
+	t.Cleanup(func() { deleteStream(t, url, topic) })
+
+	var replicas []*collector
+	var buses []*natsbus.Bus
+	for range 2 {
+		b, err := natsbus.Open(ctx, url, topic, natsbus.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Close() })
+		c := &collector{}
+		go bus.Consume(ctx, b.Subscriber, topic, c.deliver)
+		replicas, buses = append(replicas, c), append(buses, b)
+	}
+	time.Sleep(300 * time.Millisecond) // the consumers start at what is new: let them exist first
+
+	pub := bus.NewPublisher(buses[0].Publisher, topic)
+	const batches = 50
+	for i := range batches {
+		pos := uint64(2*i + 1)
+		if err := pub.Publish(ctx, []projections.Change{{Position: pos, Kind: projections.ConversationUpdated}, {Position: pos + 1, Kind: projections.MessageCreated}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for i, c := range replicas {
+		for len(c.positions()) < 2*batches && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		got := c.positions()
+		if len(got) != 2*batches {
+			t.Fatalf("replica %d received %d changes, want %d", i, len(got), 2*batches)
+		}
+		for j, p := range got {
+			if p != uint64(j+1) {
+				t.Fatalf("replica %d: change %d has position %d, want %d (out of order or duplicated)", i, j, p, j+1)
+			}
+		}
+	}
+}
+
+func deleteStream(t *testing.T, url, topic string) {
+	conn, err := nats.Connect(url)
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	js, err := jetstream.New(conn)
+	if err != nil {
+		return
+	}
+	_ = js.DeleteStream(context.Background(), topic)
+}

@@ -1,0 +1,66 @@
+package readmodel
+
+import (
+	"strconv"
+	"strings"
+	"unicode"
+
+	"github.com/helpdesk/messenger/projections"
+)
+
+// Postgres is the dialect of PostgreSQL: $n placeholders and a tsvector
+// column over search_docs with a GIN index. Text is split into words on
+// every character that is not a letter or a digit, as SQLite's unicode61
+// tokenizer does, so that both engines find the same conversations.
+type Postgres struct{}
+
+var _ projections.Dialect = Postgres{}
+
+// Rebind rewrites ? placeholders outside string literals into $1, $2, ….
+func (Postgres) Rebind(q string) string {
+	var b strings.Builder
+	b.Grow(len(q) + 16)
+	n, quoted := 0, false
+	for i := 0; i < len(q); i++ {
+		ch := q[i]
+		switch {
+		case ch == '\'':
+			quoted = !quoted
+		case ch == '?' && !quoted:
+			n++
+			b.WriteByte('$')
+			b.WriteString(strconv.Itoa(n))
+			continue
+		}
+		b.WriteByte(ch)
+	}
+	return b.String()
+}
+
+// SearchSchema creates search_docs with a generated tsvector and its GIN index.
+func (Postgres) SearchSchema() []string {
+	return []string{
+		`CREATE TABLE IF NOT EXISTS search_docs (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+			conversation_id TEXT NOT NULL, ref TEXT NOT NULL, body TEXT NOT NULL,
+			tsv tsvector GENERATED ALWAYS AS (to_tsvector('simple', regexp_replace(lower(body), '[^[:alnum:]]+', ' ', 'g'))) STORED,
+			UNIQUE (conversation_id, ref))`,
+		`CREATE INDEX IF NOT EXISTS search_docs_tsv ON search_docs USING GIN (tsv)`,
+		`CREATE INDEX IF NOT EXISTS search_docs_conversation ON search_docs (conversation_id)`,
+	}
+}
+
+// SearchDrop drops search_docs and its index.
+func (Postgres) SearchDrop() []string { return []string{`DROP TABLE IF EXISTS search_docs`} }
+
+// SearchMatch matches term as a phrase of its words, the last one a prefix.
+func (Postgres) SearchMatch(term string) (string, string) {
+	words := strings.FieldsFunc(strings.ToLower(term), func(r rune) bool { return !unicode.IsLetter(r) && !unicode.IsDigit(r) })
+	for i, w := range words {
+		words[i] = "'" + w + "'"
+	}
+	query := strings.Join(words, " <-> ")
+	if query == "" {
+		query = "''"
+	}
+	return `c.id IN (SELECT conversation_id FROM search_docs WHERE tsv @@ to_tsquery('simple', ?))`, query + ":*"
+}

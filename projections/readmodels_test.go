@@ -1,0 +1,217 @@
+package projections_test
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/helpdesk/messenger/commands"
+	"github.com/helpdesk/messenger/domain"
+	"github.com/helpdesk/messenger/domain/directory"
+	"github.com/helpdesk/messenger/domain/item"
+	"github.com/helpdesk/messenger/infra/postgres"
+	"github.com/helpdesk/messenger/infra/postgres/pgtest"
+	"github.com/helpdesk/messenger/infra/readmodel"
+	"github.com/helpdesk/messenger/infra/sqlite"
+	"github.com/helpdesk/messenger/projections"
+)
+
+// engine is one SQL engine holding the log and the read models.
+type engine struct {
+	store interface {
+		commands.EventStore
+		projections.Log
+	}
+	writer, reader *sql.DB
+	dialect        projections.Dialect
+}
+
+func sqliteEngine(t *testing.T) engine {
+	t.Helper()
+	db, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "m.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := sqlite.NewEventStore(db, sqlite.EventStoreConfig{})
+	t.Cleanup(func() { store.Close(); db.Close() })
+	return engine{store: store, writer: db.Writer(), reader: db.Reader(), dialect: readmodel.SQLite{}}
+}
+
+func postgresEngine(t *testing.T) engine {
+	t.Helper()
+	db, err := postgres.Open(context.Background(), pgtest.NewDatabase(t), postgres.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := postgres.NewEventStore(db, postgres.EventStoreConfig{})
+	t.Cleanup(func() { store.Close(); db.Close() })
+	return engine{store: store, writer: db.SQL(), reader: db.SQL(), dialect: readmodel.Postgres{}}
+}
+
+// world is a scripted helpdesk, built the same way on any engine.
+type world struct {
+	rm       *projections.ReadModels
+	people   map[string]directory.Principal
+	convs    []string
+	items    []string
+	customer []string
+}
+
+// build runs the same commands, with the same ids and clock, on e.
+func build(t *testing.T, e engine) world {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := projections.Migrate(ctx, e.writer, e.dialect); err != nil {
+		t.Fatal(err)
+	}
+	proj := projections.NewProjector(e.writer, e.dialect, e.store, nil, projections.Config{})
+	if err := proj.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { proj.Run(runCtx); close(done) }()
+	t.Cleanup(func() { stop(); <-done })
+
+	rm := projections.NewReadModels(e.reader, e.dialect)
+	n := 0
+	clock := time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC)
+	svc := commands.NewService(e.store, rm, proj, commands.Config{
+		NewID: func() string { n++; return fmt.Sprintf("00000000-0000-7000-8000-%012d", n) },
+		Now:   func() time.Time { clock = clock.Add(1500 * time.Millisecond); return clock },
+	})
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	w := world{rm: rm, people: map[string]directory.Principal{}}
+	_, err := svc.EnsureAdmin(ctx, "admin-token")
+	must(err)
+	admin := directory.Principal{Kind: domain.ActorUser, ID: commands.BootstrapAdminID, Role: directory.Admin, Support: true}
+	w.people["admin"] = admin
+	for _, u := range []struct {
+		key, name, role string
+		support         bool
+	}{{"sam", "Sam Support", "agent", true}, {"nora", "Nora Agent", "agent", false}, {"fred", "Fred", "agent", false}, {"ada", "Ada", "auditor", false}} {
+		nu, err := svc.CreateUser(ctx, admin, u.name, u.key+"@helpdesk.test", directory.Role(u.role), u.support)
+		must(err)
+		w.people[u.key] = directory.Principal{Kind: domain.ActorUser, ID: nu.ID, Role: directory.Role(u.role), Support: u.support}
+	}
+	for i, c := range []struct{ name, email string }{{"Alice Ångström", "alice@example.com"}, {"Bob Builder", "bob@builder.test"}, {"Carol", ""}} {
+		nu, err := svc.RegisterCustomer(ctx, c.name, c.email)
+		must(err)
+		key := fmt.Sprintf("customer%d", i)
+		w.people[key] = directory.Principal{Kind: domain.ActorCustomer, ID: nu.ID}
+		w.customer = append(w.customer, key)
+	}
+	sam, nora, fred := w.people["sam"], w.people["nora"], w.people["fred"]
+	subjects := []string{"Refund for order 42", "", "Login trouble: password reset"}
+	bodies := []string{"Hello, I need a refund please", "My parcel never arrived, tracking 7731", "I cannot log in since Tuesday"}
+	for i, key := range w.customer {
+		id, _, err := svc.StartConversation(ctx, w.people[key], subjects[i], bodies[i], nil)
+		must(err)
+		w.convs = append(w.convs, id)
+	}
+	internal, _, err := svc.StartConversation(ctx, nora, "Team lunch", "Pizza on Friday?", []string{fred.ID})
+	must(err)
+	w.convs = append(w.convs, internal)
+	_, _, err = svc.PostMessage(ctx, sam, w.convs[0], "Sure, checking the refund now.", "c1")
+	must(err)
+	_, err = svc.MarkRead(ctx, sam, w.convs[1])
+	must(err)
+	_, err = svc.Close(ctx, sam, w.convs[0])
+	must(err)
+	_, _, err = svc.PostMessage(ctx, w.people["customer0"], w.convs[0], "Any news about the refund?", "")
+	must(err)
+	mid, _, err := svc.PostMessage(ctx, w.people["customer1"], w.convs[1], "Oops, wrong tracking number", "")
+	must(err)
+	_, err = svc.DeleteMessage(ctx, w.people["customer1"], w.convs[1], mid)
+	must(err)
+	_, err = svc.Close(ctx, sam, w.convs[2])
+	must(err)
+	ticket, _, err := svc.CreateItemFrom(ctx, sam, w.convs[0], item.Ticket, "", "")
+	must(err)
+	_, err = svc.Follow(ctx, sam, ticket, fred.ID)
+	must(err)
+	task, _, err := svc.CreateItem(ctx, sam, item.Task, "Check carrier", "", []string{nora.ID})
+	must(err)
+	_, err = svc.Link(ctx, sam, w.convs[1], task)
+	must(err)
+	w.items = []string{ticket, task}
+	return w
+}
+
+// answers asks w's read models a fixed set of questions and renders the
+// answers as JSON.
+func answers(t *testing.T, w world) map[string]string {
+	t.Helper()
+	ctx := context.Background()
+	out := map[string]string{}
+	put := func(key string, v any, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%s: %v", key, err)
+		}
+		b, _ := json.Marshal(v)
+		out[key] = string(b)
+	}
+	searches := []string{"", "refund", "REFUND", "alice@example.com", "ångström", "tracking 7731", "wrong", "pass", "lunch", "42", "nothing-like-this"}
+	for _, who := range []string{"admin", "sam", "nora", "fred", "ada"} {
+		p := w.people[who]
+		for _, section := range []projections.Section{projections.Customers, projections.Mine} {
+			for _, status := range []string{"open", "closed"} {
+				for _, q := range searches {
+					rows, next, err := w.rm.Inbox(ctx, p, projections.InboxQuery{Section: section, Status: status, Search: q, Limit: 2})
+					put(fmt.Sprintf("inbox/%s/%s/%s/%q", who, section, status, q), []any{rows, next}, err)
+				}
+			}
+		}
+		c, m, err := w.rm.Unread(ctx, p)
+		put("unread/"+who, []int{c, m}, err)
+		for _, id := range w.convs {
+			ok, err := w.rm.CanSee(ctx, p, id)
+			put("cansee/"+who+"/"+id, ok, err)
+		}
+	}
+	for _, key := range w.customer {
+		rows, _, err := w.rm.Inbox(ctx, w.people[key], projections.InboxQuery{Limit: 50})
+		put("widget/"+key, rows, err)
+	}
+	for _, id := range w.convs {
+		c, _, err := w.rm.Conversation(ctx, id)
+		put("conversation/"+id, c, err)
+		msgs, next, err := w.rm.Messages(ctx, id, 2, "")
+		put("messages/"+id, []any{msgs, next}, err)
+	}
+	for _, id := range w.items {
+		it, _, err := w.rm.Item(ctx, id)
+		put("item/"+id, it, err)
+	}
+	return out
+}
+
+// TestEnginesAnswerAlike runs one scripted helpdesk on SQLite and on
+// PostgreSQL and asks both the same questions: inbox sections, statuses,
+// searches, pages, unread counts, visibility, conversations and items.
+func TestEnginesAnswerAlike(t *testing.T) {
+	lite := answers(t, build(t, sqliteEngine(t)))
+	pg := answers(t, build(t, postgresEngine(t)))
+	if len(lite) != len(pg) {
+		t.Fatalf("%d answers on SQLite, %d on PostgreSQL", len(lite), len(pg))
+	}
+	for key, want := range lite {
+		if got := pg[key]; got != want {
+			t.Errorf("%s:\nPostgreSQL %s\nSQLite     %s", key, got, want)
+		}
+	}
+	// The questions are not trivially empty: searches find what they should.
+	if lite[`inbox/sam/customers/open/"alice@example.com"`] == `[[],""]` || lite[`inbox/sam/customers/closed/"pass"`] == `[[],""]` {
+		t.Errorf("searches found nothing: %v", lite[`inbox/sam/customers/open/"alice@example.com"`])
+	}
+}
