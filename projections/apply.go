@@ -185,7 +185,7 @@ func apply(t txn, rec domain.Recorded) error {
 	}
 	if e, ok := rec.Event.(conversation.Started); ok {
 		if err := t.exec(`INSERT INTO conversations (id, channel, subject, status, customer_id, created_at, updated_at,
-			last_seq, last_message_id, first_message_id, position, version) VALUES (?, ?, ?, 'open', ?, ?, ?, 0, '', '', ?, ?)
+			last_seq, last_live_seq, last_message_id, first_message_id, position, version) VALUES (?, ?, ?, 'open', ?, ?, ?, 0, 0, '', '', ?, ?)
 			ON CONFLICT (id) DO NOTHING`, conv, string(e.Channel), e.Subject, e.CustomerID, at, at, pos, rec.Version); err != nil {
 			return err
 		}
@@ -223,12 +223,18 @@ func apply(t txn, rec domain.Recorded) error {
 	}
 	switch e := rec.Event.(type) {
 	case conversation.MessagePosted:
-		var seq int
-		var first string
-		if err := t.row(`SELECT last_seq, first_message_id FROM conversations WHERE id = ?`, conv).Scan(&seq, &first); err != nil {
+		var seq, live int
+		var first, channel string
+		if err := t.row(`SELECT last_seq, last_live_seq, first_message_id, channel FROM conversations WHERE id = ?`, conv).
+			Scan(&seq, &live, &first, &channel); err != nil {
 			return fmt.Errorf("conversation %s of message %s: %w", conv, e.MessageID, err)
 		}
 		seq++
+		if channel == "livechat" {
+			if err := countPost(t, conv, rec.Actor, live, seq); err != nil {
+				return err
+			}
+		}
 		if first == "" {
 			first = e.MessageID
 		}
@@ -237,8 +243,8 @@ func apply(t txn, rec domain.Recorded) error {
 			e.MessageID, conv, seq, string(rec.Actor.Kind), rec.Actor.ID, e.Body, e.ClientID, at, pos); err != nil {
 			return err
 		}
-		if err := t.exec(`UPDATE conversations SET last_seq = ?, last_message_id = ?, first_message_id = ? WHERE id = ?`,
-			seq, e.MessageID, first, conv); err != nil {
+		if err := t.exec(`UPDATE conversations SET last_seq = ?, last_live_seq = ?, last_message_id = ?, first_message_id = ? WHERE id = ?`,
+			seq, seq, e.MessageID, first, conv); err != nil {
 			return err
 		}
 		if rec.Actor.Kind == domain.ActorUser {
@@ -261,12 +267,18 @@ func apply(t txn, rec domain.Recorded) error {
 			pos, e.MessageID, conv); err != nil {
 			return err
 		}
+		if err := countDelete(t, conv, e.MessageID); err != nil {
+			return err
+		}
 		return t.exec(`DELETE FROM search_docs WHERE conversation_id = ? AND ref = ?`, conv, "m:"+e.MessageID)
 	case conversation.Closed:
 		return t.exec(`UPDATE conversations SET status = 'closed' WHERE id = ?`, conv)
 	case conversation.Reopened:
 		return t.exec(`UPDATE conversations SET status = 'open' WHERE id = ?`, conv)
 	case conversation.Read:
+		if err := countRead(t, conv, rec.Actor, e.UpToSeq); err != nil {
+			return err
+		}
 		return markRead(t, conv, rec.Actor, e.UpToSeq)
 	case conversation.ItemLinked:
 		return t.exec(`INSERT INTO links (conversation_id, item_id, linked) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`, conv, e.ItemID, pos)
@@ -298,4 +310,104 @@ func markRead(t txn, conv string, reader domain.Actor, seq int) error {
 func index(t txn, conv, ref, body string) error {
 	return t.exec(`INSERT INTO search_docs (conversation_id, ref, body) VALUES (?, ?, ?)
 		ON CONFLICT (conversation_id, ref) DO UPDATE SET body = excluded.body`, conv, ref, body)
+}
+
+// The unread counts of the customers section are kept as counters, so that
+// asking them costs the same with a hundred conversations or a million:
+// counters "livechat" is the number of live chats with a message not
+// deleted, and caught_up(reader) the number of those whose newest such
+// message (last_live_seq) the reader has read. A reader's count of unread
+// live chats is their difference.
+
+func addCaughtUp(t txn, reader string, n int) error {
+	return t.exec(`INSERT INTO caught_up (reader, livechat) VALUES (?, ?)
+		ON CONFLICT (reader) DO UPDATE SET livechat = caught_up.livechat + excluded.livechat`, reader, n)
+}
+
+func addLiveChats(t txn, n int) error {
+	return t.exec(`INSERT INTO counters (name, value) VALUES ('livechat', ?)
+		ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value`, n)
+}
+
+// readSeq returns how far reader has read conv.
+func readSeq(t txn, conv, reader string) (int, error) {
+	var seq int
+	err := t.row(`SELECT seq FROM reads WHERE conversation_id = ? AND reader = ?`, conv, reader).Scan(&seq)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	return seq, err
+}
+
+// countPost counts a new message seq by author in live chat conv, whose
+// newest live message was live: readers who had read it are no longer
+// caught up, except the author, who is now.
+func countPost(t txn, conv string, author domain.Actor, live, seq int) error {
+	key := author.Key()
+	if live == 0 {
+		if err := addLiveChats(t, 1); err != nil {
+			return err
+		}
+		return addCaughtUp(t, key, 1)
+	}
+	if err := t.exec(`UPDATE caught_up SET livechat = livechat - 1 WHERE reader IN
+		(SELECT reader FROM reads WHERE conversation_id = ? AND seq >= ? AND reader <> ?)`, conv, live, key); err != nil {
+		return err
+	}
+	read, err := readSeq(t, conv, key)
+	if err != nil || read >= live {
+		return err // caught up before and after
+	}
+	return addCaughtUp(t, key, 1)
+}
+
+// countRead counts reader reading conv up to seq.
+func countRead(t txn, conv string, reader domain.Actor, seq int) error {
+	var live int
+	var channel string
+	if err := t.row(`SELECT last_live_seq, channel FROM conversations WHERE id = ?`, conv).Scan(&live, &channel); err != nil {
+		return err
+	}
+	if channel != "livechat" || live == 0 || seq < live {
+		return nil
+	}
+	read, err := readSeq(t, conv, reader.Key())
+	if err != nil || read >= live {
+		return err
+	}
+	return addCaughtUp(t, reader.Key(), 1)
+}
+
+// countDelete counts the deletion of message id of conv: when it was the
+// newest live message, the one before it becomes the newest, and readers
+// between the two are caught up now; with none left, the chat no longer counts.
+func countDelete(t txn, conv, id string) error {
+	var live, seq int
+	var channel string
+	if err := t.row(`SELECT c.last_live_seq, c.channel, m.seq FROM conversations c JOIN messages m ON m.conversation_id = c.id
+		WHERE c.id = ? AND m.id = ?`, conv, id).Scan(&live, &channel, &seq); err != nil {
+		return err
+	}
+	if seq != live {
+		return nil
+	}
+	var prev int
+	if err := t.row(`SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conversation_id = ? AND deleted = 0`, conv).Scan(&prev); err != nil {
+		return err
+	}
+	if err := t.exec(`UPDATE conversations SET last_live_seq = ? WHERE id = ?`, prev, conv); err != nil {
+		return err
+	}
+	if channel != "livechat" {
+		return nil
+	}
+	if prev == 0 {
+		if err := addLiveChats(t, -1); err != nil {
+			return err
+		}
+		return t.exec(`UPDATE caught_up SET livechat = livechat - 1 WHERE reader IN
+			(SELECT reader FROM reads WHERE conversation_id = ? AND seq >= ?)`, conv, live)
+	}
+	return t.exec(`UPDATE caught_up SET livechat = livechat + 1 WHERE reader IN
+		(SELECT reader FROM reads WHERE conversation_id = ? AND seq >= ? AND seq < ?)`, conv, prev, live)
 }

@@ -403,19 +403,24 @@ func visible(p directory.Principal) (string, []any) {
 }
 
 // mine returns the condition of the "My conversations" section: p takes
-// part, or c links an item p created, is assigned to or follows.
+// part, or c links an item p created, is assigned to or follows. It is
+// written as a set of ids, so that the engines start from p's few rows.
 func mine(p directory.Principal) (string, []any) {
-	return `(EXISTS (SELECT 1 FROM participants pa WHERE pa.conversation_id = c.id AND pa.user_id = ?)
-		OR EXISTS (SELECT 1 FROM links l JOIN item_people ip ON ip.item_id = l.item_id WHERE l.conversation_id = c.id AND ip.user_id = ?))`,
+	return `c.id IN (SELECT pa.conversation_id FROM participants pa WHERE pa.user_id = ?
+		UNION SELECT l.conversation_id FROM item_people ip JOIN links l ON l.item_id = ip.item_id WHERE ip.user_id = ?)`,
 		[]any{p.ID, p.ID}
 }
 
-// unreadExpr counts the messages of c by others than p, not deleted, after
-// p's last read.
+// unreadExpr counts the messages of c that p has not read. Every message
+// after p's read mark is by someone else (posting marks one's own reading),
+// so it is the messages after the mark less the deleted ones; see
+// Snapshot.Unread.
 func unreadExpr(p directory.Principal) (string, []any) {
-	return `(SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id AND m.deleted = 0
-		AND m.seq > COALESCE((SELECT r.seq FROM reads r WHERE r.conversation_id = c.id AND r.reader = ?), 0)
-		AND NOT (m.author_kind = ? AND m.author_id = ?))`, []any{p.Actor().Key(), string(p.Kind), p.ID}
+	key := p.Actor().Key()
+	return `(c.last_seq - COALESCE((SELECT r.seq FROM reads r WHERE r.conversation_id = c.id AND r.reader = ?), 0)
+		- (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id AND m.deleted = 1
+			AND m.seq > COALESCE((SELECT r.seq FROM reads r WHERE r.conversation_id = c.id AND r.reader = ?), 0)))`,
+		[]any{key, key}
 }
 
 // CanSee reports whether p may see conversation id; false too when it does not exist.
@@ -615,19 +620,45 @@ func (r *ReadModels) hydrate(ctx context.Context, cs []convRow) ([]InboxRow, err
 }
 
 // Unread counts, per section, the conversations with messages p has not read.
-// customers is 0 for those who do not see that section.
+// customers is 0 for those who do not see that section. A conversation
+// has unread messages when its newest message not deleted is after p's
+// read mark; the customers section's count comes from counters kept by
+// the projection (see countPost).
 func (r *ReadModels) Unread(ctx context.Context, p directory.Principal) (customers, mineN int, err error) {
-	unread, uargs := unreadExpr(p)
+	key := p.Actor().Key()
 	if p.SeesCustomers() {
-		if err := r.row(ctx, `SELECT COUNT(*) FROM conversations c WHERE c.channel = 'livechat' AND `+unread+` > 0`, uargs...).Scan(&customers); err != nil {
+		if err := r.row(ctx, `SELECT COALESCE((SELECT value FROM counters WHERE name = 'livechat'), 0)
+			- COALESCE((SELECT livechat FROM caught_up WHERE reader = ?), 0)`, key).Scan(&customers); err != nil {
 			return 0, 0, fmt.Errorf("count unread customers: %w", err)
 		}
 	}
 	m, margs := mine(p)
-	if err := r.row(ctx, `SELECT COUNT(*) FROM conversations c WHERE `+m+` AND `+unread+` > 0`, append(margs, uargs...)...).Scan(&mineN); err != nil {
+	if err := r.row(ctx, `SELECT COUNT(*) FROM conversations c LEFT JOIN reads r ON r.conversation_id = c.id AND r.reader = ?
+		WHERE `+m+` AND c.last_live_seq > COALESCE(r.seq, 0)`, append([]any{key}, margs...)...).Scan(&mineN); err != nil {
 		return 0, 0, fmt.Errorf("count unread mine: %w", err)
 	}
 	return customers, mineN, nil
+}
+
+// UnreadConversations returns the ids of the conversations of each section
+// with messages p has not read; customers is nil for those who do not see
+// that section. Live streams keep these sets to count without asking again.
+func (r *ReadModels) UnreadConversations(ctx context.Context, p directory.Principal) (customers, mineIDs []string, err error) {
+	key := p.Actor().Key()
+	if p.SeesCustomers() {
+		customers, err = r.strings(ctx, `SELECT c.id FROM conversations c LEFT JOIN reads r ON r.conversation_id = c.id AND r.reader = ?
+			WHERE c.channel = 'livechat' AND c.last_live_seq > COALESCE(r.seq, 0)`, key)
+		if err != nil {
+			return nil, nil, fmt.Errorf("unread customer conversations: %w", err)
+		}
+	}
+	m, margs := mine(p)
+	mineIDs, err = r.strings(ctx, `SELECT c.id FROM conversations c LEFT JOIN reads r ON r.conversation_id = c.id AND r.reader = ?
+		WHERE `+m+` AND c.last_live_seq > COALESCE(r.seq, 0)`, append([]any{key}, margs...)...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("unread conversations of mine: %w", err)
+	}
+	return customers, mineIDs, nil
 }
 
 // UnreadIn counts the messages of conversation id that p has not read.

@@ -9,7 +9,7 @@ import (
 
 // Name identifies the read models' shape. Changing it (with the schema or
 // the way events are projected) makes the next start rebuild them.
-const Name = "readmodel/v1"
+const Name = "readmodel/v2"
 
 // Dialect is what differs between the SQL engines holding read models. The
 // row changes and the queries are written once, in portable SQL with ?
@@ -32,7 +32,7 @@ type Dialect interface {
 }
 
 // tables lists the read-model tables in an order safe to drop.
-var tables = []string{"search_docs", "item_people", "items", "links", "reads", "messages", "participants",
+var tables = []string{"search_docs", "caught_up", "counters", "item_people", "items", "links", "reads", "messages", "participants",
 	"conversations", "tokens", "customers", "users", "helpdesk", "checkpoints"}
 
 var schema = []string{
@@ -44,7 +44,7 @@ var schema = []string{
 	`CREATE TABLE IF NOT EXISTS tokens (hash TEXT PRIMARY KEY, kind TEXT NOT NULL, id TEXT NOT NULL)`,
 	`CREATE TABLE IF NOT EXISTS conversations (id TEXT PRIMARY KEY, channel TEXT NOT NULL, subject TEXT NOT NULL,
 		status TEXT NOT NULL, customer_id TEXT NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL,
-		last_seq INTEGER NOT NULL, last_message_id TEXT NOT NULL, first_message_id TEXT NOT NULL,
+		last_seq INTEGER NOT NULL, last_live_seq INTEGER NOT NULL, last_message_id TEXT NOT NULL, first_message_id TEXT NOT NULL,
 		position BIGINT NOT NULL, version BIGINT NOT NULL)`,
 	`CREATE INDEX IF NOT EXISTS conversations_inbox ON conversations (channel, status, updated_at, id)`,
 	`CREATE INDEX IF NOT EXISTS conversations_customer ON conversations (customer_id, updated_at, id)`,
@@ -55,8 +55,12 @@ var schema = []string{
 		author_kind TEXT NOT NULL, author_id TEXT NOT NULL, body TEXT NOT NULL, client_id TEXT NOT NULL,
 		created_at BIGINT NOT NULL, edited INTEGER NOT NULL, deleted INTEGER NOT NULL, position BIGINT NOT NULL,
 		UNIQUE (conversation_id, seq))`,
+	`CREATE INDEX IF NOT EXISTS messages_deleted ON messages (conversation_id, seq) WHERE deleted = 1`,
 	`CREATE TABLE IF NOT EXISTS reads (conversation_id TEXT NOT NULL, reader TEXT NOT NULL, seq INTEGER NOT NULL,
 		PRIMARY KEY (conversation_id, reader))`,
+	`CREATE INDEX IF NOT EXISTS reads_reader ON reads (reader, conversation_id)`,
+	`CREATE TABLE IF NOT EXISTS caught_up (reader TEXT PRIMARY KEY, livechat INTEGER NOT NULL)`,
+	`CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL)`,
 	`CREATE TABLE IF NOT EXISTS links (conversation_id TEXT NOT NULL, item_id TEXT NOT NULL, linked BIGINT NOT NULL,
 		PRIMARY KEY (conversation_id, item_id))`,
 	`CREATE INDEX IF NOT EXISTS links_item ON links (item_id, conversation_id)`,

@@ -1,0 +1,160 @@
+package projections_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/helpdesk/messenger/commands"
+	"github.com/helpdesk/messenger/domain"
+	"github.com/helpdesk/messenger/domain/directory"
+	"github.com/helpdesk/messenger/projections"
+)
+
+// TestUnreadCountersMatchTheMessages drives random posts, reads and
+// deletions by agents and customers, and checks after each step that every
+// way the read models count unread messages agrees with counting the
+// messages themselves: the counters of /v1/unread, the per-conversation
+// count of the inbox, and the snapshots of live streams.
+func TestUnreadCountersMatchTheMessages(t *testing.T) {
+	for _, e := range []struct {
+		name string
+		open func(*testing.T) engine
+	}{{"sqlite", sqliteEngine}, {"postgres", postgresEngine}} {
+		t.Run(e.name, func(t *testing.T) { unreadCounters(t, e.open(t)) })
+	}
+}
+
+func unreadCounters(t *testing.T, e engine) {
+	ctx := context.Background()
+	if _, err := projections.Migrate(ctx, e.writer, e.dialect); err != nil {
+		t.Fatal(err)
+	}
+	proj := projections.NewProjector(e.writer, e.dialect, e.store, nil, projections.Config{})
+	if err := proj.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { proj.Run(runCtx); close(done) }()
+	defer func() { stop(); <-done }()
+	rm := projections.NewReadModels(e.reader, e.dialect)
+	svc := commands.NewService(e.store, rm, proj, commands.Config{})
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := svc.EnsureAdmin(ctx, "t"); err != nil {
+		t.Fatal(err)
+	}
+	admin := directory.Principal{Kind: domain.ActorUser, ID: commands.BootstrapAdminID, Role: directory.Admin, Support: true}
+	var agents, customers []directory.Principal
+	for i := range 3 {
+		nu, err := svc.CreateUser(ctx, admin, fmt.Sprintf("Agent %d", i), fmt.Sprintf("a%d@x.test", i), directory.Agent, i < 2)
+		must(err)
+		agents = append(agents, directory.Principal{Kind: domain.ActorUser, ID: nu.ID, Role: directory.Agent, Support: i < 2})
+	}
+	type conv struct {
+		id       string
+		customer directory.Principal
+		msgs     []string
+	}
+	var convs []*conv
+	for i := range 4 {
+		nu, err := svc.RegisterCustomer(ctx, fmt.Sprintf("C%d", i), "")
+		must(err)
+		c := directory.Principal{Kind: domain.ActorCustomer, ID: nu.ID}
+		customers = append(customers, c)
+		id, _, err := svc.StartConversation(ctx, c, "", "hi", nil)
+		must(err)
+		convs = append(convs, &conv{id: id, customer: c})
+	}
+	internal, _, err := svc.StartConversation(ctx, agents[2], "", "team", []string{agents[0].ID})
+	must(err)
+	rnd := rand.New(rand.NewPCG(1, 2))
+	staff := append([]directory.Principal{admin}, agents...)
+	check := func(step int) {
+		t.Helper()
+		for _, p := range append(append([]directory.Principal{}, staff...), customers...) {
+			wantCustomers, wantMine := 0, 0
+			for _, c := range append(convs, &conv{id: internal}) {
+				snap, ok, err := rm.Snapshot(ctx, c.id)
+				must(err)
+				if !ok || !snap.CanSee(p) {
+					continue
+				}
+				n := bruteUnread(t, e, c.id, p)
+				if got := snap.Unread(p); got != n {
+					t.Fatalf("step %d: snapshot unread of %s for %s = %d, want %d", step, c.id, p.ID, got, n)
+				}
+				if got, err := rm.UnreadIn(ctx, p, c.id); err != nil || got != n {
+					t.Fatalf("step %d: UnreadIn of %s for %s = %d (%v), want %d", step, c.id, p.ID, got, err, n)
+				}
+				if n > 0 && snap.LiveChat() && p.SeesCustomers() {
+					wantCustomers++
+				}
+				if n > 0 && snap.Mine(p) {
+					wantMine++
+				}
+			}
+			if !p.IsStaff() {
+				continue
+			}
+			gotC, gotM, err := rm.Unread(ctx, p)
+			must(err)
+			if gotC != wantCustomers || gotM != wantMine {
+				t.Fatalf("step %d: Unread(%s) = customers %d mine %d, want %d and %d", step, p.ID, gotC, gotM, wantCustomers, wantMine)
+			}
+			c, m, err := rm.UnreadConversations(ctx, p)
+			must(err)
+			if len(c) != wantCustomers || len(m) != wantMine {
+				t.Fatalf("step %d: UnreadConversations(%s) = %d and %d ids, want %d and %d", step, p.ID, len(c), len(m), wantCustomers, wantMine)
+			}
+		}
+	}
+	check(0)
+	for step := 1; step <= 60; step++ {
+		c := convs[rnd.IntN(len(convs))]
+		switch op := rnd.IntN(10); {
+		case op < 4: // the customer writes
+			mid, _, err := svc.PostMessage(ctx, c.customer, c.id, "customer says", "")
+			must(err)
+			c.msgs = append(c.msgs, mid)
+		case op < 6: // a support agent replies
+			mid, _, err := svc.PostMessage(ctx, staff[rnd.IntN(3)], c.id, "agent says", "")
+			must(err)
+			c.msgs = append(c.msgs, mid)
+		case op < 8: // someone reads
+			readers := append([]directory.Principal{c.customer}, staff[:3]...)
+			_, err := svc.MarkRead(ctx, readers[rnd.IntN(len(readers))], c.id)
+			must(err)
+		default: // the customer deletes one of the messages (their own or not: as admin then)
+			if len(c.msgs) == 0 {
+				continue
+			}
+			mid := c.msgs[len(c.msgs)-1-rnd.IntN(min(2, len(c.msgs)))]
+			if _, err := svc.DeleteMessage(ctx, admin, c.id, mid); err != nil {
+				t.Fatal(err)
+			}
+		}
+		check(step)
+	}
+
+}
+
+// bruteUnread counts, message by message, those of conv that p did not
+// write, that are not deleted, after p's read mark.
+func bruteUnread(t *testing.T, e engine, conv string, p directory.Principal) int {
+	t.Helper()
+	var n int
+	err := e.reader.QueryRow(e.dialect.Rebind(`SELECT COUNT(*) FROM messages m WHERE m.conversation_id = ? AND m.deleted = 0
+		AND m.seq > COALESCE((SELECT r.seq FROM reads r WHERE r.conversation_id = ? AND r.reader = ?), 0)
+		AND NOT (m.author_kind = ? AND m.author_id = ?)`), conv, conv, p.Actor().Key(), string(p.Kind), p.ID).Scan(&n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
