@@ -25,6 +25,7 @@ import (
 	"github.com/helpdesk/messenger/infra/lease"
 	"github.com/helpdesk/messenger/projections"
 	"github.com/helpdesk/messenger/readapi"
+	"github.com/helpdesk/messenger/readapi/web"
 )
 
 //go:generate cp ../../openapi.yaml openapi.yaml
@@ -247,6 +248,7 @@ func (a *app) routes(cfg config, draining <-chan struct{}) http.Handler {
 	// The write side's only public route creates widget sessions: rate-limited per client IP.
 	httpapi.New(a.svc, readapi.NewViews(a.rm)).Register(v1.Group("/", httpkit.RateLimit(cfg.SessionRate, max(cfg.SessionRate/2, 1))), authed)
 	readapi.New(a.rm, a.be.store).Register(v1, authed)
+	web.Register(r) // the agent app at /app/, the widget at /widget.js and its demo at /widget/
 	return r
 }
 
