@@ -39,15 +39,15 @@ func (s *Service) exists(ctx context.Context, stream string) (bool, error) {
 
 // onConversation runs cmd on conversation id, which p must be able to see.
 func (s *Service) onConversation(ctx context.Context, p directory.Principal, id string, cmd conversation.Command,
-	eventID func(int, conversation.Event) string) (conversation.State, Result, error) {
+	eventID func(int, conversation.Event) string, inspect func(conversation.State)) (Result, error) {
 	if err := s.visible(ctx, p, id); err != nil {
-		return conversation.State{}, Result{}, err
+		return Result{}, err
 	}
-	st, res, err := execute(ctx, s, conversation.Stream(id), convEvolve, decideConv(cmd), eventID)
+	res, err := execute(ctx, s, conversation.Stream(id), convEvolve, decideConv(cmd), eventID, inspect)
 	if errors.Is(err, conversation.ErrNotFound) {
-		return st, res, notFound("conversation", id)
+		return res, notFound("conversation", id)
 	}
-	return st, res, err
+	return res, err
 }
 
 // StartConversation starts a conversation with its first message: a live
@@ -67,7 +67,7 @@ func (s *Service) StartConversation(ctx context.Context, p directory.Principal, 
 	}
 	id := s.cfg.NewID()
 	cmd := conversation.Start{Meta: s.meta(p), ConversationID: id, MessageID: s.cfg.NewID(), Subject: subject, Body: body, Participants: participants}
-	_, res, err := execute(ctx, s, conversation.Stream(id), convEvolve, decideConv(cmd), nil)
+	res, err := execute(ctx, s, conversation.Stream(id), convEvolve, decideConv(cmd), nil, nil)
 	return id, res, err
 }
 
@@ -84,20 +84,17 @@ func (s *Service) PostMessage(ctx context.Context, p directory.Principal, id, bo
 			return stableID("post", id, p.Actor().Key(), clientID, e.EventType())
 		}
 	}
-	st, res, err := s.onConversation(ctx, p, id, cmd, eventID)
+	// A retry (or the store's answer to one) names the first message.
+	messageID := cmd.MessageID
+	res, err := s.onConversation(ctx, p, id, cmd, eventID, func(st conversation.State) {
+		if m, ok := st.MessageByClientID(p.Actor(), clientID); ok {
+			messageID = m.ID
+		}
+	})
 	if err != nil {
 		return "", res, err
 	}
-	if !res.Appended {
-		if m, ok := st.MessageByClientID(p.Actor(), clientID); ok {
-			return m.ID, res, nil
-		}
-	}
-	// The store may have answered an idempotent retry with the first append's events.
-	if m, ok := st.MessageByClientID(p.Actor(), clientID); ok {
-		return m.ID, res, nil
-	}
-	return cmd.MessageID, res, nil
+	return messageID, res, nil
 }
 
 // EditMessage replaces the text of p's own message.
@@ -105,7 +102,7 @@ func (s *Service) EditMessage(ctx context.Context, p directory.Principal, id, me
 	if !p.CanWrite() {
 		return Result{}, ErrForbidden
 	}
-	_, res, err := s.onConversation(ctx, p, id, conversation.Edit{Meta: s.meta(p), MessageID: messageID, Body: body}, nil)
+	res, err := s.onConversation(ctx, p, id, conversation.Edit{Meta: s.meta(p), MessageID: messageID, Body: body}, nil, nil)
 	return res, messageErr(err, messageID)
 }
 
@@ -114,7 +111,7 @@ func (s *Service) DeleteMessage(ctx context.Context, p directory.Principal, id, 
 	if !p.CanWrite() {
 		return Result{}, ErrForbidden
 	}
-	_, res, err := s.onConversation(ctx, p, id, conversation.Delete{Meta: s.meta(p), MessageID: messageID, Moderator: p.IsAdmin()}, nil)
+	res, err := s.onConversation(ctx, p, id, conversation.Delete{Meta: s.meta(p), MessageID: messageID, Moderator: p.IsAdmin()}, nil, nil)
 	return res, messageErr(err, messageID)
 }
 
@@ -126,23 +123,21 @@ func messageErr(err error, id string) error {
 }
 
 // staffOn checks that p is staff who may write, then runs cmd.
-func (s *Service) staffOn(ctx context.Context, p directory.Principal, id string, cmd conversation.Command) (conversation.State, Result, error) {
+func (s *Service) staffOn(ctx context.Context, p directory.Principal, id string, cmd conversation.Command) (Result, error) {
 	if !p.IsStaff() || !p.CanWrite() {
-		return conversation.State{}, Result{}, ErrForbidden
+		return Result{}, ErrForbidden
 	}
-	return s.onConversation(ctx, p, id, cmd, nil)
+	return s.onConversation(ctx, p, id, cmd, nil, nil)
 }
 
 // Close closes conversation id; closing a closed one changes nothing.
 func (s *Service) Close(ctx context.Context, p directory.Principal, id string) (Result, error) {
-	_, res, err := s.staffOn(ctx, p, id, conversation.Close{Meta: s.meta(p)})
-	return res, err
+	return s.staffOn(ctx, p, id, conversation.Close{Meta: s.meta(p)})
 }
 
 // Reopen reopens conversation id; reopening an open one changes nothing.
 func (s *Service) Reopen(ctx context.Context, p directory.Principal, id string) (Result, error) {
-	_, res, err := s.staffOn(ctx, p, id, conversation.Reopen{Meta: s.meta(p)})
-	return res, err
+	return s.staffOn(ctx, p, id, conversation.Reopen{Meta: s.meta(p)})
 }
 
 // MarkRead records that p has read conversation id up to now.
@@ -150,8 +145,7 @@ func (s *Service) MarkRead(ctx context.Context, p directory.Principal, id string
 	if !p.CanWrite() {
 		return Result{}, ErrForbidden
 	}
-	_, res, err := s.onConversation(ctx, p, id, conversation.MarkRead{Meta: s.meta(p)}, nil)
-	return res, err
+	return s.onConversation(ctx, p, id, conversation.MarkRead{Meta: s.meta(p)}, nil, nil)
 }
 
 // Link links existing item itemID to conversation id.
@@ -172,8 +166,7 @@ func (s *Service) Link(ctx context.Context, p directory.Principal, id, itemID st
 	if !exists {
 		return Result{}, domain.Invalid("item_id", "no item "+itemID)
 	}
-	_, res, err := s.staffOn(ctx, p, id, conversation.Link{Meta: s.meta(p), ItemID: itemID})
-	return res, err
+	return s.staffOn(ctx, p, id, conversation.Link{Meta: s.meta(p), ItemID: itemID})
 }
 
 // Unlink removes the link of item itemID from conversation id; an item not
@@ -191,7 +184,7 @@ func (s *Service) Unlink(ctx context.Context, p directory.Principal, id, itemID 
 		}
 		return Result{}, err
 	}
-	_, res, err := s.staffOn(ctx, p, id, conversation.Unlink{Meta: s.meta(p), ItemID: itemID})
+	res, err := s.staffOn(ctx, p, id, conversation.Unlink{Meta: s.meta(p), ItemID: itemID})
 	if errors.Is(err, conversation.ErrNotLinked) {
 		return res, nil // DELETE is idempotent: what is not linked stays unlinked
 	}
@@ -241,10 +234,10 @@ func (s *Service) CreateItemFrom(ctx context.Context, p directory.Principal, id 
 	itemID := s.cfg.NewID()
 	create := item.Create{Meta: s.meta(p), ItemID: itemID, Kind: kind, Title: title, Description: description,
 		RequesterID: st.CustomerID, SourceConversationID: id}
-	if _, _, err := execute(ctx, s, item.Stream(itemID), item.Evolve, decideItem(create), nil); err != nil {
+	if _, err := execute(ctx, s, item.Stream(itemID), item.Evolve, decideItem(create), nil, nil); err != nil {
 		return "", Result{}, err
 	}
-	_, res, err := execute(ctx, s, conversation.Stream(id), convEvolve, decideConv(conversation.Link{Meta: s.meta(p), ItemID: itemID}), nil)
+	res, err := execute(ctx, s, conversation.Stream(id), convEvolve, decideConv(conversation.Link{Meta: s.meta(p), ItemID: itemID}), nil, nil)
 	return itemID, res, err
 }
 

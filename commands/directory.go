@@ -19,15 +19,14 @@ const BootstrapAdminID = "00000000-0000-7000-8000-000000000001"
 // EnsureAdmin makes sure the bootstrap admin exists and holds token.
 func (s *Service) EnsureAdmin(ctx context.Context, token string) (Result, error) {
 	hash := HashToken(token)
-	_, res, err := execute(ctx, s, directory.UserStream(BootstrapAdminID), directory.EvolveUser,
+	return execute(ctx, s, directory.UserStream(BootstrapAdminID), directory.EvolveUser,
 		func(u directory.User) ([]directory.Event, error) {
 			if !u.Exists() {
 				return directory.DecideUser(u, directory.CreateUser{Meta: s.meta(System), UserID: BootstrapAdminID,
 					Name: "Admin", Email: "admin@localhost", Role: directory.Admin, Support: true, TokenHash: hash})
 			}
 			return directory.DecideUser(u, directory.IssueUserToken{Meta: s.meta(System), TokenHash: hash})
-		}, nil)
-	return res, err
+		}, nil, nil)
 }
 
 // NewUser is a user as CreateUser made it, with its token (shown once).
@@ -52,8 +51,8 @@ func (s *Service) CreateUser(ctx context.Context, p directory.Principal, name, e
 	}
 	id, token := s.cfg.NewID(), NewToken()
 	cmd := directory.CreateUser{Meta: s.meta(p), UserID: id, Name: name, Email: email, Role: role, Support: support, TokenHash: HashToken(token)}
-	_, res, err := execute(ctx, s, directory.UserStream(id), directory.EvolveUser,
-		func(u directory.User) ([]directory.Event, error) { return directory.DecideUser(u, cmd) }, nil)
+	res, err := execute(ctx, s, directory.UserStream(id), directory.EvolveUser,
+		func(u directory.User) ([]directory.Event, error) { return directory.DecideUser(u, cmd) }, nil, nil)
 	return NewUser{ID: id, Token: token, Result: res}, err
 }
 
@@ -72,8 +71,8 @@ func (s *Service) RegisterCustomer(ctx context.Context, name, email string) (New
 	id, token := s.cfg.NewID(), NewToken()
 	cmd := directory.RegisterCustomer{Meta: domain.Meta{At: s.meta(System).At, Actor: domain.Actor{Kind: domain.ActorCustomer, ID: id}},
 		CustomerID: id, Name: name, Email: email, TokenHash: HashToken(token)}
-	_, res, err := execute(ctx, s, directory.CustomerStream(id), directory.EvolveCustomer,
-		func(c directory.Customer) ([]directory.Event, error) { return directory.DecideCustomer(c, cmd) }, nil)
+	res, err := execute(ctx, s, directory.CustomerStream(id), directory.EvolveCustomer,
+		func(c directory.Customer) ([]directory.Event, error) { return directory.DecideCustomer(c, cmd) }, nil, nil)
 	return NewUser{ID: id, Token: token, Result: res}, err
 }
 
@@ -86,7 +85,10 @@ func (s *Service) SetHelpdeskStatus(ctx context.Context, p directory.Principal, 
 	if !p.IsSupport() {
 		return helpdesk.State{}, Result{}, ErrForbidden
 	}
-	return execute(ctx, s, helpdesk.Stream, helpdesk.Evolve, decideHelpdesk(helpdesk.SetStatus{Meta: s.meta(p), Online: online}), nil)
+	var st helpdesk.State
+	res, err := execute(ctx, s, helpdesk.Stream, helpdesk.Evolve, decideHelpdesk(helpdesk.SetStatus{Meta: s.meta(p), Online: online}),
+		nil, func(after helpdesk.State) { st = after })
+	return st, res, err
 }
 
 // ConfigureHelpdesk sets the widget's online and offline messages; admins only.
@@ -95,5 +97,7 @@ func (s *Service) ConfigureHelpdesk(ctx context.Context, p directory.Principal, 
 		return helpdesk.State{}, Result{}, ErrForbidden
 	}
 	cmd := helpdesk.ConfigureMessages{Meta: s.meta(p), OnlineMessage: online, OfflineMessage: offline}
-	return execute(ctx, s, helpdesk.Stream, helpdesk.Evolve, decideHelpdesk(cmd), nil)
+	var st helpdesk.State
+	res, err := execute(ctx, s, helpdesk.Stream, helpdesk.Evolve, decideHelpdesk(cmd), nil, func(after helpdesk.State) { st = after })
+	return st, res, err
 }

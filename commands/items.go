@@ -34,7 +34,7 @@ func (s *Service) CreateItem(ctx context.Context, p directory.Principal, kind it
 	}
 	id := s.cfg.NewID()
 	cmd := item.Create{Meta: s.meta(p), ItemID: id, Kind: kind, Title: title, Description: description, Assignees: assignees}
-	_, res, err := execute(ctx, s, item.Stream(id), item.Evolve, decideItem(cmd), nil)
+	res, err := execute(ctx, s, item.Stream(id), item.Evolve, decideItem(cmd), nil, nil)
 	return id, res, err
 }
 
@@ -68,7 +68,7 @@ func (s *Service) itemPerson(ctx context.Context, p directory.Principal, id, use
 	if len(missing) > 0 {
 		return Result{}, domain.Invalid("user_id", "no user "+userID)
 	}
-	_, res, err := execute(ctx, s, item.Stream(id), item.Evolve, decideItem(cmd), nil)
+	res, err := execute(ctx, s, item.Stream(id), item.Evolve, decideItem(cmd), nil, nil)
 	if errors.Is(err, item.ErrNotFound) {
 		return res, notFound("item", id)
 	}

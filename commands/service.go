@@ -61,6 +61,9 @@ type Config struct {
 	Retries int
 	// WaitTimeout bounds the wait for the read models (default 10 s).
 	WaitTimeout time.Duration
+	// CachedStreams is how many streams' states are kept between commands
+	// (default 4096).
+	CachedStreams int
 }
 
 // Service handles every command.
@@ -69,6 +72,7 @@ type Service struct {
 	access Access
 	waiter Waiter
 	cfg    Config
+	cache  *stateCache
 }
 
 // NewService returns the write side over store.
@@ -85,7 +89,10 @@ func NewService(store EventStore, access Access, waiter Waiter, cfg Config) *Ser
 	if cfg.WaitTimeout <= 0 {
 		cfg.WaitTimeout = 10 * time.Second
 	}
-	return &Service{store: store, access: access, waiter: waiter, cfg: cfg}
+	if cfg.CachedStreams <= 0 {
+		cfg.CachedStreams = 4096
+	}
+	return &Service{store: store, access: access, waiter: waiter, cfg: cfg, cache: newStateCache(cfg.CachedStreams)}
 }
 
 func (s *Service) meta(p directory.Principal) domain.Meta {
@@ -100,32 +107,53 @@ type Result struct {
 	Appended bool
 }
 
-// execute loads stream, decides and appends with the expected version,
-// retrying from a fresh read on a conflict, then waits for the read models.
-// It returns the state after the events and the result.
+// execute runs a command on stream: it decides on the stream's state, appends
+// the events with the expected version, and retries from a fresh read on a
+// conflict; then, with the stream released, it waits for the read models.
+// inspect, if set, sees the state after the events while the stream is
+// still held (states are not safe to keep: the next command evolves them).
+//
+// The state of recently used streams is kept between commands (see
+// stateCache), so a command on a long conversation does not read it all
+// again. A kept state may be stale when another process appended to the
+// stream; the append then conflicts and the state is read afresh, and a
+// decision to do nothing, or an error, on a kept state is checked against a
+// fresh one before it is answered.
 func execute[S any, E domain.Event](ctx context.Context, s *Service, stream string,
-	evolve func(S, E) S, decide func(S) ([]E, error), eventID func(int, E) string) (S, Result, error) {
-	var zero S
+	evolve func(S, E) S, decide func(S) ([]E, error), eventID func(int, E) string, inspect func(S)) (Result, error) {
+	entry := s.cache.get(stream)
+	entry.mu.Lock()
+	locked := true
+	defer func() {
+		if locked {
+			entry.mu.Unlock()
+		}
+	}()
+	fresh := false
 	for attempt := 0; ; attempt++ {
-		recs, err := s.store.ReadStream(ctx, stream)
-		if err != nil {
-			return zero, Result{}, fmt.Errorf("read %s: %w", stream, err)
-		}
-		var state S
-		var last uint64
-		for _, r := range recs {
-			e, ok := r.Event.(E)
-			if !ok {
-				return zero, Result{}, fmt.Errorf("stream %s holds a foreign event %s", stream, r.Type)
+		if !entry.loaded {
+			if err := load(ctx, s, entry, evolve); err != nil {
+				return Result{}, err
 			}
-			state, last = evolve(state, e), r.Position
+			fresh = true
 		}
+		state, _ := entry.state.(S)
 		events, err := decide(state)
+		if (err != nil || len(events) == 0) && !fresh {
+			entry.loaded = false // make sure on the stream as it is now
+			continue
+		}
 		if err != nil {
-			return state, Result{Position: last}, err
+			return Result{Position: entry.last}, err
 		}
 		if len(events) == 0 {
-			return state, Result{Position: last}, s.wait(ctx, last)
+			if inspect != nil {
+				inspect(state)
+			}
+			last := entry.last
+			entry.mu.Unlock()
+			locked = false
+			return Result{Position: last}, s.wait(ctx, last)
 		}
 		pending := make([]domain.Pending, len(events))
 		for i, e := range events {
@@ -138,29 +166,69 @@ func execute[S any, E domain.Event](ctx context.Context, s *Service, stream stri
 			}
 			pending[i] = domain.Pending{EventID: id, Event: e}
 		}
-		recorded, err := s.store.Append(ctx, stream, int64(len(recs)), pending)
+		recorded, err := s.store.Append(ctx, stream, entry.version, pending)
 		if errors.Is(err, ErrConflict) {
+			entry.loaded, fresh = false, false
 			if attempt+1 >= s.cfg.Retries {
-				return zero, Result{}, fmt.Errorf("append %s: %w", stream, ErrBusy)
+				return Result{}, fmt.Errorf("append %s: %w", stream, ErrBusy)
 			}
 			select {
 			case <-time.After(time.Duration(rand.IntN(1+attempt*2)) * time.Millisecond):
 			case <-ctx.Done():
-				return zero, Result{}, ctx.Err()
+				return Result{}, ctx.Err()
 			}
 			continue
 		}
 		if err != nil {
-			return zero, Result{}, fmt.Errorf("append %s: %w", stream, err)
+			entry.loaded = false // the append may or may not have happened
+			return Result{}, fmt.Errorf("append %s: %w", stream, err)
 		}
-		for _, r := range recorded {
-			if e, ok := r.Event.(E); ok {
-				state = evolve(state, e)
+		if recorded[0].Version == entry.version+1 {
+			for _, r := range recorded {
+				if e, ok := r.Event.(E); ok {
+					state = evolve(state, e)
+				}
 			}
+			entry.state, entry.version = state, recorded[len(recorded)-1].Version
+			entry.last = recorded[len(recorded)-1].Position
+		} else {
+			// The store answered a retry with events another process appended
+			// after others we have not seen: read the stream again.
+			if err := load(ctx, s, entry, evolve); err != nil {
+				return Result{}, err
+			}
+			state, _ = entry.state.(S)
+		}
+		if inspect != nil {
+			inspect(state)
 		}
 		pos := recorded[len(recorded)-1].Position
-		return state, Result{Position: pos, Appended: true}, s.wait(ctx, pos)
+		entry.mu.Unlock()
+		locked = false
+		return Result{Position: pos, Appended: true}, s.wait(ctx, pos)
 	}
+}
+
+// load reads entry's stream from the store and folds it.
+func load[S any, E domain.Event](ctx context.Context, s *Service, entry *cacheEntry, evolve func(S, E) S) error {
+	recs, err := s.store.ReadStream(ctx, entry.stream)
+	if err != nil {
+		entry.loaded = false
+		return fmt.Errorf("read %s: %w", entry.stream, err)
+	}
+	var state S
+	var version int64
+	var last uint64
+	for _, r := range recs {
+		e, ok := r.Event.(E)
+		if !ok {
+			entry.loaded = false
+			return fmt.Errorf("stream %s holds a foreign event %s", entry.stream, r.Type)
+		}
+		state, version, last = evolve(state, e), r.Version, r.Position
+	}
+	entry.state, entry.version, entry.last, entry.loaded = state, version, last, true
+	return nil
 }
 
 func (s *Service) wait(ctx context.Context, pos uint64) error {

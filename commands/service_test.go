@@ -1,0 +1,150 @@
+package commands_test
+
+import (
+	"context"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/helpdesk/messenger/commands"
+	"github.com/helpdesk/messenger/domain"
+	"github.com/helpdesk/messenger/domain/conversation"
+	"github.com/helpdesk/messenger/domain/directory"
+	"github.com/helpdesk/messenger/infra/sqlite"
+)
+
+// everyone is an Access that lets everyone see everything.
+type everyone struct{}
+
+func (everyone) CanSee(context.Context, directory.Principal, string) (bool, error) { return true, nil }
+func (everyone) MissingUsers(context.Context, []string) ([]string, error)          { return nil, nil }
+func (everyone) EmailTaken(context.Context, string) (bool, error)                  { return false, nil }
+
+func store(t *testing.T) *sqlite.EventStore {
+	t.Helper()
+	db, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "m.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := sqlite.NewEventStore(db, sqlite.EventStoreConfig{})
+	t.Cleanup(func() { s.Close(); db.Close() })
+	return s
+}
+
+var (
+	customer = directory.Principal{Kind: domain.ActorCustomer, ID: "c1"}
+	agent    = directory.Principal{Kind: domain.ActorUser, ID: "u1", Role: directory.Agent, Support: true}
+)
+
+func statusOf(t *testing.T, s *sqlite.EventStore, id string) (conversation.State, int) {
+	t.Helper()
+	recs, err := s.ReadStream(context.Background(), conversation.Stream(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st conversation.State
+	for i, r := range recs {
+		if r.Version != int64(i+1) {
+			t.Fatalf("version %d at index %d", r.Version, i)
+		}
+		st = conversation.Evolve(st, r.Event.(conversation.Event))
+	}
+	return st, len(recs)
+}
+
+// Two services on one store stand for two replicas: each keeps the states
+// it has seen, which the other makes stale. Nothing is lost or decided on a
+// stale state.
+func TestKeptStatesGoStaleSafely(t *testing.T) {
+	ctx := context.Background()
+	s := store(t)
+	a := commands.NewService(s, everyone{}, nil, commands.Config{})
+	b := commands.NewService(s, everyone{}, nil, commands.Config{})
+	id, _, err := a.StartConversation(ctx, customer, "", "hello", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := b.PostMessage(ctx, agent, id, "from b", ""); err != nil { // b now keeps the state
+		t.Fatal(err)
+	}
+	if _, _, err := a.PostMessage(ctx, customer, id, "from a", ""); err != nil { // a's kept state is stale: conflict, reread
+		t.Fatal(err)
+	}
+	if _, err := a.Close(ctx, agent, id); err != nil {
+		t.Fatal(err)
+	}
+	// b still believes the conversation open; closing it again must change nothing.
+	res, err := b.Close(ctx, agent, id)
+	if err != nil || res.Appended {
+		t.Fatalf("closing a closed conversation through a stale state: appended %v, %v", res.Appended, err)
+	}
+	if _, err := a.Reopen(ctx, agent, id); err != nil {
+		t.Fatal(err)
+	}
+	// b now believes it closed (it read it for the close above), but it is open again.
+	res, err = b.Close(ctx, agent, id)
+	if err != nil || !res.Appended {
+		t.Fatalf("closing a reopened conversation through a stale state: appended %v, %v", res.Appended, err)
+	}
+	st, n := statusOf(t, s, id)
+	if st.Status != conversation.StatusClosed || len(st.Messages) != 3 || n != 7 {
+		t.Fatalf("status %s, %d messages, %d events; want closed, 3, 7", st.Status, len(st.Messages), n)
+	}
+	// A message b has not seen can be edited through b.
+	mid, _, err := a.PostMessage(ctx, customer, id, "typo", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.EditMessage(ctx, customer, id, mid, "fixed"); err != nil {
+		t.Fatalf("editing a message the kept state lacks: %v", err)
+	}
+}
+
+// Concurrent posts to one conversation through several services all land,
+// with dense versions, and retried client ids land once.
+func TestConcurrentPostsThroughKeptStates(t *testing.T) {
+	ctx := context.Background()
+	s := store(t)
+	svcs := []*commands.Service{
+		commands.NewService(s, everyone{}, nil, commands.Config{}),
+		commands.NewService(s, everyone{}, nil, commands.Config{}),
+	}
+	id, _, err := svcs[0].StartConversation(ctx, customer, "", "hello", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	ids := make(chan string, 200)
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 10 {
+				svc := svcs[(w+i)%2]
+				cid := string(rune('a'+w)) + string(rune('a'+i))
+				for range 2 { // each post twice: the retry must return the same message
+					mid, _, err := svc.PostMessage(ctx, customer, id, "m", cid)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					ids <- cid + "=" + mid
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(ids)
+	byClient := map[string]string{}
+	for pair := range ids {
+		cid, mid := pair[:2], pair[3:]
+		if prev, ok := byClient[cid]; ok && prev != mid {
+			t.Fatalf("client id %s answered with %s and %s", cid, prev, mid)
+		}
+		byClient[cid] = mid
+	}
+	st, _ := statusOf(t, s, id)
+	if len(st.Messages) != 81 {
+		t.Fatalf("%d messages, want 81", len(st.Messages))
+	}
+}
