@@ -13,6 +13,7 @@ import (
 
 	"github.com/helpdesk/messenger/commands"
 	"github.com/helpdesk/messenger/infra/bus"
+	"github.com/helpdesk/messenger/infra/kurrentdb"
 	"github.com/helpdesk/messenger/infra/natsbus"
 	"github.com/helpdesk/messenger/infra/postgres"
 	"github.com/helpdesk/messenger/infra/readmodel"
@@ -56,14 +57,15 @@ func (b *backend) close() error {
 }
 
 // openBackend opens what cfg names: PostgreSQL for the log and the read
-// models when DatabaseURL is set, else one SQLite file under DataDir;
+// models when DatabaseURL is set, else one SQLite file under DataDir; the
+// log in KurrentDB instead when EventStoreURL is set;
 // NATS JetStream for the change feed when BusURL is set, else an in-process
 // channel.
-func openBackend(ctx context.Context, cfg config) (b *backend, err error) {
-	b = &backend{}
+func openBackend(ctx context.Context, cfg config) (_ *backend, err error) {
+	b := &backend{}
 	defer func() {
 		if err != nil {
-			b.close()
+			b.close() // what was opened before the failure
 		}
 	}()
 	if cfg.DatabaseURL != "" {
@@ -72,9 +74,12 @@ func openBackend(ctx context.Context, cfg config) (b *backend, err error) {
 			return nil, err
 		}
 		b.closers = append(b.closers, db.Close)
-		store := postgres.NewEventStore(db, postgres.EventStoreConfig{})
-		b.closers = append(b.closers, store.Close)
-		b.store, b.writer, b.reader, b.dialect, b.pool = store, db.SQL(), db.SQL(), readmodel.Postgres{}, db.Pool()
+		b.writer, b.reader, b.dialect, b.pool = db.SQL(), db.SQL(), readmodel.Postgres{}, db.Pool()
+		if cfg.EventStoreURL == "" {
+			store := postgres.NewEventStore(db, postgres.EventStoreConfig{})
+			b.closers = append(b.closers, store.Close)
+			b.store = store
+		}
 	} else {
 		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 			return nil, fmt.Errorf("create data dir: %w", err)
@@ -84,9 +89,21 @@ func openBackend(ctx context.Context, cfg config) (b *backend, err error) {
 			return nil, err
 		}
 		b.closers = append(b.closers, db.Close)
-		store := sqlite.NewEventStore(db, sqlite.EventStoreConfig{})
+		b.writer, b.reader, b.dialect = db.Writer(), db.Reader(), readmodel.SQLite{}
+		if cfg.EventStoreURL == "" {
+			store := sqlite.NewEventStore(db, sqlite.EventStoreConfig{})
+			b.closers = append(b.closers, store.Close)
+			b.store = store
+		}
+	}
+	if cfg.EventStoreURL != "" {
+		// The log in KurrentDB; the read models stay where the lines above put them.
+		store, err := kurrentdb.Open(ctx, cfg.EventStoreURL) // its errors show the URL without its password
+		if err != nil {
+			return nil, err
+		}
 		b.closers = append(b.closers, store.Close)
-		b.store, b.writer, b.reader, b.dialect = store, db.Writer(), db.Reader(), readmodel.SQLite{}
+		b.store = store
 	}
 	if cfg.BusURL != "" {
 		nb, err := natsbus.Open(ctx, cfg.BusURL, changesTopic, natsbus.Config{})

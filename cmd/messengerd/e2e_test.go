@@ -455,3 +455,22 @@ func TestExportsHideTokenHashes(t *testing.T) {
 		t.Fatalf("no redacted token hash in %s", r.Raw)
 	}
 }
+
+// With MESSENGER_EVENTSTORE_URL the log is KurrentDB's: a server that is not
+// there stops the start with an error that names it, without its password.
+func TestKurrentDBUnreachable(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var out strings.Builder
+	err := run(ctx, []string{"-addr", "127.0.0.1:0", "-data-dir", t.TempDir()},
+		env(map[string]string{"MESSENGER_EVENTSTORE_URL": "esdb://admin:secret@127.0.0.1:1?tls=false&maxDiscoverAttempts=1"}), &out, &out)
+	if err == nil {
+		t.Fatal("messengerd started without its event store")
+	}
+	if strings.Contains(err.Error(), "secret") {
+		t.Errorf("the error shows the password: %v", err)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("the start did not fail fast")
+	}
+}

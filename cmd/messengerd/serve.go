@@ -150,6 +150,9 @@ func describe(cfg config) string {
 	if cfg.DatabaseURL != "" {
 		where = "data in PostgreSQL"
 	}
+	if cfg.EventStoreURL != "" {
+		where += ", log in KurrentDB"
+	}
 	if cfg.BusURL != "" {
 		where += ", live feed over NATS JetStream"
 	}
