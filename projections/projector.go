@@ -131,14 +131,21 @@ func (p *Projector) Step(ctx context.Context) (int, error) {
 	}
 	defer tx.Rollback()
 	t := txn{ctx: ctx, tx: tx, d: p.d}
+	b := newBatch(t)
+	if err := b.prefetch(recs); err != nil {
+		return 0, err
+	}
 	var changes []Change
 	for _, rec := range recs {
-		if err := apply(t, rec); err != nil {
+		if err := apply(t, b, rec); err != nil {
 			return 0, fmt.Errorf("project %s at %d (%s v%d): %w", rec.Type, rec.Position, rec.Stream, rec.Version, err)
 		}
 		if p.pub != nil {
 			changes = append(changes, ChangesOf(rec)...)
 		}
+	}
+	if err := b.flush(); err != nil {
+		return 0, fmt.Errorf("project up to %d: %w", recs[len(recs)-1].Position, err)
 	}
 	last := recs[len(recs)-1].Position
 	res, err := tx.ExecContext(ctx, p.d.Rebind(`UPDATE checkpoints SET position = ? WHERE name = ? AND position = ?`), int64(last), Name, int64(from))

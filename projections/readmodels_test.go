@@ -30,7 +30,7 @@ type engine struct {
 	dialect        projections.Dialect
 }
 
-func sqliteEngine(t *testing.T) engine {
+func sqliteEngine(t testing.TB) engine {
 	t.Helper()
 	db, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "m.db"))
 	if err != nil {
@@ -41,7 +41,7 @@ func sqliteEngine(t *testing.T) engine {
 	return engine{store: store, writer: db.Writer(), reader: db.Reader(), dialect: readmodel.SQLite{}}
 }
 
-func postgresEngine(t *testing.T) engine {
+func postgresEngine(t testing.TB) engine {
 	t.Helper()
 	db, err := postgres.Open(context.Background(), pgtest.NewDatabase(t), postgres.Config{})
 	if err != nil {

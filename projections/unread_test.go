@@ -20,7 +20,7 @@ import (
 func TestUnreadCountersMatchTheMessages(t *testing.T) {
 	for _, e := range []struct {
 		name string
-		open func(*testing.T) engine
+		open func(testing.TB) engine
 	}{{"sqlite", sqliteEngine}, {"postgres", postgresEngine}} {
 		t.Run(e.name, func(t *testing.T) { unreadCounters(t, e.open(t)) })
 	}

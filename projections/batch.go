@@ -1,0 +1,434 @@
+package projections
+
+import (
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/helpdesk/messenger/domain"
+	"github.com/helpdesk/messenger/domain/conversation"
+)
+
+// batch gathers the row changes of the conversation events of one
+// transaction in memory and writes them with a few multi-row statements:
+// a conversation's row once however many events touched it, its new
+// messages, participants, read marks, search documents and unread counters
+// each in one statement. Row changes are still decided here once, in
+// portable SQL, for every engine.
+type batch struct {
+	t     txn
+	convs map[string]*convState // every conversation the batch has touched, as it stands
+
+	messages []messageRow   // new messages, in order
+	inserted map[string]int // message id → index in messages
+	joined   []participantRow
+	isJoined map[[2]string]bool
+	read     map[[2]string]int // (conversation, reader) → new read mark
+	readKeys [][2]string
+	docs     map[[2]string]*string // (conversation, ref) → body; nil deletes it
+	docKeys  [][2]string
+	caught   map[string]int // reader → change of caught_up.livechat
+	readers  []string
+	livechat int // change of counters.livechat
+
+	users, customers, tokens [][]any           // new rows
+	customerDoc              map[string]string // customer id → "name email", of the batch's new customers
+}
+
+// convState is one conversation's row and read marks, as the batch has
+// left them.
+type convState struct {
+	id, channel, subject, status, customerID, lastMessageID, firstMessageID string
+	createdAt, updatedAt, position, version                                 int64
+	lastSeq, lastLive                                                       int
+	reads                                                                   map[string]int // reader → seq, all of them
+	dirty                                                                   bool
+}
+
+type messageRow struct {
+	id, conv, authorKind, authorID, body, clientID string
+	seq                                            int
+	createdAt, position                            int64
+	edited, deleted                                bool
+}
+
+type participantRow struct {
+	conv, user string
+	joined     int64
+}
+
+func newBatch(t txn) *batch {
+	b := &batch{t: t, convs: map[string]*convState{}}
+	b.reset()
+	return b
+}
+
+func (b *batch) reset() {
+	b.messages, b.inserted = nil, map[string]int{}
+	b.joined, b.isJoined = nil, map[[2]string]bool{}
+	b.read, b.readKeys = map[[2]string]int{}, nil
+	b.docs, b.docKeys = map[[2]string]*string{}, nil
+	b.caught, b.readers = map[string]int{}, nil
+	b.livechat = 0
+	b.users, b.customers, b.tokens, b.customerDoc = nil, nil, nil, map[string]string{}
+}
+
+// prefetch loads the rows and read marks of the conversations of recs with
+// two queries, so that applying them asks nothing more.
+func (b *batch) prefetch(recs []domain.Recorded) error {
+	var ids []string
+	seen := map[string]bool{}
+	for _, r := range recs {
+		if id := conversationID(r.Stream); id != "" && !seen[id] {
+			seen[id] = true
+			ids = append(ids, id)
+		}
+	}
+	for start := 0; start < len(ids); start += 500 {
+		chunk := ids[start:min(start+500, len(ids))]
+		if err := b.load(chunk); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *batch) load(ids []string) error {
+	rows, err := b.t.tx.QueryContext(b.t.ctx, b.t.d.Rebind(`SELECT id, channel, subject, status, customer_id, created_at, updated_at,
+		last_seq, last_live_seq, last_message_id, first_message_id, position, version FROM conversations WHERE id IN (`+placeholders(len(ids))+`)`), anys(ids)...)
+	if err != nil {
+		return fmt.Errorf("load conversations: %w", err)
+	}
+	for rows.Next() {
+		c := &convState{reads: map[string]int{}}
+		if err := rows.Scan(&c.id, &c.channel, &c.subject, &c.status, &c.customerID, &c.createdAt, &c.updatedAt,
+			&c.lastSeq, &c.lastLive, &c.lastMessageID, &c.firstMessageID, &c.position, &c.version); err != nil {
+			rows.Close()
+			return err
+		}
+		b.convs[c.id] = c
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	rows, err = b.t.tx.QueryContext(b.t.ctx, b.t.d.Rebind(`SELECT conversation_id, reader, seq FROM reads WHERE conversation_id IN (`+placeholders(len(ids))+`)`), anys(ids)...)
+	if err != nil {
+		return fmt.Errorf("load read marks: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var conv, reader string
+		var seq int
+		if err := rows.Scan(&conv, &reader, &seq); err != nil {
+			return err
+		}
+		if c := b.convs[conv]; c != nil {
+			c.reads[reader] = seq
+		}
+	}
+	return rows.Err()
+}
+
+func (b *batch) join(conv, user string, pos int64) {
+	k := [2]string{conv, user}
+	if !b.isJoined[k] {
+		b.isJoined[k] = true
+		b.joined = append(b.joined, participantRow{conv, user, pos})
+	}
+}
+
+func (b *batch) markRead(c *convState, reader string, seq int) {
+	if seq <= c.reads[reader] {
+		return
+	}
+	c.reads[reader] = seq
+	k := [2]string{c.id, reader}
+	if _, ok := b.read[k]; !ok {
+		b.readKeys = append(b.readKeys, k)
+	}
+	b.read[k] = seq
+}
+
+func (b *batch) index(conv, ref string, body *string) {
+	k := [2]string{conv, ref}
+	if _, ok := b.docs[k]; !ok {
+		b.docKeys = append(b.docKeys, k)
+	}
+	b.docs[k] = body
+}
+
+func (b *batch) catchUp(reader string, n int) {
+	if _, ok := b.caught[reader]; !ok {
+		b.readers = append(b.readers, reader)
+	}
+	b.caught[reader] += n
+}
+
+// applyConversation applies one event of conversation stream conv.
+func (b *batch) applyConversation(conv string, rec domain.Recorded) error {
+	at, pos := millis(rec.At), int64(rec.Position)
+	if e, ok := rec.Event.(conversation.Started); ok {
+		if b.convs[conv] != nil {
+			return nil // projected already
+		}
+		c := &convState{id: conv, channel: string(e.Channel), subject: e.Subject, status: "open", customerID: e.CustomerID,
+			createdAt: at, updatedAt: at, position: pos, version: rec.Version, reads: map[string]int{}, dirty: true}
+		b.convs[conv] = c
+		for _, p := range e.Participants {
+			b.join(conv, p, pos)
+		}
+		if e.Subject != "" {
+			b.index(conv, "subject", &e.Subject)
+		}
+		if e.CustomerID != "" {
+			doc, ok := b.customerDoc[e.CustomerID]
+			if !ok {
+				var name, email string
+				err := b.t.row(`SELECT name, email FROM customers WHERE id = ?`, e.CustomerID).Scan(&name, &email)
+				if err != nil && !errors.Is(err, sql.ErrNoRows) {
+					return err
+				}
+				doc = name + " " + email
+			}
+			b.index(conv, "customer", &doc)
+		}
+		return nil
+	}
+	c := b.convs[conv]
+	if c == nil {
+		return fmt.Errorf("conversation %s has no row", conv)
+	}
+	if rec.Version <= c.version {
+		return nil // projected already
+	}
+	c.position, c.version, c.dirty = pos, rec.Version, true
+	if _, isRead := rec.Event.(conversation.Read); !isRead {
+		c.updatedAt = at // reading does not make a conversation more recent
+	}
+	switch e := rec.Event.(type) {
+	case conversation.MessagePosted:
+		seq := c.lastSeq + 1
+		author := rec.Actor.Key()
+		if c.channel == "livechat" {
+			b.countPost(c, author, seq)
+		}
+		b.inserted[e.MessageID] = len(b.messages)
+		b.messages = append(b.messages, messageRow{id: e.MessageID, conv: conv, seq: seq, authorKind: string(rec.Actor.Kind),
+			authorID: rec.Actor.ID, body: e.Body, clientID: e.ClientID, createdAt: at, position: pos})
+		c.lastSeq, c.lastLive, c.lastMessageID = seq, seq, e.MessageID
+		if c.firstMessageID == "" {
+			c.firstMessageID = e.MessageID
+		}
+		if rec.Actor.Kind == domain.ActorUser {
+			b.join(conv, rec.Actor.ID, pos)
+		}
+		b.markRead(c, author, seq)
+		b.index(conv, "m:"+e.MessageID, &e.Body)
+	case conversation.MessageEdited:
+		if i, ok := b.inserted[e.MessageID]; ok {
+			b.messages[i].body, b.messages[i].edited, b.messages[i].position = e.Body, true, pos
+		} else if err := b.t.exec(`UPDATE messages SET body = ?, edited = 1, position = ? WHERE id = ? AND conversation_id = ?`,
+			e.Body, pos, e.MessageID, conv); err != nil {
+			return err
+		}
+		b.index(conv, "m:"+e.MessageID, &e.Body)
+	case conversation.MessageDeleted:
+		// Rare: write what is pending, then count on the rows as they are.
+		if err := b.flush(); err != nil {
+			return err
+		}
+		if err := b.t.exec(`UPDATE messages SET body = '', deleted = 1, position = ? WHERE id = ? AND conversation_id = ?`,
+			pos, e.MessageID, conv); err != nil {
+			return err
+		}
+		if err := b.countDelete(c, e.MessageID); err != nil {
+			return err
+		}
+		b.index(conv, "m:"+e.MessageID, nil)
+	case conversation.Closed:
+		c.status = "closed"
+	case conversation.Reopened:
+		c.status = "open"
+	case conversation.Read:
+		if c.channel == "livechat" && c.lastLive > 0 && e.UpToSeq >= c.lastLive && c.reads[rec.Actor.Key()] < c.lastLive {
+			b.catchUp(rec.Actor.Key(), 1)
+		}
+		b.markRead(c, rec.Actor.Key(), e.UpToSeq)
+	case conversation.ItemLinked:
+		return b.t.exec(`INSERT INTO links (conversation_id, item_id, linked) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`, conv, e.ItemID, pos)
+	case conversation.ItemUnlinked:
+		return b.t.exec(`DELETE FROM links WHERE conversation_id = ? AND item_id = ?`, conv, e.ItemID)
+	}
+	return nil
+}
+
+// The unread counts of the customers section are kept as counters, so that
+// asking them costs the same with a hundred conversations or a million:
+// counters "livechat" is the number of live chats with a message not
+// deleted, and caught_up(reader) the number of those whose newest such
+// message (last_live_seq) the reader has read. A reader's count of unread
+// live chats is their difference.
+
+// countPost counts a new message seq by author: readers who had read the
+// newest live message are no longer caught up, except the author, who is now.
+func (b *batch) countPost(c *convState, author string, seq int) {
+	if c.lastLive == 0 {
+		b.livechat++
+		b.catchUp(author, 1)
+		return
+	}
+	for reader, read := range c.reads {
+		if read >= c.lastLive && reader != author {
+			b.catchUp(reader, -1)
+		}
+	}
+	if c.reads[author] < c.lastLive {
+		b.catchUp(author, 1)
+	}
+}
+
+// countDelete counts the deletion of message id of c, with every pending
+// row written: when it was the newest live message, the one before it
+// becomes the newest, and readers between the two are caught up now; with
+// none left, the chat no longer counts.
+func (b *batch) countDelete(c *convState, id string) error {
+	var seq int
+	if err := b.t.row(`SELECT seq FROM messages WHERE id = ?`, id).Scan(&seq); err != nil {
+		return fmt.Errorf("message %s: %w", id, err)
+	}
+	if seq != c.lastLive {
+		return nil
+	}
+	var prev int
+	if err := b.t.row(`SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conversation_id = ? AND deleted = 0`, c.id).Scan(&prev); err != nil {
+		return err
+	}
+	old := c.lastLive
+	c.lastLive, c.dirty = prev, true
+	if c.channel != "livechat" {
+		return nil
+	}
+	if prev == 0 {
+		b.livechat--
+	}
+	for reader, read := range c.reads {
+		switch {
+		case prev == 0 && read >= old:
+			b.catchUp(reader, -1)
+		case prev > 0 && read >= prev && read < old:
+			b.catchUp(reader, 1)
+		}
+	}
+	return nil
+}
+
+// bulk writes rows with one statement per chunk: head holds the column
+// list, tail what follows VALUES (an ON CONFLICT clause).
+func (b *batch) bulk(head, tail string, width int, rows [][]any) error {
+	const chunk = 400
+	for start := 0; start < len(rows); start += chunk {
+		part := rows[start:min(start+chunk, len(rows))]
+		var q strings.Builder
+		q.WriteString(head)
+		q.WriteString(" VALUES ")
+		one := "(" + placeholders(width) + ")"
+		args := make([]any, 0, len(part)*width)
+		for i, r := range part {
+			if i > 0 {
+				q.WriteString(", ")
+			}
+			q.WriteString(one)
+			args = append(args, r...)
+		}
+		q.WriteString(" ")
+		q.WriteString(tail)
+		if err := b.t.exec(q.String(), args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// flush writes every pending change and starts afresh; the conversations'
+// states stay, now matching their rows.
+func (b *batch) flush() error {
+	if err := b.bulk(`INSERT INTO users (id, name, email, role, support, token_hash, created_at)`, `ON CONFLICT (id) DO NOTHING`, 7, b.users); err != nil {
+		return err
+	}
+	if err := b.bulk(`INSERT INTO customers (id, name, email, token_hash, created_at)`, `ON CONFLICT (id) DO NOTHING`, 5, b.customers); err != nil {
+		return err
+	}
+	if err := b.bulk(`INSERT INTO tokens (hash, kind, id)`, `ON CONFLICT (hash) DO NOTHING`, 3, b.tokens); err != nil {
+		return err
+	}
+	var convs [][]any
+	for _, c := range b.convs {
+		if c.dirty {
+			convs = append(convs, []any{c.id, c.channel, c.subject, c.status, c.customerID, c.createdAt, c.updatedAt,
+				c.lastSeq, c.lastLive, c.lastMessageID, c.firstMessageID, c.position, c.version})
+			c.dirty = false
+		}
+	}
+	if err := b.bulk(`INSERT INTO conversations (id, channel, subject, status, customer_id, created_at, updated_at,
+		last_seq, last_live_seq, last_message_id, first_message_id, position, version)`, `ON CONFLICT (id) DO UPDATE SET
+		status = excluded.status, updated_at = excluded.updated_at, last_seq = excluded.last_seq,
+		last_live_seq = excluded.last_live_seq, last_message_id = excluded.last_message_id,
+		first_message_id = excluded.first_message_id, position = excluded.position, version = excluded.version`, 13, convs); err != nil {
+		return err
+	}
+	msgs := make([][]any, len(b.messages))
+	for i, m := range b.messages {
+		msgs[i] = []any{m.id, m.conv, m.seq, m.authorKind, m.authorID, m.body, m.clientID, m.createdAt, b2i(m.edited), b2i(m.deleted), m.position}
+	}
+	if err := b.bulk(`INSERT INTO messages (id, conversation_id, seq, author_kind, author_id, body, client_id, created_at,
+		edited, deleted, position)`, `ON CONFLICT (id) DO NOTHING`, 11, msgs); err != nil {
+		return err
+	}
+	joined := make([][]any, len(b.joined))
+	for i, p := range b.joined {
+		joined[i] = []any{p.conv, p.user, p.joined}
+	}
+	if err := b.bulk(`INSERT INTO participants (conversation_id, user_id, joined)`, `ON CONFLICT DO NOTHING`, 3, joined); err != nil {
+		return err
+	}
+	reads := make([][]any, len(b.readKeys))
+	for i, k := range b.readKeys {
+		reads[i] = []any{k[0], k[1], b.read[k]}
+	}
+	if err := b.bulk(`INSERT INTO reads (conversation_id, reader, seq)`, `ON CONFLICT (conversation_id, reader)
+		DO UPDATE SET seq = CASE WHEN excluded.seq > reads.seq THEN excluded.seq ELSE reads.seq END`, 3, reads); err != nil {
+		return err
+	}
+	var docs [][]any
+	for _, k := range b.docKeys {
+		if body := b.docs[k]; body != nil {
+			docs = append(docs, []any{k[0], k[1], *body})
+		} else if err := b.t.exec(`DELETE FROM search_docs WHERE conversation_id = ? AND ref = ?`, k[0], k[1]); err != nil {
+			return err
+		}
+	}
+	if err := b.bulk(`INSERT INTO search_docs (conversation_id, ref, body)`, `ON CONFLICT (conversation_id, ref)
+		DO UPDATE SET body = excluded.body`, 3, docs); err != nil {
+		return err
+	}
+	var caught [][]any
+	for _, r := range b.readers {
+		if n := b.caught[r]; n != 0 {
+			caught = append(caught, []any{r, n})
+		}
+	}
+	if err := b.bulk(`INSERT INTO caught_up (reader, livechat)`, `ON CONFLICT (reader) DO UPDATE SET livechat = caught_up.livechat + excluded.livechat`,
+		2, caught); err != nil {
+		return err
+	}
+	if b.livechat != 0 {
+		if err := b.t.exec(`INSERT INTO counters (name, value) VALUES ('livechat', ?)
+			ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value`, b.livechat); err != nil {
+			return err
+		}
+	}
+	b.reset()
+	return nil
+}
