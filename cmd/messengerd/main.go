@@ -4,6 +4,7 @@
 //
 //	messengerd [-addr 127.0.0.1:8080] [-data-dir ./data]   serve
 //	messengerd rebuild [-data-dir ./data]                  rebuild the read models from the log
+//	messengerd seed [-conversations 100000 …]              fill the store with a realistic dataset
 package main
 
 import (
@@ -27,6 +28,9 @@ func main() {
 // run is the whole program, callable from tests: it serves until ctx is
 // done, then drains requests and streams and returns.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "seed" {
+		return seedData(ctx, args[1:], getenv, stdout, stderr)
+	}
 	if len(args) > 0 && args[0] == "rebuild" {
 		cfg, err := parseConfig("messengerd rebuild", args[1:], getenv, stderr)
 		if err != nil {
