@@ -1,0 +1,157 @@
+// Package postgres is the storage of Messenger on PostgreSQL through pgx:
+// the event log (EventStore) and a pool that the read models share (Pool,
+// and SQL for code written against database/sql).
+//
+// Open applies the schema of migrations/ with goose, under an advisory lock,
+// so replicas that start together migrate once. goose records them in the
+// table messenger_goose_version; users of the same database keep their own
+// schema under another version table.
+package postgres
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io/fs"
+	"log/slog"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
+)
+
+// VersionTable is the table in which goose records the migrations of this
+// package.
+const VersionTable = "messenger_goose_version"
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Config tunes Open. Its zero value works.
+type Config struct {
+	// MaxConns bounds the connections of the pool; 0 keeps the URL's
+	// pool_max_conns or, without one, pgxpool's default of max(4, CPUs).
+	// An EventStore opens its own connections besides these.
+	MaxConns int32
+	// Logger receives goose's log of the migrations applied; nil discards it.
+	Logger *slog.Logger
+}
+
+// DB is an open PostgreSQL database whose schema is up to date.
+type DB struct {
+	pool  *pgxpool.Pool
+	sqlDB *sql.DB
+}
+
+// Open connects to the database at url (a postgres:// URL or a
+// keyword/value string, as pgx parses them) and applies the migrations it
+// lacks. Several processes may call it at once: one applies the migrations
+// while the others wait for it. It returns an error if the database is
+// unreachable or a migration fails.
+func Open(ctx context.Context, url string, cfg Config) (*DB, error) {
+	pcfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("open postgres: %w", err)
+	}
+	if cfg.MaxConns > 0 {
+		pcfg.MaxConns = cfg.MaxConns
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, fmt.Errorf("open postgres: %w", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("open postgres: %w", err)
+	}
+	db := &DB{pool: pool, sqlDB: stdlib.OpenDBFromPool(pool)}
+	if err := migrate(ctx, db.sqlDB, cfg.Logger); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open postgres: %w", err)
+	}
+	return db, nil
+}
+
+// Pool returns the pool of connections, for queries through pgx. Never nil.
+func (db *DB) Pool() *pgxpool.Pool { return db.pool }
+
+// SQL returns the pool as a database/sql handle. Its connections are the
+// pool's: it keeps none idle of its own. Never nil; Close closes it.
+func (db *DB) SQL() *sql.DB { return db.sqlDB }
+
+// Close closes the database/sql handle and the pool, waiting for the
+// connections in use to be released.
+func (db *DB) Close() error {
+	err := db.sqlDB.Close()
+	db.pool.Close()
+	if err != nil {
+		return fmt.Errorf("close postgres: %w", err)
+	}
+	return nil
+}
+
+// migrate applies the migrations db lacks while it holds migrateLock.
+func migrate(ctx context.Context, db *sql.DB, logger *slog.Logger) error {
+	fsys, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	opts := []goose.ProviderOption{
+		goose.WithTableName(VersionTable),
+		goose.WithSessionLocker(migrateLock{}),
+		// Go migrations others register globally are not ours.
+		goose.WithDisableGlobalRegistry(true),
+	}
+	if logger != nil {
+		opts = append(opts, goose.WithSlog(logger))
+	} else {
+		opts = append(opts, goose.WithLogger(goose.NopLogger()))
+	}
+	p, err := goose.NewProvider(goose.DialectPostgres, db, fsys, opts...)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	if _, err := p.Up(ctx); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	return nil
+}
+
+// migrateLockID is the key of the session advisory lock held while
+// migrating: a hash of the version table's name, so that a migration with
+// another version table takes another lock.
+var migrateLockID = func() int64 {
+	h := fnv.New64a()
+	h.Write([]byte(VersionTable))
+	return int64(h.Sum64())
+}()
+
+// migrateLock is a goose.SessionLocker that waits for the advisory lock
+// with pg_advisory_lock, rather than polling for it as goose's own does, so
+// a replica starting beside another one waits only as long as the other
+// migrates. The lock is the session's: it ends with the connection if the
+// process dies.
+type migrateLock struct{}
+
+// SessionLock waits for the lock on conn, or for ctx to end.
+func (migrateLock) SessionLock(ctx context.Context, conn *sql.Conn) error {
+	if _, err := conn.ExecContext(ctx, "SELECT pg_advisory_lock($1)", migrateLockID); err != nil {
+		return fmt.Errorf("lock for migrations: %w", err)
+	}
+	return nil
+}
+
+// SessionUnlock releases the lock that SessionLock took on conn.
+func (migrateLock) SessionUnlock(ctx context.Context, conn *sql.Conn) error {
+	var unlocked bool
+	if err := conn.QueryRowContext(ctx, "SELECT pg_advisory_unlock($1)", migrateLockID).Scan(&unlocked); err != nil {
+		return fmt.Errorf("unlock after migrations: %w", err)
+	}
+	if !unlocked {
+		return errors.New("unlock after migrations: the lock was not held")
+	}
+	return nil
+}
