@@ -174,9 +174,9 @@ func apply(t txn, b *batch, rec domain.Recorded) error {
 		}
 		return nil
 	case item.Assigned:
-		return addPerson(t, itemID(rec.Stream), e.UserID, "assignee", pos)
+		return interest(t, b, itemID(rec.Stream), e.UserID, "assignee", pos)
 	case item.Followed:
-		return addPerson(t, itemID(rec.Stream), e.UserID, "follower", pos)
+		return interest(t, b, itemID(rec.Stream), e.UserID, "follower", pos)
 	}
 
 	if conv := conversationID(rec.Stream); conv != "" {
@@ -192,4 +192,18 @@ func ensureHelpdesk(t txn) error {
 
 func addPerson(t txn, item, user, role string, pos int64) error {
 	return t.exec(`INSERT INTO item_people (item_id, user_id, role, added) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`, item, user, role, pos)
+}
+
+// interest records that user is assignee or follower of item, which makes
+// the conversations linking it the user's own.
+func interest(t txn, b *batch, item, user, role string, pos int64) error {
+	if err := addPerson(t, item, user, role, pos); err != nil {
+		return err
+	}
+	if err := b.flush(); err != nil { // the conversations' rows may be pending
+		return err
+	}
+	return t.exec(`INSERT INTO members (user_id, conversation_id, status, updated_at)
+		SELECT ?, c.id, c.status, c.updated_at FROM links l JOIN conversations c ON c.id = l.conversation_id
+		WHERE l.item_id = ? ON CONFLICT DO NOTHING`, user, item)
 }

@@ -32,6 +32,9 @@ type batch struct {
 	readers  []string
 	livechat int // change of counters.livechat
 
+	members map[string]bool // conversations whose members' rows to bring in step with the conversation
+	added   [][]any         // new members: user, conversation
+
 	users, customers, tokens [][]any           // new rows
 	customerDoc              map[string]string // customer id → "name email", of the batch's new customers
 }
@@ -72,6 +75,7 @@ func (b *batch) reset() {
 	b.caught, b.readers = map[string]int{}, nil
 	b.livechat = 0
 	b.users, b.customers, b.tokens, b.customerDoc = nil, nil, nil, map[string]string{}
+	b.members, b.added = map[string]bool{}, nil
 }
 
 // prefetch loads the rows and read marks of the conversations of recs with
@@ -136,6 +140,7 @@ func (b *batch) join(conv, user string, pos int64) {
 	if !b.isJoined[k] {
 		b.isJoined[k] = true
 		b.joined = append(b.joined, participantRow{conv, user, pos})
+		b.added = append(b.added, []any{user, conv})
 	}
 }
 
@@ -257,9 +262,27 @@ func (b *batch) applyConversation(conv string, rec domain.Recorded) error {
 		}
 		b.markRead(c, rec.Actor.Key(), e.UpToSeq)
 	case conversation.ItemLinked:
-		return b.t.exec(`INSERT INTO links (conversation_id, item_id, linked) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`, conv, e.ItemID, pos)
+		// Rare: write what is pending, so that the members' rows start from the conversation's.
+		if err := b.flush(); err != nil {
+			return err
+		}
+		if err := b.t.exec(`INSERT INTO links (conversation_id, item_id, linked) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`, conv, e.ItemID, pos); err != nil {
+			return err
+		}
+		return b.t.exec(`INSERT INTO members (user_id, conversation_id, status, updated_at)
+			SELECT ip.user_id, c.id, c.status, c.updated_at FROM item_people ip JOIN conversations c ON c.id = ?
+			WHERE ip.item_id = ? ON CONFLICT DO NOTHING`, conv, e.ItemID)
 	case conversation.ItemUnlinked:
-		return b.t.exec(`DELETE FROM links WHERE conversation_id = ? AND item_id = ?`, conv, e.ItemID)
+		if err := b.flush(); err != nil {
+			return err
+		}
+		if err := b.t.exec(`DELETE FROM links WHERE conversation_id = ? AND item_id = ?`, conv, e.ItemID); err != nil {
+			return err
+		}
+		// Those to whom only that item made it theirs leave "My conversations".
+		return b.t.exec(`DELETE FROM members WHERE conversation_id = ? AND user_id NOT IN (
+			SELECT user_id FROM participants WHERE conversation_id = ?
+			UNION SELECT ip.user_id FROM links l JOIN item_people ip ON ip.item_id = l.item_id WHERE l.conversation_id = ?)`, conv, conv, conv)
 	}
 	return nil
 }
@@ -326,7 +349,7 @@ func (b *batch) countDelete(c *convState, id string) error {
 
 // bulk writes rows with one statement per chunk: head holds the column
 // list, tail what follows VALUES (an ON CONFLICT clause).
-func (b *batch) bulk(head, tail string, width int, rows [][]any) error {
+func (b *batch) bulk(head, tail string, width int, rows [][]any, constants ...string) error {
 	const chunk = 400
 	for start := 0; start < len(rows); start += chunk {
 		part := rows[start:min(start+chunk, len(rows))]
@@ -334,6 +357,9 @@ func (b *batch) bulk(head, tail string, width int, rows [][]any) error {
 		q.WriteString(head)
 		q.WriteString(" VALUES ")
 		one := "(" + placeholders(width) + ")"
+		if len(constants) > 0 {
+			one = "(" + placeholders(width) + ", " + strings.Join(constants, ", ") + ")"
+		}
 		args := make([]any, 0, len(part)*width)
 		for i, r := range part {
 			if i > 0 {
@@ -368,6 +394,7 @@ func (b *batch) flush() error {
 		if c.dirty {
 			convs = append(convs, []any{c.id, c.channel, c.subject, c.status, c.customerID, c.createdAt, c.updatedAt,
 				c.lastSeq, c.lastLive, c.lastMessageID, c.firstMessageID, c.position, c.version})
+			b.members[c.id] = true
 			c.dirty = false
 		}
 	}
@@ -401,6 +428,12 @@ func (b *batch) flush() error {
 		DO UPDATE SET seq = CASE WHEN excluded.seq > reads.seq THEN excluded.seq ELSE reads.seq END`, 3, reads); err != nil {
 		return err
 	}
+	if err := b.bulk(`INSERT INTO members (user_id, conversation_id, status, updated_at)`, `ON CONFLICT DO NOTHING`, 2, b.added, `'', 0`); err != nil {
+		return err
+	}
+	if err := refreshMembers(b.t, keys(b.members)); err != nil {
+		return err
+	}
 	var docs [][]any
 	for _, k := range b.docKeys {
 		if body := b.docs[k]; body != nil {
@@ -431,4 +464,28 @@ func (b *batch) flush() error {
 	}
 	b.reset()
 	return nil
+}
+
+// refreshMembers brings the rows of members of conversations convs in
+// step with the conversations' status and activity, with one statement per
+// few hundred conversations.
+func refreshMembers(t txn, convs []string) error {
+	for start := 0; start < len(convs); start += 400 {
+		part := convs[start:min(start+400, len(convs))]
+		if err := t.exec(`UPDATE members SET
+			status = (SELECT c.status FROM conversations c WHERE c.id = members.conversation_id),
+			updated_at = (SELECT c.updated_at FROM conversations c WHERE c.id = members.conversation_id)
+			WHERE conversation_id IN (`+placeholders(len(part))+`)`, anys(part)...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func keys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
 }

@@ -403,12 +403,10 @@ func visible(p directory.Principal) (string, []any) {
 }
 
 // mine returns the condition of the "My conversations" section: p takes
-// part, or c links an item p created, is assigned to or follows. It is
-// written as a set of ids, so that the engines start from p's few rows.
+// part, or c links an item p created, is assigned to or follows. The
+// projection keeps those pairs in members (see batch.join, interest).
 func mine(p directory.Principal) (string, []any) {
-	return `c.id IN (SELECT pa.conversation_id FROM participants pa WHERE pa.user_id = ?
-		UNION SELECT l.conversation_id FROM item_people ip JOIN links l ON l.item_id = ip.item_id WHERE ip.user_id = ?)`,
-		[]any{p.ID, p.ID}
+	return `c.id IN (SELECT mb.conversation_id FROM members mb WHERE mb.user_id = ?)`, []any{p.ID}
 }
 
 // unreadExpr counts the messages of c that p has not read. Every message
@@ -493,33 +491,39 @@ func (r *ReadModels) Inbox(ctx context.Context, p directory.Principal, q InboxQu
 	var where []string
 	var args []any
 	args = append(args, uargs...)
+	// "My conversations" reads p's rows of members, kept in the inbox's
+	// order; the other lists read conversations.
+	from, order, at, id := `conversations c`, `c.updated_at DESC, c.id DESC`, `c.updated_at`, `c.id`
+	status := `c.status = ?`
 	switch q.Section {
 	case Customers:
 		where = append(where, `c.channel = 'livechat'`)
 	case Mine:
-		m, margs := mine(p)
-		where, args = append(where, m), append(args, margs...)
+		from, order, at, id = `members mb JOIN conversations c ON c.id = mb.conversation_id`, `mb.updated_at DESC, mb.conversation_id DESC`,
+			`mb.updated_at`, `mb.conversation_id`
+		status = `mb.status = ?`
+		where, args = append(where, `mb.user_id = ?`), append(args, p.ID)
 	default:
 		v, vargs := visible(p)
 		where, args = append(where, v), append(args, vargs...)
 	}
 	if q.Status != "" {
-		where, args = append(where, `c.status = ?`), append(args, q.Status)
+		where, args = append(where, status), append(args, q.Status)
 	}
 	for _, term := range SearchTerms(q.Search) {
 		clause, arg := r.d.SearchMatch(term)
 		where, args = append(where, clause), append(args, arg)
 	}
 	if q.Cursor != "" {
-		at, id, err := decodeCursor(q.Cursor)
+		after, afterID, err := decodeCursor(q.Cursor)
 		if err != nil {
 			return nil, "", err
 		}
-		where, args = append(where, `(c.updated_at < ? OR (c.updated_at = ? AND c.id < ?))`), append(args, at, at, id)
+		where, args = append(where, `(`+at+` < ? OR (`+at+` = ? AND `+id+` < ?))`), append(args, after, after, afterID)
 	}
 	args = append(args, q.Limit+1)
 	rows, err := r.query(ctx, `SELECT c.id, c.channel, c.subject, c.status, c.customer_id, c.last_message_id, c.updated_at, `+unread+`
-		FROM conversations c WHERE `+strings.Join(where, " AND ")+` ORDER BY c.updated_at DESC, c.id DESC LIMIT ?`, args...)
+		FROM `+from+` WHERE `+strings.Join(where, " AND ")+` ORDER BY `+order+` LIMIT ?`, args...)
 	if err != nil {
 		return nil, "", err
 	}

@@ -9,7 +9,7 @@ import (
 
 // Name identifies the read models' shape. Changing it (with the schema or
 // the way events are projected) makes the next start rebuild them.
-const Name = "readmodel/v2"
+const Name = "readmodel/v3"
 
 // Dialect is what differs between the SQL engines holding read models. The
 // row changes and the queries are written once, in portable SQL with ?
@@ -32,7 +32,7 @@ type Dialect interface {
 }
 
 // tables lists the read-model tables in an order safe to drop.
-var tables = []string{"search_docs", "caught_up", "counters", "item_people", "items", "links", "reads", "messages", "participants",
+var tables = []string{"search_docs", "members", "caught_up", "counters", "item_people", "items", "links", "reads", "messages", "participants",
 	"conversations", "tokens", "customers", "users", "helpdesk", "checkpoints"}
 
 var schema = []string{
@@ -59,6 +59,10 @@ var schema = []string{
 	`CREATE TABLE IF NOT EXISTS reads (conversation_id TEXT NOT NULL, reader TEXT NOT NULL, seq INTEGER NOT NULL,
 		PRIMARY KEY (conversation_id, reader))`,
 	`CREATE INDEX IF NOT EXISTS reads_reader ON reads (reader, conversation_id)`,
+	`CREATE TABLE IF NOT EXISTS members (user_id TEXT NOT NULL, conversation_id TEXT NOT NULL, status TEXT NOT NULL,
+		updated_at BIGINT NOT NULL, PRIMARY KEY (user_id, conversation_id))`,
+	`CREATE INDEX IF NOT EXISTS members_inbox ON members (user_id, status, updated_at, conversation_id)`,
+	`CREATE INDEX IF NOT EXISTS members_conversation ON members (conversation_id)`,
 	`CREATE TABLE IF NOT EXISTS caught_up (reader TEXT PRIMARY KEY, livechat INTEGER NOT NULL)`,
 	`CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL)`,
 	`CREATE TABLE IF NOT EXISTS links (conversation_id TEXT NOT NULL, item_id TEXT NOT NULL, linked BIGINT NOT NULL,

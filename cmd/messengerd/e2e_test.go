@@ -198,6 +198,16 @@ func seedScenario(t *testing.T, vars map[string]string) {
 		t.Fatal("follower does not find the conversation under mine")
 	}
 	s.do("GET", "/v1/conversations/"+id, p.follower, nil).want(t, 200)
+	// Unlinking the ticket takes it out of the follower's conversations; linking it again brings it back.
+	s.do("DELETE", "/v1/conversations/"+id+"/links/"+ticketID, p.support, nil).want(t, 200)
+	if inboxRow(t, s, p.follower, "section=mine", id) != nil {
+		t.Fatal("the follower still finds the conversation after the unlink")
+	}
+	s.do("GET", "/v1/conversations/"+id, p.follower, nil).want(t, 404)
+	s.do("POST", "/v1/conversations/"+id+"/links", p.support, map[string]any{"item_id": ticketID}).want(t, 200)
+	if inboxRow(t, s, p.follower, "section=mine", id) == nil {
+		t.Fatal("the follower does not find the conversation after linking again")
+	}
 
 	// The customer edits a message; the agent deletes one (a tombstone in place).
 	detail := s.do("GET", "/v1/conversations/"+id, p.customer, nil).want(t, 200)
