@@ -203,7 +203,11 @@ func interest(t txn, b *batch, item, user, role string, pos int64) error {
 	if err := b.flush(); err != nil { // the conversations' rows may be pending
 		return err
 	}
-	return t.exec(`INSERT INTO members (user_id, conversation_id, status, updated_at)
+	if err := t.exec(`INSERT INTO members (user_id, conversation_id, status, updated_at)
 		SELECT ?, c.id, c.status, c.updated_at FROM links l JOIN conversations c ON c.id = l.conversation_id
-		WHERE l.item_id = ? ON CONFLICT DO NOTHING`, user, item)
+		WHERE l.item_id = ? ON CONFLICT DO NOTHING`, user, item); err != nil {
+		return err
+	}
+	return t.exec(`UPDATE members SET unread = `+memberUnread+` WHERE user_id = ? AND conversation_id IN
+		(SELECT conversation_id FROM links WHERE item_id = ?)`, user, item)
 }

@@ -269,9 +269,12 @@ func (b *batch) applyConversation(conv string, rec domain.Recorded) error {
 		if err := b.t.exec(`INSERT INTO links (conversation_id, item_id, linked) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`, conv, e.ItemID, pos); err != nil {
 			return err
 		}
-		return b.t.exec(`INSERT INTO members (user_id, conversation_id, status, updated_at)
+		if err := b.t.exec(`INSERT INTO members (user_id, conversation_id, status, updated_at)
 			SELECT ip.user_id, c.id, c.status, c.updated_at FROM item_people ip JOIN conversations c ON c.id = ?
-			WHERE ip.item_id = ? ON CONFLICT DO NOTHING`, conv, e.ItemID)
+			WHERE ip.item_id = ? ON CONFLICT DO NOTHING`, conv, e.ItemID); err != nil {
+			return err
+		}
+		return refreshMembers(b.t, []string{conv})
 	case conversation.ItemUnlinked:
 		if err := b.flush(); err != nil {
 			return err
@@ -466,6 +469,12 @@ func (b *batch) flush() error {
 	return nil
 }
 
+// memberUnread is 1 when the conversation of a row of members has a message
+// not deleted after the member's read mark, else 0.
+const memberUnread = `CASE WHEN (SELECT c.last_live_seq FROM conversations c WHERE c.id = members.conversation_id)
+	> COALESCE((SELECT r.seq FROM reads r WHERE r.conversation_id = members.conversation_id AND r.reader = 'user:' || members.user_id), 0)
+	THEN 1 ELSE 0 END`
+
 // refreshMembers brings the rows of members of conversations convs in
 // step with the conversations' status and activity, with one statement per
 // few hundred conversations.
@@ -474,7 +483,8 @@ func refreshMembers(t txn, convs []string) error {
 		part := convs[start:min(start+400, len(convs))]
 		if err := t.exec(`UPDATE members SET
 			status = (SELECT c.status FROM conversations c WHERE c.id = members.conversation_id),
-			updated_at = (SELECT c.updated_at FROM conversations c WHERE c.id = members.conversation_id)
+			updated_at = (SELECT c.updated_at FROM conversations c WHERE c.id = members.conversation_id),
+			unread = `+memberUnread+`
 			WHERE conversation_id IN (`+placeholders(len(part))+`)`, anys(part)...); err != nil {
 			return err
 		}

@@ -636,9 +636,8 @@ func (r *ReadModels) Unread(ctx context.Context, p directory.Principal) (custome
 			return 0, 0, fmt.Errorf("count unread customers: %w", err)
 		}
 	}
-	m, margs := mine(p)
-	if err := r.row(ctx, `SELECT COUNT(*) FROM conversations c LEFT JOIN reads r ON r.conversation_id = c.id AND r.reader = ?
-		WHERE `+m+` AND c.last_live_seq > COALESCE(r.seq, 0)`, append([]any{key}, margs...)...).Scan(&mineN); err != nil {
+	// The projection keeps members.unread in step (see memberUnread).
+	if err := r.row(ctx, `SELECT COUNT(*) FROM members WHERE user_id = ? AND unread = 1`, p.ID).Scan(&mineN); err != nil {
 		return 0, 0, fmt.Errorf("count unread mine: %w", err)
 	}
 	return customers, mineN, nil
@@ -656,9 +655,7 @@ func (r *ReadModels) UnreadConversations(ctx context.Context, p directory.Princi
 			return nil, nil, fmt.Errorf("unread customer conversations: %w", err)
 		}
 	}
-	m, margs := mine(p)
-	mineIDs, err = r.strings(ctx, `SELECT c.id FROM conversations c LEFT JOIN reads r ON r.conversation_id = c.id AND r.reader = ?
-		WHERE `+m+` AND c.last_live_seq > COALESCE(r.seq, 0)`, append([]any{key}, margs...)...)
+	mineIDs, err = r.strings(ctx, `SELECT conversation_id FROM members WHERE user_id = ? AND unread = 1`, p.ID)
 	if err != nil {
 		return nil, nil, fmt.Errorf("unread conversations of mine: %w", err)
 	}

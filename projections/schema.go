@@ -9,7 +9,7 @@ import (
 
 // Name identifies the read models' shape. Changing it (with the schema or
 // the way events are projected) makes the next start rebuild them.
-const Name = "readmodel/v3"
+const Name = "readmodel/v4"
 
 // Dialect is what differs between the SQL engines holding read models. The
 // row changes and the queries are written once, in portable SQL with ?
@@ -60,7 +60,8 @@ var schema = []string{
 		PRIMARY KEY (conversation_id, reader))`,
 	`CREATE INDEX IF NOT EXISTS reads_reader ON reads (reader, conversation_id)`,
 	`CREATE TABLE IF NOT EXISTS members (user_id TEXT NOT NULL, conversation_id TEXT NOT NULL, status TEXT NOT NULL,
-		updated_at BIGINT NOT NULL, PRIMARY KEY (user_id, conversation_id))`,
+		updated_at BIGINT NOT NULL, unread INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (user_id, conversation_id))`,
+	`CREATE INDEX IF NOT EXISTS members_unread ON members (user_id, unread)`,
 	`CREATE INDEX IF NOT EXISTS members_inbox ON members (user_id, status, updated_at, conversation_id)`,
 	`CREATE INDEX IF NOT EXISTS members_conversation ON members (conversation_id)`,
 	`CREATE TABLE IF NOT EXISTS caught_up (reader TEXT PRIMARY KEY, livechat INTEGER NOT NULL)`,
