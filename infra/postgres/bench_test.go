@@ -3,10 +3,8 @@ package postgres
 import (
 	"context"
 	"fmt"
-	"os"
 	"runtime"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -80,7 +78,7 @@ func runWriters(b *testing.B, call func(ctx context.Context, stream string, i in
 // group commit shares each commit, and its fsync, among the appends
 // waiting.
 func BenchmarkAppend64(b *testing.B) {
-	s, _ := newStore(b, EventStoreConfig{Writers: benchWriterConns})
+	s, _ := newStore(b, EventStoreConfig{})
 	var batches, requests atomic.Int64
 	s.onBatch = func(n int) {
 		batches.Add(1)
@@ -134,5 +132,3 @@ func warm(b *testing.B, pool *pgxpool.Pool) {
 		c.Release()
 	}
 }
-
-var benchWriterConns = func() int { n, _ := strconv.Atoi(os.Getenv("W")); return n }()

@@ -6,10 +6,11 @@ import (
 	"fmt"
 	"maps"
 	"math"
-	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -37,9 +38,11 @@ type EventStoreConfig struct {
 	// MaxBatch bounds the appends committed together in one transaction;
 	// 0 means 512.
 	MaxBatch int
-	// Writers is the number of writer connections; 0 means 2. With two,
-	// the next batch is on its way to the server, waiting for the lock on
-	// log_head, while the one before it commits.
+	// Writers is the number of writer goroutines, each with its own
+	// connection; 0 means 1. With two, the next batch is on its way to the
+	// server, waiting for the lock on log_head, while the one before it
+	// commits; but batches are smaller, and each costs one WAL flush, so
+	// one writer did as well or better in the benchmarks.
 	Writers int
 	// PollInterval is how often Wait looks for events appended by another
 	// process when no notification arrives; appends through this
@@ -81,9 +84,10 @@ type EventStoreConfig struct {
 //
 // Append queues its request to the writer goroutines. A writer takes every
 // request waiting, up to MaxBatch, decides each in order as if it ran alone,
-// and sends the transaction in one round trip: BEGIN, the update of
-// log_head, one INSERT of all the rows from arrays, the notification and
-// COMMIT. The lock on log_head is held only while the server runs that.
+// and sends the transaction in one round trip, as one pipeline that the
+// server runs as one implicit transaction: the update of log_head, which
+// also notifies, and one INSERT of all the rows from arrays. The lock on
+// log_head is held only while the server runs that and commits.
 // A conflicting request writes nothing and does not affect the others, as
 // if each had its own savepoint, without the cost of subtransactions.
 //
@@ -96,15 +100,15 @@ type EventStoreConfig struct {
 // know in one query before the transaction. A request found in conflict is
 // in conflict at the moment of the read, unless its events are in the log:
 // the writer then looks for them and answers with the stored records. When
-// the INSERT fails on a unique constraint, the writer rolls back and
-// applies the batch again on the locked path: the lock first, then the
+// the INSERT fails on a unique constraint, the transaction rolls back and
+// the writer applies the batch again on the locked path: the lock first, then the
 // versions and the stored events read under it, then the writes. Should
-// even that fail on a unique constraint (someone writing without the
-// lock), it applies the requests one per transaction, so that only the
-// guilty one fails.
+// the server refuse a batch even so (someone writing without the lock, or a
+// value the checks let through), the writer applies its requests one per
+// transaction, so that only the guilty one fails.
 //
-// With two writers, the default, one batch is on its way to the server,
-// waiting for the lock, while the one before it commits.
+// With two writers (EventStoreConfig.Writers), one batch is on its way to
+// the server, waiting for the lock, while the one before it commits.
 //
 // Each writer has its own connection, outside the DB's pool; Wait listens
 // for NotifyChannel on one more.
@@ -149,7 +153,7 @@ func NewEventStore(db *DB, cfg EventStoreConfig) *EventStore {
 		cfg.MaxBatch = 512
 	}
 	if cfg.Writers <= 0 {
-		cfg.Writers = 2
+		cfg.Writers = 1
 	}
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = 250 * time.Millisecond
@@ -291,6 +295,8 @@ func prepareAppend(stream string, expected int64, events []domain.Pending) ([]do
 	switch {
 	case stream == "":
 		return nil, nil, errors.New("empty stream name")
+	case !storable(stream):
+		return nil, nil, fmt.Errorf("stream name %q is not valid UTF-8 without NUL", stream)
 	case len(events) == 0:
 		return nil, nil, errors.New("no events")
 	case expected < domain.AnyVersion:
@@ -302,6 +308,9 @@ func prepareAppend(stream string, expected int64, events []domain.Pending) ([]do
 	for i, p := range events {
 		if p.EventID == "" {
 			return nil, nil, fmt.Errorf("event %d: empty event id", i)
+		}
+		if !storable(p.EventID) {
+			return nil, nil, fmt.Errorf("event %d: event id %q is not valid UTF-8 without NUL", i, p.EventID)
 		}
 		if ids[p.EventID] {
 			return nil, nil, fmt.Errorf("event %d: event id %s appears twice", i, p.EventID)
@@ -320,6 +329,12 @@ func prepareAppend(stream string, expected int64, events []domain.Pending) ([]do
 		meta := p.Event.EventMeta()
 		// timestamptz keeps microseconds; pgx drops the rest on the way.
 		meta.At = meta.At.UTC().Truncate(time.Microsecond)
+		if y := meta.At.Year(); y < 1 || y > 9999 {
+			return nil, nil, fmt.Errorf("event %s: time %v is outside years 1 to 9999", p.EventID, meta.At)
+		}
+		if !storable(string(meta.Actor.Kind)) || !storable(meta.Actor.ID) {
+			return nil, nil, fmt.Errorf("event %s: actor %q %q is not valid UTF-8 without NUL", p.EventID, meta.Actor.Kind, meta.Actor.ID)
+		}
 		ev, err := codec.Decode(typ, schema, data, meta)
 		if err != nil {
 			return nil, nil, fmt.Errorf("event %s: %w", p.EventID, err)
@@ -334,6 +349,12 @@ func prepareAppend(stream string, expected int64, events []domain.Pending) ([]do
 		}
 	}
 	return recs, rows, nil
+}
+
+// storable reports whether a TEXT column can hold s: PostgreSQL refuses
+// NUL and invalid UTF-8, and such a value would fail its whole batch.
+func storable(s string) bool {
+	return utf8.ValidString(s) && !strings.ContainsRune(s, 0)
 }
 
 // writer is one writer goroutine and its connection.
@@ -356,8 +377,6 @@ func (s *EventStore) run(w *writer) {
 		}
 	}()
 	batch := make([]*appendReq, 0, s.maxBatch)
-	lastSize := 0
-	var lastCommit time.Duration
 	for {
 		select {
 		case <-s.turn:
@@ -380,33 +399,11 @@ func (s *EventStore) run(w *writer) {
 				break collect
 			}
 		}
-		if lingerMax > 0 && lastSize > 1 && len(batch) < s.maxBatch {
-			deadline := time.Now().Add(min(lingerMax, lastCommit/2))
-			t := time.NewTimer(lingerGap)
-		linger:
-			for len(batch) < s.maxBatch {
-				select {
-				case r := <-s.reqs:
-					batch = append(batch, r)
-					d := min(lingerGap, time.Until(deadline))
-					if d <= 0 {
-						break linger
-					}
-					t.Reset(d)
-				case <-t.C:
-					break linger
-				}
-			}
-			t.Stop()
-		}
-		lastSize = len(batch)
 		last = batch[0].ctx
 		if s.onBatch != nil {
 			s.onBatch(len(batch))
 		}
-		tc := time.Now()
 		w.commit(batch, sync.OnceFunc(func() { s.turn <- struct{}{} }))
-		lastCommit = time.Since(tc)
 		clear(batch)
 	}
 }
@@ -433,8 +430,12 @@ func (w *writer) commit(batch []*appendReq, pass func()) {
 	defer cancel()
 	results := make([]appendResult, len(live))
 	wrote, err := w.apply(ctx, live, results, pass)
-	if err != nil && isUniqueViolation(err) && len(live) > 1 {
-		// Someone wrote without the lock on log_head: find who, alone.
+	var pgErr *pgconn.PgError
+	if err != nil && errors.As(err, &pgErr) && len(live) > 1 {
+		// The server refused the batch, yet the requests were checked and
+		// decided one by one: someone wrote without the lock on log_head,
+		// or a value passed the checks but not the server's. Find which
+		// request, alone; nothing of the batch is committed.
 		wrote, err = false, nil
 		for i := range live {
 			one, err := w.apply(ctx, live[i:i+1], results[i:i+1], func() {})
@@ -471,23 +472,24 @@ const (
 		FROM unnest($1::text[]) AS s(stream)`
 	storedSQL = `SELECT ` + columns + ` FROM events WHERE event_id = ANY($1::text[])`
 
-	// The fast path takes $1 positions and numbers the rows from the head
-	// it found: $2 holds 1, 2, 3, ….
-	takeSQL        = `UPDATE log_head SET position = position + $1 RETURNING position`
+	// The fast path takes $1 positions, announcing the new head, and
+	// numbers the rows from the head it found: $2 holds 1, 2, 3, ….
+	takeSQL = `UPDATE log_head SET position = position + $1
+		RETURNING position, pg_notify('` + NotifyChannel + `', position::text)`
 	insertTakenSQL = `INSERT INTO events (` + columns + `)
 		SELECT (SELECT position FROM log_head) - $1 + u.n, u.stream, u.version, u.event_id, u.type,
 			u.schema, u.at, u.actor_kind, u.actor_id, u.data
 		FROM unnest($2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::text[],
 			$7::integer[], $8::timestamptz[], $9::text[], $10::text[], $11::bytea[])
 			AS u(n, stream, version, event_id, type, schema, at, actor_kind, actor_id, data)`
-	notifySQL = `SELECT pg_notify('` + NotifyChannel + `', (SELECT position FROM log_head)::text)`
 
 	// The locked path reads under the lock and numbers the rows itself.
 	lockHeadSQL = `SELECT position FROM log_head FOR UPDATE`
 	insertSQL   = `INSERT INTO events (` + columns + `)
 		SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[],
 			$6::integer[], $7::timestamptz[], $8::text[], $9::text[], $10::bytea[])`
-	setHeadSQL = `UPDATE log_head SET position = $1 RETURNING position`
+	setHeadSQL = `UPDATE log_head SET position = $1
+		RETURNING position, pg_notify('` + NotifyChannel + `', position::text)`
 )
 
 // apply applies reqs in one transaction and commits it if any wrote. It sets
@@ -506,18 +508,20 @@ func (w *writer) apply(ctx context.Context, reqs []*appendReq, results []appendR
 	return w.applyLocked(ctx, reqs, results, pass)
 }
 
-// applyFast decides the batch from the versions of its streams read before
-// the transaction, then sends the whole transaction in one round trip, so
-// that the lock on log_head is held only while the server inserts and
-// commits.
+// applyFast decides the batch from the versions of its streams that the
+// store remembers, or reads before the transaction, then sends the whole
+// transaction in one round trip, so that the lock on log_head is held only
+// while the server inserts and commits.
 //
 // It is right whenever it commits: versions only grow, and it writes each
-// stream at the version after the one it read, so if another transaction
-// appended to the stream since, the insert fails on UNIQUE (stream,
-// version); so it does if an event id is in the log already. Then it rolls
-// back and returns the unique violation, and apply takes the locked path. A
-// request it finds in conflict was in conflict when the versions were read;
-// it looks for its events in the log to tell an idempotent retry.
+// stream at the version after the one it took as current, so if the stream
+// had moved on, the insert fails on UNIQUE (stream, version); so it does if
+// an event id is in the log already. The server then rolls the transaction
+// back, and applyFast returns the unique violation, on which apply takes
+// the locked path. A request it finds in conflict was in conflict when the
+// version was read or remembered (a remembered version above the expected
+// one stays above it); it looks for the request's events in the log to
+// tell an idempotent retry, and answers with the stored records if so.
 func (w *writer) applyFast(ctx context.Context, reqs []*appendReq, results []appendResult, pass func()) (wrote bool, err error) {
 	conn, err := w.connect(ctx)
 	if err != nil {
@@ -550,13 +554,17 @@ func (w *writer) applyFast(ctx context.Context, reqs []*appendReq, results []app
 	}
 	if taken > 0 {
 		pass()
+		// A batch outside a transaction is one implicit transaction,
+		// committed at its end, unless a test needs to stop before that.
 		b := &pgx.Batch{}
-		b.Queue("BEGIN")
+		explicit := w.s.beforeCommit != nil
+		if explicit {
+			b.Queue("BEGIN")
+		}
 		b.Queue(takeSQL, taken)
 		b.Queue(insertTakenSQL, taken, ins.position, ins.stream, ins.version, ins.eventID, ins.typ,
 			ins.schema, ins.at, ins.actorKind, ins.actorID, ins.data)
-		b.Queue(notifySQL)
-		head, err := w.send(ctx, conn, b, 1, taken)
+		head, err := w.send(ctx, conn, b, b.Len()-2, taken, explicit)
 		if err != nil {
 			return false, err
 		}
@@ -575,8 +583,7 @@ func (w *writer) applyFast(ctx context.Context, reqs []*appendReq, results []app
 	if len(unsure) > 0 {
 		var ids []string
 		for _, i := range unsure {
-			ids = append(ids, reqs[i].rows[0].eventID)
-			for _, ev := range reqs[i].rows[1:] {
+			for _, ev := range reqs[i].rows {
 				ids = append(ids, ev.eventID)
 			}
 		}
@@ -597,19 +604,21 @@ func (w *writer) applyFast(ctx context.Context, reqs []*appendReq, results []app
 	return taken > 0, nil
 }
 
-// send sends b, the statements of a transaction that insert n rows, the
-// one at index headAt returning the new head of the log, followed by
-// COMMIT, and returns that head.
-func (w *writer) send(ctx context.Context, conn *pgx.Conn, b *pgx.Batch, headAt int, n int64) (head int64, err error) {
+// send sends b, statements that insert n rows, the one at index headAt
+// returning the new head of the log, and returns that head. If inTx, b
+// continues a transaction, which send commits, after calling the test hook
+// beforeCommit if it is set; if not, b is sent as one implicit
+// transaction, committed as it ends.
+func (w *writer) send(ctx context.Context, conn *pgx.Conn, b *pgx.Batch, headAt int, n int64, inTx bool) (head int64, err error) {
 	hook := w.s.beforeCommit
-	if hook == nil {
+	if inTx && hook == nil {
 		b.Queue("COMMIT")
 	}
 	br := conn.SendBatch(ctx, b)
 	var tag pgconn.CommandTag
 	for i := range b.Len() {
 		if i == headAt {
-			err = br.QueryRow().Scan(&head)
+			err = br.QueryRow().Scan(&head, nil)
 		} else {
 			tag, err = br.Exec()
 		}
@@ -622,6 +631,9 @@ func (w *writer) send(ctx context.Context, conn *pgx.Conn, b *pgx.Batch, headAt 
 	}
 	if err != nil {
 		return 0, err
+	}
+	if !inTx {
+		return head, nil
 	}
 	if hook != nil {
 		positions := make([]uint64, n)
@@ -639,10 +651,11 @@ func (w *writer) send(ctx context.Context, conn *pgx.Conn, b *pgx.Batch, headAt 
 	return head, nil
 }
 
-// applyLocked applies reqs in two round trips: BEGIN, the lock on
-// log_head, the versions of the batch's streams and the rows of its event
-// ids already stored; then, once each request is decided in order, the
-// insert, the new head and COMMIT.
+// applyLocked is the slow path, for a batch the fast path could not
+// commit: it takes the lock on log_head first, then reads the versions of
+// the batch's streams and the rows of its event ids already stored, decides
+// each request in order, and sends the insert, the new head and COMMIT.
+// With the lock held, what it read stays true until it commits.
 func (w *writer) applyLocked(ctx context.Context, reqs []*appendReq, results []appendResult, pass func()) (wrote bool, err error) {
 	conn, err := w.connect(ctx)
 	if err != nil {
@@ -696,8 +709,7 @@ func (w *writer) applyLocked(ctx context.Context, reqs []*appendReq, results []a
 	b.Queue(insertSQL, ins.position, ins.stream, ins.version, ins.eventID, ins.typ,
 		ins.schema, ins.at, ins.actorKind, ins.actorID, ins.data)
 	b.Queue(setHeadSQL, last)
-	b.Queue(notifySQL)
-	if _, err := w.send(ctx, conn, b, 1, last-head); err != nil {
+	if _, err := w.send(ctx, conn, b, 1, last-head, true); err != nil {
 		return false, err
 	}
 	w.s.versions.observe(versions)
@@ -718,9 +730,6 @@ func batchKeys(reqs []*appendReq) (streams, ids []string) {
 	}
 	return streams, ids
 }
-
-var lingerGap = func() time.Duration { d, _ := time.ParseDuration(os.Getenv("GAP")); return d }()
-var lingerMax = func() time.Duration { d, _ := time.ParseDuration(os.Getenv("LINGER")); return d }()
 
 // versionCache holds, for streams the store wrote or read lately, a version
 // each had reached: since versions never go down, a lower bound of its
@@ -928,7 +937,9 @@ func (w *writer) connect(ctx context.Context) (*pgx.Conn, error) {
 	if w.conn != nil && !w.conn.IsClosed() {
 		return w.conn, nil
 	}
-	cfg := w.s.connConfig.Copy()
+	cfg := w.s.ownConnConfig("messenger event store writer")
+	// The writer's statements are short: compiling them would cost more
+	// than it saves.
 	cfg.RuntimeParams["jit"] = "off"
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
@@ -936,6 +947,16 @@ func (w *writer) connect(ctx context.Context) (*pgx.Conn, error) {
 	}
 	w.conn = conn
 	return conn, nil
+}
+
+// ownConnConfig returns the configuration of a connection of the store's
+// own, outside the pool, named name unless the URL names connections.
+func (s *EventStore) ownConnConfig(name string) *pgx.ConnConfig {
+	cfg := s.connConfig.Copy()
+	if cfg.RuntimeParams["application_name"] == "" {
+		cfg.RuntimeParams["application_name"] = name
+	}
+	return cfg
 }
 
 // abort ends the transaction a failed batch left open, or drops the
@@ -1100,7 +1121,7 @@ func (s *EventStore) follow(ctx context.Context) {
 // followOnce connects, listens and wakes Wait on every notification until
 // the connection fails or ctx ends. It reports whether it got to listen.
 func (s *EventStore) followOnce(ctx context.Context) (listened bool) {
-	conn, err := pgx.ConnectConfig(ctx, s.connConfig)
+	conn, err := pgx.ConnectConfig(ctx, s.ownConnConfig("messenger event store listener"))
 	if err != nil {
 		return false
 	}

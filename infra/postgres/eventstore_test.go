@@ -21,10 +21,15 @@ import (
 
 func TestEventStoreContract(t *testing.T) {
 	t.Parallel()
-	db := openDB(t, pgtest.NewDatabase(t))
-	storetest.Run(t, func(t *testing.T) storetest.Store {
-		return openStore(t, db, EventStoreConfig{})
-	})
+	for _, writers := range []int{1, 2} {
+		t.Run(fmt.Sprintf("%d writers", writers), func(t *testing.T) {
+			t.Parallel()
+			db := openDB(t, pgtest.NewDatabase(t))
+			storetest.Run(t, func(t *testing.T) storetest.Store {
+				return openStore(t, db, EventStoreConfig{Writers: writers})
+			})
+		})
+	}
 }
 
 // openDB opens the database at url and closes it when the test ends.
@@ -152,14 +157,17 @@ func checkSeen(t *testing.T, got, want map[string]seen) {
 
 // TestWritersAndFollower is the no-skip test of issue 3: 64 goroutines
 // append 1 to 3 events at a time, with expected versions, to 1,000
-// streams, about 10,000 events in all, while a reader follows the log from
-// its checkpoint with ReadAll and Wait. The reader must see every event
-// exactly once, at the position and version Append returned, with no hole
-// in the positions.
+// streams, 10,000 events in all, while a reader follows the log from its
+// checkpoint with ReadAll and Wait. Half the goroutines append through a
+// second store on the same database, as another replica would. The reader
+// must see every event exactly once, at the position and version Append
+// returned, with no hole in the positions.
 func TestWritersAndFollower(t *testing.T) {
 	t.Parallel()
 	const writers, streams, total = 64, 1000, 10_000
-	s, _ := newStore(t, EventStoreConfig{})
+	url := pgtest.NewDatabase(t)
+	s := openStore(t, openDB(t, url), EventStoreConfig{})
+	replicas := []*EventStore{s, openStore(t, openDB(t, url), EventStoreConfig{})}
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
 	defer cancel()
 	head, err := s.Head(ctx)
@@ -197,7 +205,7 @@ func TestWritersAndFollower(t *testing.T) {
 			for left, call := quota[w], 0; left > 0; call++ {
 				k := call % len(own)
 				n := min(1+rnd.IntN(3), left)
-				recs, err := s.Append(ctx, own[k], versions[k], posted(n))
+				recs, err := replicas[w%2].Append(ctx, own[k], versions[k], posted(n))
 				if err != nil {
 					t.Errorf("writer %d: Append(%s, %d): %v", w, own[k], versions[k], err)
 					return
@@ -689,6 +697,13 @@ func TestAppendInvalid(t *testing.T) {
 		{"nil event", "s", domain.NoStream, []domain.Pending{{EventID: "e"}}},
 		{"pointer event", "s", domain.NoStream, []domain.Pending{{EventID: "e", Event: &conversation.Closed{}}}},
 		{"invalid UTF-8", "s", domain.NoStream, []domain.Pending{{EventID: "e", Event: conversation.MessagePosted{Body: "\xff"}}}},
+		{"NUL in the stream name", "s\x00", domain.NoStream, posted(1)},
+		{"invalid UTF-8 stream name", "s\xff", domain.NoStream, posted(1)},
+		{"NUL in the event id", "s", domain.NoStream, []domain.Pending{{EventID: "e\x00", Event: ok.Event}}},
+		{"NUL in the actor", "s", domain.NoStream, []domain.Pending{{EventID: "e", Event: conversation.MessagePosted{
+			Meta: domain.Meta{At: time.Now(), Actor: domain.Actor{Kind: domain.ActorUser, ID: "u\x00"}}}}}},
+		{"year 10000", "s", domain.NoStream, []domain.Pending{{EventID: "e", Event: conversation.MessagePosted{
+			Meta: domain.Meta{At: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC), Actor: testActor}}}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,12 +1,14 @@
 -- +goose Up
 
 -- The log: every event of every stream. position numbers the events densely
--- (1, 2, 3, …) in commit order; see log_head.
+-- (1, 2, 3, …) in commit order; see log_head. Stream names and event ids
+-- compare byte by byte (COLLATE "C"), whatever the database's collation:
+-- they are only ever compared for equality, and memcmp is the cheapest.
 CREATE TABLE events (
     position   BIGINT      PRIMARY KEY CHECK (position >= 1),
-    stream     TEXT        NOT NULL,
+    stream     TEXT        COLLATE "C" NOT NULL,
     version    BIGINT      NOT NULL CHECK (version >= 1),
-    event_id   TEXT        NOT NULL UNIQUE,
+    event_id   TEXT        COLLATE "C" NOT NULL UNIQUE,
     type       TEXT        NOT NULL,
     schema     INTEGER     NOT NULL,
     at         TIMESTAMPTZ NOT NULL,
