@@ -17,6 +17,7 @@ type config struct {
 	DatabaseURL    string // PostgreSQL for the log and the read models; "" for the embedded SQLite file
 	BusURL         string // NATS JetStream for the live feed across replicas; "" for in-process
 	EventStoreURL  string // KurrentDB for the log (esdb:// or kurrentdb://); "" for the database's own log
+	PprofAddr      string // where to serve net/http/pprof (loopback only, for profiling); "" for nowhere
 	AllowedOrigins []string
 	SessionRate    int // widget sessions per minute per client IP; 0: unlimited
 	ShutdownGrace  time.Duration
@@ -33,6 +34,7 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 		DatabaseURL:   getenv("MESSENGER_DATABASE_URL"),
 		BusURL:        getenv("MESSENGER_BUS_URL"),
 		EventStoreURL: getenv("MESSENGER_EVENTSTORE_URL"),
+		PprofAddr:     getenv("MESSENGER_PPROF_ADDR"),
 		ShutdownGrace: 10 * time.Second,
 		SessionRate:   60,
 		Heartbeat:     15 * time.Second,

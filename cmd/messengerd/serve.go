@@ -104,6 +104,9 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		return fmt.Errorf("bootstrap admin: %w", err)
 	}
 
+	if cfg.PprofAddr != "" {
+		go servePprof(bg, cfg.PprofAddr, log)
+	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return err
