@@ -36,6 +36,11 @@ type Change struct {
 	MessageID      string       `json:"message_id,omitempty"`
 	ItemID         string       `json:"item_id,omitempty"`
 	Actor          domain.Actor `json:"actor"`
+	// Customer is the customer of the conversation, "" for an internal one.
+	// The projector sets it on the changes it publishes, so that a hub can
+	// skip widget streams of other customers without reading anything;
+	// ChangesOf, a function of the event alone, leaves it unset.
+	Customer string `json:"customer,omitempty"`
 }
 
 // ChangesOf returns what rec changes, in the order streams send it. It is a

@@ -141,7 +141,12 @@ func (p *Projector) Step(ctx context.Context) (int, error) {
 			return 0, fmt.Errorf("project %s at %d (%s v%d): %w", rec.Type, rec.Position, rec.Stream, rec.Version, err)
 		}
 		if p.pub != nil {
-			changes = append(changes, ChangesOf(rec)...)
+			for _, ch := range ChangesOf(rec) {
+				if c := b.convs[ch.ConversationID]; c != nil {
+					ch.Customer = c.customerID
+				}
+				changes = append(changes, ch)
+			}
 		}
 	}
 	if err := b.flush(); err != nil {
