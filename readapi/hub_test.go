@@ -16,16 +16,19 @@ func changesAt(positions ...uint64) []projections.Change {
 	return out
 }
 
-// drain returns what is buffered in s without waiting.
+// drain returns what s holds without waiting; closed is true when s is
+// closed or cut off.
 func drain(s *Subscription) (got []uint64, closed bool) {
+	buf := make([]projections.Change, 3) // smaller than most batches: Next is called again
 	for {
-		select {
-		case ch, ok := <-s.C:
-			if !ok {
-				return got, true
-			}
+		n, ok := s.Next(buf)
+		if !ok {
+			return got, true
+		}
+		for _, ch := range buf[:n] {
 			got = append(got, ch.Position)
-		default:
+		}
+		if n < len(buf) {
 			return got, false
 		}
 	}
@@ -93,7 +96,6 @@ func TestHubStuckSubscriber(t *testing.T) {
 	)
 	h := NewHub(HubConfig{ClientBuffer: buffer})
 	stuck := h.Subscribe()
-	defer stuck.Close()
 
 	var round sync.WaitGroup // every reader has taken the current round
 	type result struct {
@@ -111,11 +113,20 @@ func TestHubStuckSubscriber(t *testing.T) {
 		done.Add(1)
 		go func() {
 			defer done.Done()
-			n := 0
-			for ch := range s.C {
-				results[i].got = append(results[i].got, ch.Position)
-				if n++; n%perRound == 0 {
-					round.Done()
+			buf := make([]projections.Change, 5)
+			for len(results[i].got) < rounds*perRound {
+				n, ok := s.Next(buf)
+				if !ok {
+					break
+				}
+				for _, ch := range buf[:n] {
+					results[i].got = append(results[i].got, ch.Position)
+					if len(results[i].got)%perRound == 0 {
+						round.Done()
+					}
+				}
+				if n < len(buf) && len(results[i].got) < rounds*perRound {
+					<-s.Ready()
 				}
 			}
 			results[i].overflowed = s.Overflowed()
@@ -143,17 +154,20 @@ func TestHubStuckSubscriber(t *testing.T) {
 	if !stuck.Overflowed() {
 		t.Fatal("the subscriber that never reads was not cut off")
 	}
-	got, closed := drain(stuck)
-	if !closed || len(got) != buffer || got[len(got)-1] != buffer {
-		t.Errorf("stuck subscriber holds %d changes up to %v (closed %v), want its first %d and a closed channel", len(got), got[len(got)-1:], closed, buffer)
+	if got, closed := drain(stuck); !closed || len(got) != 0 {
+		t.Errorf("stuck subscriber got %v (cut off %v), want nothing and cut off", got, closed)
 	}
+	if n := h.Subscribers(); n != readers+1 {
+		t.Errorf("Subscribers = %d, want %d until the stuck one closes", n, readers+1)
+	}
+	stuck.Close()
 	if n := h.Subscribers(); n != readers {
-		t.Errorf("Subscribers = %d, want %d: only the stuck one cut", n, readers)
+		t.Errorf("Subscribers = %d, want %d once the stuck one closed", n, readers)
 	}
+	done.Wait()
 	for _, s := range subs {
 		s.Close()
 	}
-	done.Wait()
 	for i, res := range results {
 		if res.overflowed || len(res.got) != int(pos) {
 			t.Fatalf("reader %d got %d changes (overflowed %v), want all %d", i, len(res.got), res.overflowed, pos)
@@ -163,5 +177,85 @@ func TestHubStuckSubscriber(t *testing.T) {
 				t.Fatalf("reader %d: change %d at position %d, want %d", i, j, p, j+1)
 			}
 		}
+	}
+}
+
+// TestHubCutsOffOnlyBeyondTheBuffer: a subscriber may lag by ClientBuffer
+// changes and still get them all; one more cuts it off.
+func TestHubCutsOffOnlyBeyondTheBuffer(t *testing.T) {
+	h := NewHub(HubConfig{ClientBuffer: 4})
+	s := h.Subscribe()
+	defer s.Close()
+	h.Deliver(changesAt(1, 2, 2, 3))
+	if got, closed := drain(s); closed || !equalPositions(got, []uint64{1, 2, 2, 3}) {
+		t.Fatalf("got %v (cut off %v), want [1 2 2 3]", got, closed)
+	}
+	h.Deliver(changesAt(4, 5, 6, 7))
+	h.Deliver(changesAt(8))
+	if !s.Overflowed() {
+		t.Fatal("a subscriber 5 changes behind a buffer of 4 is not cut off")
+	}
+	if got, closed := drain(s); !closed || len(got) != 0 {
+		t.Fatalf("got %v (cut off %v), want nothing and cut off", got, closed)
+	}
+}
+
+// TestHubSignalsSubscribers: Ready holds a signal once a Deliver adds
+// something, one however many, and none for a Deliver that adds nothing.
+func TestHubSignalsSubscribers(t *testing.T) {
+	h := NewHub(HubConfig{})
+	s := h.Subscribe()
+	defer s.Close()
+	signalled := func() bool {
+		select {
+		case <-s.Ready():
+			return true
+		default:
+			return false
+		}
+	}
+	if n, ok := s.Next(make([]projections.Change, 8)); n != 0 || !ok {
+		t.Fatalf("Next = %d, %v; want 0, true", n, ok)
+	}
+	if !s.Caught() {
+		t.Error("Caught = false with nothing delivered")
+	}
+	h.Deliver(nil)
+	if signalled() {
+		t.Fatal("signalled by an empty delivery")
+	}
+	h.Deliver(changesAt(1))
+	h.Deliver(changesAt(2))
+	if s.Caught() {
+		t.Error("Caught = true with changes not taken")
+	}
+	if !signalled() {
+		t.Fatal("not signalled by a delivery")
+	}
+	if signalled() {
+		t.Fatal("signalled twice: a signal waits for one take")
+	}
+	if got, _ := drain(s); !equalPositions(got, []uint64{1, 2}) {
+		t.Errorf("got %v, want [1 2]", got)
+	}
+	if !s.Caught() {
+		t.Error("Caught = false with everything taken")
+	}
+	h.Deliver(changesAt(2)) // a redelivery adds nothing: nobody is told
+	if signalled() {
+		t.Fatal("signalled by a redelivery")
+	}
+	other := h.Subscribe()
+	if n := h.Subscribers(); n != 2 {
+		t.Errorf("Subscribers = %d, want 2", n)
+	}
+	s.Close()
+	h.Deliver(changesAt(3))
+	if got, _ := drain(other); !equalPositions(got, []uint64{3}) {
+		t.Errorf("the other subscriber got %v, want [3]", got)
+	}
+	other.Close()
+	if n := h.Subscribers(); n != 0 {
+		t.Errorf("Subscribers = %d, want 0", n)
 	}
 }

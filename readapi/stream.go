@@ -2,15 +2,20 @@ package readapi
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
+	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
+	"unique"
 
 	"github.com/gin-gonic/gin"
 
@@ -26,8 +31,9 @@ type StreamConfig struct {
 	// MaxReplay is how many log events a resuming stream may replay at most;
 	// a token further behind gets "event: reset" (default 10000).
 	MaxReplay int
-	// WriteTimeout is how long writing one event to a client may take; a
-	// client that reads nothing for that long is cut off (default 1 min).
+	// WriteTimeout is how long writing one event to a client may take (or
+	// up to 64 kB of events queued together); a client that reads nothing
+	// for that long is cut off, at most a 64th of it later (default 1 min).
 	WriteTimeout time.Duration
 }
 
@@ -38,12 +44,18 @@ const replayPage = 500
 // (Widget). Every event's id is the log position of the event that caused
 // it, a resume token: a client reconnecting with it gets what it missed,
 // replayed from the log, then the live changes of the hub, none twice.
+//
+// What a change looks like is read from the read models once for all the
+// streams of the process (see renderings); each stream then only decides,
+// in memory, what its principal may see of it and writes bytes.
 type Streams struct {
 	rm       *projections.ReadModels
 	log      Log
 	progress Progress
 	hub      *Hub
 	cfg      StreamConfig
+	shared   *renderings
+	watch    *writeWatch
 
 	clients atomic.Int64
 }
@@ -60,31 +72,19 @@ func NewStreams(rm *projections.ReadModels, log Log, progress Progress, hub *Hub
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = time.Minute
 	}
-	return &Streams{rm: rm, log: log, progress: progress, hub: hub, cfg: cfg}
+	s := &Streams{rm: rm, log: log, progress: progress, hub: hub, cfg: cfg, watch: newWriteWatch(cfg.WriteTimeout)}
+	s.shared = newRenderings(rm, func() uint64 { return max(hub.Head(), progress.Applied()) })
+	return s
 }
 
 // Clients returns how many streams are open.
 func (s *Streams) Clients() int { return int(s.clients.Load()) }
 
 // Agent serves GET /v1/stream, the stream of staff; others get 403.
-func (s *Streams) Agent(c *gin.Context) {
-	p := httpkit.Caller(c)
-	if !p.IsStaff() {
-		httpkit.Fail(c, httpkit.Forbidden("the agent stream is for staff; the widget uses /v1/widget/stream"))
-		return
-	}
-	s.serve(c, p, false)
-}
+func (s *Streams) Agent(c *gin.Context) { s.serve(c, false) }
 
 // Widget serves GET /v1/widget/stream, the stream of customers; others get 403.
-func (s *Streams) Widget(c *gin.Context) {
-	p := httpkit.Caller(c)
-	if !p.IsCustomer() {
-		httpkit.Fail(c, httpkit.Forbidden("the widget stream is for customers; staff use /v1/stream"))
-		return
-	}
-	s.serve(c, p, true)
-}
+func (s *Streams) Widget(c *gin.Context) { s.serve(c, true) }
 
 // The SSE event names.
 const (
@@ -93,29 +93,66 @@ const (
 	eventHelpdesk = "helpdesk.status_changed"
 )
 
+// convSet is a set of conversations.
+type convSet map[unique.Handle[string]]struct{}
+
 // stream is one open stream.
 type stream struct {
 	*Streams
 	p      directory.Principal
 	widget bool
+	sub    *Subscription
 	out    *sseWriter
 
 	cur  uint64 // the position of the last log event whose changes were taken
 	done uint64 // every log event up to here has been sent, or was not for p
 
-	seen struct { // CanSee of the last conversation asked, at position pos
-		pos  uint64
-		conv string
-		ok   bool
+	// The conversations with messages p has not read, of each section of
+	// the agent inbox (customers stays empty for those who do not see that
+	// section): what unread.changed counts. Read at connection, then kept
+	// from the changes' snapshots. Agents only.
+	customers, mine convSet
+
+	// What see said of the last conversation view it was given, and the
+	// position it was asked for: the changes of one log event mostly
+	// concern one conversation.
+	seen struct {
+		cv     *convView
+		unread int
+		ok     bool
+		pos    uint64
 	}
 }
 
-func (s *Streams) serve(c *gin.Context, p directory.Principal, widget bool) {
+// serve runs a stream. Its work is in open and live, so that an idle
+// stream waits on a shallow stack: the runtime halves a stack only while
+// a quarter of it is enough, and thousands of idle streams add up.
+func (s *Streams) serve(c *gin.Context, widget bool) {
+	st := s.open(c, widget)
+	if st == nil {
+		return
+	}
+	defer st.close()
+	st.live(c.Request.Context())
+}
+
+// open answers the request: an error, or the stream's headers and what it
+// starts with (its token, a reset, or the replay of what the client
+// missed). It returns the stream to go on with, or nil.
+func (s *Streams) open(c *gin.Context, widget bool) *stream {
+	p := httpkit.Caller(c)
+	switch {
+	case widget && !p.IsCustomer():
+		httpkit.Fail(c, httpkit.Forbidden("the widget stream is for customers; staff use /v1/stream"))
+		return nil
+	case !widget && !p.IsStaff():
+		httpkit.Fail(c, httpkit.Forbidden("the agent stream is for staff; the widget uses /v1/widget/stream"))
+		return nil
+	}
 	ctx := c.Request.Context()
 	// Subscribe before reading where the log stands: every change past that
 	// point then reaches the subscription, and nothing falls in between.
-	sub := s.hub.Subscribe()
-	defer sub.Close()
+	st := &stream{Streams: s, p: p, widget: widget, sub: s.hub.Subscribe()}
 	now := max(s.progress.Applied(), s.hub.Head())
 
 	token, resume := resumeToken(c)
@@ -128,17 +165,24 @@ func (s *Streams) serve(c *gin.Context, p directory.Principal, widget bool) {
 		if !reset {
 			far, err := s.tooFar(ctx, from, now)
 			if err != nil {
+				st.sub.Close()
 				httpkit.Fail(c, err)
-				return
+				return nil
 			}
 			reset = far
 		}
 	}
+	if !widget {
+		// After now: the changes since then keep the sets up to date.
+		if err := st.loadUnread(ctx); err != nil {
+			st.sub.Close()
+			httpkit.Fail(c, err)
+			return nil
+		}
+	}
 
 	s.clients.Add(1)
-	defer s.clients.Add(-1)
-	st := &stream{Streams: s, p: p, widget: widget, out: startSSE(c, s.cfg.WriteTimeout)}
-	defer st.out.end()
+	st.out = startSSE(c, s.watch)
 	st.cur, st.done = now, now
 	switch {
 	case reset:
@@ -148,7 +192,8 @@ func (s *Streams) serve(c *gin.Context, p directory.Principal, widget bool) {
 			if ctx.Err() == nil {
 				slog.ErrorContext(ctx, "stream replay failed", "principal", p.Actor().Key(), "after", from, "err", err)
 			}
-			return
+			st.close()
+			return nil
 		}
 	default:
 		// No event, only the token of where the stream starts, so that a
@@ -156,42 +201,92 @@ func (s *Streams) serve(c *gin.Context, p directory.Principal, widget bool) {
 		st.out.id(now)
 	}
 	if st.out.flush() != nil {
-		return
+		st.close()
+		return nil
 	}
+	return st
+}
 
-	tick := time.NewTicker(s.cfg.Heartbeat)
+// close ends a stream that open returned.
+func (st *stream) close() {
+	st.sub.Close()
+	st.clients.Add(-1)
+	st.out.end()
+}
+
+// live sends the changes of the hub as they come, and a heartbeat, until
+// the client leaves, a write fails or the hub cuts the stream off (the
+// client then resumes from its last id).
+func (st *stream) live(ctx context.Context) {
+	tick := time.NewTicker(st.cfg.Heartbeat)
 	defer tick.Stop()
 	for {
+		// Take all that the hub holds for the stream, and write it at once.
+		if !st.takeLive(ctx) || ctx.Err() != nil || st.out.flush() != nil {
+			return
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case ch, ok := <-sub.C:
-			if !ok {
-				return // cut off for falling behind: the client resumes from its last id
+		case <-st.sub.Ready():
+		case <-tick.C:
+			if !st.heartbeat() {
+				return
 			}
+		}
+	}
+}
+
+// heartbeat sends a ping and lets the client's token move past what it may
+// not see, so that a resume does not replay it (nor trip MaxReplay): cur is
+// done once the stream has taken every change the hub delivered.
+func (st *stream) heartbeat() bool {
+	if st.sub.Caught() {
+		st.done = st.cur
+	}
+	if st.done > st.out.last {
+		st.out.id(st.done)
+	}
+	st.out.comment("ping")
+	return st.out.flush() == nil
+}
+
+// takeBatch is how many changes a stream takes from the hub at a time.
+const takeBatch = 64
+
+// batches holds the buffers streams take changes into, so that idle
+// streams hold none.
+var batches = sync.Pool{New: func() any { b := make([]projections.Change, takeBatch); return &b }}
+
+// takeLive renders every change the subscription holds; it returns false
+// when the stream must end.
+func (st *stream) takeLive(ctx context.Context) bool {
+	bp := batches.Get().(*[]projections.Change)
+	buf, used := *bp, 0
+	defer func() {
+		clear(buf[:used]) // drop the strings the buffer refers to
+		batches.Put(bp)
+	}()
+	for {
+		n, ok := st.sub.Next(buf)
+		if !ok {
+			return false
+		}
+		used = max(used, n)
+		for _, ch := range buf[:n] {
 			if ch.Position <= st.done {
 				continue // replayed, or from before the stream began
 			}
 			st.send(ctx, ch)
-			if ctx.Err() != nil || st.out.flush() != nil {
-				return
-			}
-		case <-tick.C:
-			// Let the client's token move past what it may not see, so that
-			// a resume does not replay it (nor trip MaxReplay). cur is done
-			// once the hub has delivered nothing beyond it and the
-			// subscription holds nothing more: Head first, as it waits for a
-			// Deliver under way, which may still be queueing changes at cur.
-			if s.hub.Head() == st.cur && len(sub.C) == 0 {
-				st.done = st.cur
-			}
-			if st.done > st.out.last {
-				st.out.id(st.done)
-			}
-			st.out.comment("ping")
-			if st.out.flush() != nil {
-				return
-			}
+		}
+		if n < len(buf) {
+			return true // what comes next signals Ready
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		if st.out.full() && st.out.flush() != nil {
+			return false
 		}
 	}
 }
@@ -234,6 +329,31 @@ func (s *Streams) tooFar(ctx context.Context, from, to uint64) (bool, error) {
 	return false, nil
 }
 
+// loadUnread reads the conversations of each section with messages the
+// principal has not read.
+func (st *stream) loadUnread(ctx context.Context) error {
+	customers, mine, err := st.rm.UnreadConversations(ctx, st.p)
+	if err != nil {
+		return err
+	}
+	st.customers, st.mine = nil, nil
+	for _, id := range customers {
+		st.customers = st.customers.with(unique.Make(id))
+	}
+	for _, id := range mine {
+		st.mine = st.mine.with(unique.Make(id))
+	}
+	return nil
+}
+
+func (s convSet) with(id unique.Handle[string]) convSet {
+	if s == nil {
+		s = convSet{}
+	}
+	s[id] = struct{}{}
+	return s
+}
+
 // replay sends what the log events in (from, to] changed, as it stands now.
 func (st *stream) replay(ctx context.Context, from, to uint64) error {
 	cursor := from
@@ -248,7 +368,7 @@ func (st *stream) replay(ctx context.Context, from, to uint64) error {
 		for _, rec := range recs {
 			if rec.Position > to {
 				st.done = to
-				return nil
+				return st.out.flush()
 			}
 			for _, ch := range projections.ChangesOf(rec) {
 				st.send(ctx, ch)
@@ -256,10 +376,15 @@ func (st *stream) replay(ctx context.Context, from, to uint64) error {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			if err := st.out.flush(); err != nil {
-				return err
+			if st.out.full() {
+				if err := st.out.flush(); err != nil {
+					return err
+				}
 			}
 			cursor = rec.Position
+		}
+		if err := st.out.flush(); err != nil {
+			return err
 		}
 	}
 	st.done = to
@@ -272,28 +397,10 @@ func (st *stream) send(ctx context.Context, ch projections.Change) {
 	if ch.Position > st.cur {
 		st.done, st.cur = max(st.done, st.cur), ch.Position
 	}
-	frames, err := st.render(ctx, ch)
-	if err != nil {
-		if ctx.Err() == nil {
-			slog.WarnContext(ctx, "stream skips a change it cannot render", "principal", st.p.Actor().Key(),
-				"kind", ch.Kind, "position", ch.Position, "conversation", ch.ConversationID, "err", err)
-		}
-		return
+	if err := st.render(ctx, ch); err != nil && ctx.Err() == nil {
+		slog.WarnContext(ctx, "stream skips a change it cannot render", "principal", st.p.Actor().Key(),
+			"kind", ch.Kind, "position", ch.Position, "conversation", ch.ConversationID, "err", err)
 	}
-	for _, f := range frames {
-		data, err := json.Marshal(f.data)
-		if err != nil {
-			slog.ErrorContext(ctx, "stream cannot encode an event", "event", f.event, "position", ch.Position, "err", err)
-			continue
-		}
-		st.out.frame(ch.Position, f.event, data)
-	}
-}
-
-// event is one SSE event before encoding.
-type event struct {
-	event string
-	data  any
 }
 
 type agentUnread struct {
@@ -313,142 +420,392 @@ type helpdeskStatus struct {
 	Message string `json:"message"`
 }
 
-// render returns the events ch makes for the stream's principal, read from
-// the read models now: none for what it may not see or what no longer exists.
-func (st *stream) render(ctx context.Context, ch projections.Change) ([]event, error) {
+// render queues the events ch makes for the stream's principal, from the
+// shared renderings: none for what it may not see or what no longer exists.
+func (st *stream) render(ctx context.Context, ch projections.Change) error {
+	r := st.shared
 	switch ch.Kind {
 	case projections.HelpdeskChanged:
-		h, err := st.rm.Helpdesk(ctx)
+		data, err := r.helpdesk(ctx, ch.Position)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		return []event{{eventHelpdesk, helpdeskStatus{Online: h.Online, Message: h.Message()}}}, nil
+		st.out.frame(ch.Position, eventHelpdesk, data)
+		return nil
 	case projections.ItemChanged:
-		convs, err := st.rm.ConversationsOf(ctx, ch.ItemID)
+		convs, err := r.conversationsOf(ctx, ch.Position, ch.ItemID)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		var out []event
-		for _, conv := range convs {
-			row, err := st.row(ctx, ch.Position, conv)
+		for _, id := range convs {
+			cv, err := r.conversation(ctx, ch.Position, id)
 			if err != nil {
-				return out, err
+				return err
 			}
-			if row != nil {
-				out = append(out, event{string(projections.ConversationUpdated), row})
+			// Who the item concerns may count the conversation as theirs now.
+			if n, ok := st.see(ch.Position, cv); ok {
+				st.row(ch.Position, projections.ConversationUpdated, cv, n)
 			}
 		}
-		return out, nil
+		return nil
+	case projections.ConversationCreated, projections.ConversationUpdated, projections.ReadChanged,
+		projections.MessageCreated, projections.MessageUpdated, projections.MessageDeleted:
+	default:
+		return nil // a kind of change this server does not know yet
+	}
+	if st.p.IsCustomer() && ch.Customer != "" && ch.Customer != st.p.ID {
+		return nil // another customer's conversation: nothing to read
 	}
 
-	if ok, err := st.canSee(ctx, ch.Position, ch.ConversationID); !ok || err != nil {
-		return nil, err
+	cv := st.seen.cv // asked for this log event already?
+	if cv == nil || st.seen.pos != ch.Position || cv.name != ch.ConversationID {
+		var err error
+		if cv, err = r.conversation(ctx, ch.Position, ch.ConversationID); err != nil {
+			return err
+		}
+	}
+	n, ok := st.see(ch.Position, cv)
+	if !ok {
+		return nil
 	}
 	switch ch.Kind {
 	case projections.ConversationCreated, projections.ConversationUpdated:
-		row, err := st.row(ctx, ch.Position, ch.ConversationID)
-		if row == nil || err != nil {
-			return nil, err
-		}
-		return []event{{string(ch.Kind), row}}, nil
+		st.row(ch.Position, ch.Kind, cv, n)
 	case projections.MessageCreated, projections.MessageUpdated, projections.MessageDeleted:
-		m, ok, err := st.rm.Message(ctx, ch.ConversationID, ch.MessageID)
-		if !ok || err != nil {
-			return nil, err
+		m, err := r.message(ctx, ch.Position, ch.ConversationID, ch.MessageID)
+		if m == nil || err != nil {
+			return err
 		}
-		out := []event{{string(ch.Kind), m}}
+		st.out.frame(ch.Position, string(ch.Kind), m)
 		if ch.Kind != projections.MessageUpdated {
 			// Posting marks the author's own reading too, so the author's
 			// counts may change as well as everyone else's.
-			u, err := st.unread(ctx, ch.ConversationID)
-			if err != nil {
-				return out, err
-			}
-			out = append(out, u)
+			st.unread(ch.Position, cv, n)
 		}
-		return out, nil
 	case projections.ReadChanged:
 		if ch.Actor != st.p.Actor() {
-			return nil, nil // another reader's counts are none of p's business
+			return nil // another reader's counts are none of p's business
 		}
-		u, err := st.unread(ctx, ch.ConversationID)
+		st.unread(ch.Position, cv, n)
+		st.row(ch.Position, projections.ConversationUpdated, cv, n)
+	}
+	return nil
+}
+
+// see reports whether the principal may see cv's conversation, asked for
+// the change at pos, and how many of its messages they have not read. It
+// keeps the unread sets of an agent's stream: the conversation is in a
+// section's set when it belongs to that section and p has not read all of
+// it, as its snapshot says (both sections hold only what p may see).
+func (st *stream) see(pos uint64, cv *convView) (unread int, ok bool) {
+	if cv == st.seen.cv {
+		st.seen.pos = pos
+		return st.seen.unread, st.seen.ok
+	}
+	if cv.snap != nil && cv.snap.CanSee(st.p) {
+		unread, ok = cv.snap.Unread(st.p), true
+	}
+	if !st.widget {
+		st.customers = st.customers.set(cv.id, unread > 0 && st.p.SeesCustomers() && cv.snap.LiveChat())
+		st.mine = st.mine.set(cv.id, unread > 0 && cv.snap.Mine(st.p))
+	}
+	st.seen.cv, st.seen.unread, st.seen.ok, st.seen.pos = cv, unread, ok, pos
+	return unread, ok
+}
+
+// set puts id in s or takes it out.
+func (s convSet) set(id unique.Handle[string], in bool) convSet {
+	if _, ok := s[id]; ok == in {
+		return s
+	}
+	if in {
+		return s.with(id)
+	}
+	delete(s, id)
+	return s
+}
+
+// row queues the inbox row of cv as the principal sees it, with unread
+// messages they have not read.
+func (st *stream) row(pos uint64, kind projections.ChangeKind, cv *convView, unread int) {
+	b := st.out.start(pos, string(kind))
+	if cv.rowHead == nil { // could not be split: encode it for p
+		data, err := json.Marshal(cv.snap.Row(st.p))
+		if err != nil {
+			st.out.cancel()
+			slog.Error("stream cannot encode an inbox row", "conversation", cv.snap.ID(), "err", err)
+			return
+		}
+		st.out.finish(append(b, data...))
+		return
+	}
+	b = append(b, cv.rowHead...)
+	b = strconv.AppendInt(b, int64(unread), 10)
+	st.out.finish(append(b, cv.rowTail...))
+}
+
+// unread queues the unread.changed event of cv for the principal, who
+// has not read n of its messages.
+func (st *stream) unread(pos uint64, cv *convView, n int) {
+	b := st.out.start(pos, eventUnread)
+	b = append(b, `{"conversation_id":`...)
+	b = append(b, cv.idJSON...)
+	b = append(b, `,"unread":`...)
+	b = strconv.AppendInt(b, int64(n), 10)
+	if !st.widget {
+		b = append(b, `,"customers":`...)
+		b = strconv.AppendInt(b, int64(len(st.customers)), 10)
+		b = append(b, `,"mine":`...)
+		b = strconv.AppendInt(b, int64(len(st.mine)), 10)
+	}
+	st.out.finish(append(b, '}'))
+}
+
+// renderings reads what the changes of the log look like, once for all the
+// streams of the process: conversations (a snapshot and its inbox row, with
+// the unread count left for each viewer to fill in), messages, the items'
+// conversations and the helpdesk, each already encoded.
+//
+// A rendering asked for a change at position pos is read after the read
+// models applied pos, so it shows the change and perhaps later ones: the
+// rows "as they stand when sent". Each holds the position up to which it is
+// known complete, and serves every later ask at or below it; an ask beyond
+// it reads again, once however many streams ask together. So what one
+// stream sends of a conversation never goes back in time.
+type renderings struct {
+	rm *projections.ReadModels
+	// applied returns a position the read models have applied, and every
+	// position below it.
+	applied func() uint64
+
+	convs *flights[string, *convView]
+	msgs  *flights[msgKey, []byte]
+	items *flights[string, []string]
+	desk  *flights[struct{}, []byte]
+}
+
+// renderLoadTimeout bounds a read made for many streams, which no single
+// client's leaving cancels.
+const renderLoadTimeout = 30 * time.Second
+
+func newRenderings(rm *projections.ReadModels, applied func() uint64) *renderings {
+	return &renderings{rm: rm, applied: applied,
+		convs: newFlights[string, *convView](4096),
+		msgs:  newFlights[msgKey, []byte](4096),
+		items: newFlights[string, []string](256),
+		desk:  newFlights[struct{}, []byte](1),
+	}
+}
+
+// convView is a conversation ready to render for any viewer; snap is nil
+// when it does not exist.
+type convView struct {
+	name   string
+	snap   *projections.Snapshot
+	id     unique.Handle[string]
+	idJSON []byte // the id as a JSON string
+	// The inbox row's JSON before and after the value of "unread"; nil if
+	// it could not be split.
+	rowHead, rowTail []byte
+}
+
+type msgKey struct{ conv, id string }
+
+// conversation returns conversation id as it stands after position pos.
+func (r *renderings) conversation(ctx context.Context, pos uint64, id string) (*convView, error) {
+	return r.convs.get(ctx, pos, r.applied, id, func(ctx context.Context) (*convView, error) {
+		snap, ok, err := r.rm.Snapshot(ctx, id)
+		if err != nil {
+			return nil, fmt.Errorf("snapshot of %s: %w", id, err)
+		}
+		cv := &convView{name: id, id: unique.Make(id)}
+		if !ok {
+			return cv, nil
+		}
+		cv.snap = snap
+		if cv.idJSON, err = json.Marshal(id); err != nil {
+			return nil, err
+		}
+		var nobody directory.Principal
+		row := snap.Row(nobody)
+		data, err := json.Marshal(row)
+		if err != nil {
+			return nil, fmt.Errorf("encode the inbox row of %s: %w", id, err)
+		}
+		cv.rowHead, cv.rowTail = splitUnread(data, row.Unread)
+		return cv, nil
+	})
+}
+
+// splitUnread cuts an inbox row's JSON around the value n of its "unread"
+// member. A quote inside a JSON string is escaped, so the first `,"unread":`
+// is the member's key; nothing before it has one (see InboxRow).
+func splitUnread(data []byte, n int) (head, tail []byte) {
+	key := `,"unread":`
+	i := bytes.Index(data, []byte(key+strconv.Itoa(n)+","))
+	if i < 0 || bytes.Index(data, []byte(key)) != i {
+		return nil, nil
+	}
+	head = data[:i+len(key)]
+	return head, data[len(head)+len(strconv.Itoa(n)):]
+}
+
+// message returns message id of conversation conv, encoded, as it stands
+// after position pos; nil when it does not exist.
+func (r *renderings) message(ctx context.Context, pos uint64, conv, id string) ([]byte, error) {
+	return r.msgs.get(ctx, pos, r.applied, msgKey{conv, id}, func(ctx context.Context) ([]byte, error) {
+		m, ok, err := r.rm.Message(ctx, conv, id)
+		if !ok || err != nil {
+			return nil, err
+		}
+		return json.Marshal(m)
+	})
+}
+
+// conversationsOf returns the conversations that link item id after
+// position pos.
+func (r *renderings) conversationsOf(ctx context.Context, pos uint64, id string) ([]string, error) {
+	return r.items.get(ctx, pos, r.applied, id, func(ctx context.Context) ([]string, error) {
+		return r.rm.ConversationsOf(ctx, id)
+	})
+}
+
+// helpdesk returns the helpdesk.status_changed data after position pos.
+func (r *renderings) helpdesk(ctx context.Context, pos uint64) ([]byte, error) {
+	return r.desk.get(ctx, pos, r.applied, struct{}{}, func(ctx context.Context) ([]byte, error) {
+		h, err := r.rm.Helpdesk(ctx)
 		if err != nil {
 			return nil, err
 		}
-		out := []event{u}
-		row, err := st.row(ctx, ch.Position, ch.ConversationID)
-		if row != nil {
-			out = append(out, event{string(projections.ConversationUpdated), row})
+		return json.Marshal(helpdeskStatus{Online: h.Online, Message: h.Message()})
+	})
+}
+
+// flights is a cache of values read at most once at a time per key, each
+// valid up to a position: get returns the value read for a key if it was
+// read after pos was applied, or reads it again. It keeps the limit keys
+// asked for last (and up to as many more, between sweeps).
+type flights[K comparable, V any] struct {
+	limit int
+
+	mu      sync.Mutex
+	uses    uint64
+	entries map[K]*flight[V]
+}
+
+// flight is one read of a value.
+type flight[V any] struct {
+	pos   uint64        // the value shows every change up to pos
+	ready chan struct{} // closed once val and err are set
+	done  atomic.Bool   // ready is closed
+	val   V
+	err   error
+	used  uint64 // guarded by flights.mu
+}
+
+func newFlights[K comparable, V any](limit int) *flights[K, V] {
+	return &flights[K, V]{limit: limit, entries: map[K]*flight[V]{}}
+}
+
+// get returns the value of key as read after position pos was applied,
+// reading it with load if need be; applied tells how far the read models
+// are known to be, for the position the read value stands at.
+func (f *flights[K, V]) get(ctx context.Context, pos uint64, applied func() uint64, key K, load func(context.Context) (V, error)) (V, error) {
+	f.mu.Lock()
+	f.uses++
+	e := f.entries[key]
+	if e == nil || e.pos < pos {
+		e = &flight[V]{pos: max(pos, applied()), ready: make(chan struct{}), used: f.uses}
+		f.entries[key] = e
+		f.sweep()
+		f.mu.Unlock()
+		// Read for every stream that asks: one client's leaving cancels nothing.
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), renderLoadTimeout)
+		e.val, e.err = load(lctx)
+		cancel()
+		e.done.Store(true)
+		close(e.ready)
+		if e.err != nil {
+			f.mu.Lock()
+			if f.entries[key] == e {
+				delete(f.entries, key)
+			}
+			f.mu.Unlock()
 		}
-		return out, err
+		return e.val, e.err
 	}
-	return nil, nil // a kind of change this server does not know yet
+	e.used = f.uses
+	f.mu.Unlock()
+	if e.done.Load() {
+		return e.val, e.err
+	}
+	select {
+	case <-e.ready:
+		return e.val, e.err
+	case <-ctx.Done():
+		var zero V
+		return zero, ctx.Err()
+	}
 }
 
-// canSee reports whether the principal may see conv, asking once per log event.
-func (st *stream) canSee(ctx context.Context, pos uint64, conv string) (bool, error) {
-	if st.seen.pos == pos && st.seen.conv == conv && pos != 0 {
-		return st.seen.ok, nil
+// sweep drops the entries asked for longest ago once there are twice the
+// limit; f.mu must be held.
+func (f *flights[K, V]) sweep() {
+	if len(f.entries) <= 2*f.limit {
+		return
 	}
-	ok, err := st.rm.CanSee(ctx, st.p, conv)
-	if err != nil {
-		return false, fmt.Errorf("can %s see %s: %w", st.p.Actor().Key(), conv, err)
+	type aged struct {
+		key  K
+		used uint64
 	}
-	st.seen.pos, st.seen.conv, st.seen.ok = pos, conv, ok
-	return ok, nil
+	all := make([]aged, 0, len(f.entries))
+	for k, e := range f.entries {
+		all = append(all, aged{k, e.used})
+	}
+	slices.SortFunc(all, func(a, b aged) int { return cmp.Compare(a.used, b.used) })
+	for _, a := range all[:len(all)-f.limit] {
+		delete(f.entries, a.key) // those reading or waiting keep theirs
+	}
 }
 
-// row returns conv's inbox row as the principal sees it, or nil when the
-// principal may not see it or it does not exist.
-func (st *stream) row(ctx context.Context, pos uint64, conv string) (*projections.InboxRow, error) {
-	if ok, err := st.canSee(ctx, pos, conv); !ok || err != nil {
-		return nil, err
-	}
-	row, ok, err := st.rm.InboxRow(ctx, st.p, conv)
-	if !ok || err != nil {
-		return nil, err
-	}
-	return &row, nil
-}
-
-// unread returns the unread.changed event of conv for the principal.
-func (st *stream) unread(ctx context.Context, conv string) (event, error) {
-	n, err := st.rm.UnreadIn(ctx, st.p, conv)
-	if err != nil {
-		return event{}, err
-	}
-	if st.widget {
-		return event{eventUnread, widgetUnread{ConversationID: conv, Unread: n}}, nil
-	}
-	customers, mine, err := st.rm.Unread(ctx, st.p)
-	if err != nil {
-		return event{}, err
-	}
-	return event{eventUnread, agentUnread{ConversationID: conv, Unread: n, Customers: customers, Mine: mine}}, nil
-}
-
-// sseWriter writes SSE frames to a response, a flush at a time.
+// sseWriter writes SSE frames to a response, a flush at a time. It holds a
+// buffer only while frames are queued.
 type sseWriter struct {
-	w       gin.ResponseWriter
-	rc      *http.ResponseController
-	timeout time.Duration
-	buf     bytes.Buffer
-	last    uint64 // the last id written
+	w      gin.ResponseWriter
+	rc     *http.ResponseController
+	watch  *writeWatch
+	buf    *[]byte // nil when nothing is queued
+	mark   int     // where the frame being written starts
+	markID uint64  // and its id
+	last   uint64  // the last id written
+
+	mu      sync.Mutex // guards what follows, between flush and the watch
+	writing time.Time  // when the flush under way began; zero between flushes
+	expired bool       // the watch cut a flush off: the stream is over
 }
+
+// sseBufs holds the buffers of the writers with frames queued.
+var sseBufs = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+
+// Buffers above this size are not kept for reuse; a stream flushes once it
+// has queued more.
+const sseBufMax = 256 << 10
 
 // startSSE sends the headers of an event stream and lifts the server's
-// write timeout for it; each flush then gets timeout to reach the client.
-func startSSE(c *gin.Context, timeout time.Duration) *sseWriter {
+// write timeout for it; each flush then gets the watch's timeout to reach
+// the client.
+func startSSE(c *gin.Context, watch *writeWatch) *sseWriter {
 	h := c.Writer.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("Connection", "keep-alive")
 	h.Set("X-Accel-Buffering", "no")
-	w := &sseWriter{w: c.Writer, rc: http.NewResponseController(c.Writer), timeout: timeout}
+	w := &sseWriter{w: c.Writer, rc: http.NewResponseController(c.Writer), watch: watch}
 	w.deadline(time.Time{})
 	c.Status(http.StatusOK)
 	c.Writer.WriteHeaderNow()
 	w.rc.Flush() // the headers now, even if no event follows for a while; a failure shows at the next write
+	watch.add(w)
 	return w
 }
 
@@ -458,48 +815,189 @@ func (w *sseWriter) deadline(t time.Time) {
 	}
 }
 
+// bytes returns the queued frames, taking a buffer if there is none.
+func (w *sseWriter) bytes() []byte {
+	if w.buf == nil {
+		w.buf = sseBufs.Get().(*[]byte)
+	}
+	return *w.buf
+}
+
+// start begins a frame with id and event name and returns the buffer to
+// append its data to; finish or cancel ends it.
+func (w *sseWriter) start(id uint64, name string) []byte {
+	b := w.bytes()
+	w.mark = len(b)
+	b = append(b, "id: "...)
+	b = strconv.AppendUint(b, id, 10)
+	b = append(b, "\nevent: "...)
+	b = append(b, name...)
+	b = append(b, "\ndata: "...)
+	w.markID = id
+	return b
+}
+
+// finish ends the frame whose buffer, data appended, is b. The data must
+// hold no newline: encoding/json writes none.
+func (w *sseWriter) finish(b []byte) {
+	*w.buf = append(b, "\n\n"...)
+	w.last = w.markID
+}
+
+// cancel drops the frame begun last.
+func (w *sseWriter) cancel() { *w.buf = (*w.buf)[:w.mark] }
+
 // frame queues one event.
 func (w *sseWriter) frame(id uint64, name string, data []byte) {
-	w.buf.WriteString("id: ")
-	w.buf.WriteString(strconv.FormatUint(id, 10))
-	w.buf.WriteString("\nevent: ")
-	w.buf.WriteString(name)
-	w.buf.WriteString("\ndata: ")
-	w.buf.Write(data) // encoding/json writes no newline
-	w.buf.WriteString("\n\n")
-	w.last = id
+	w.finish(append(w.start(id, name), data...))
 }
 
 // id queues a frame holding only an id: clients take it as their resume
 // token and dispatch no event.
 func (w *sseWriter) id(id uint64) {
-	w.buf.WriteString("id: ")
-	w.buf.WriteString(strconv.FormatUint(id, 10))
-	w.buf.WriteString("\n\n")
+	b := append(w.bytes(), "id: "...)
+	b = strconv.AppendUint(b, id, 10)
+	*w.buf = append(b, "\n\n"...)
 	w.last = id
 }
 
 // comment queues a comment line.
 func (w *sseWriter) comment(text string) {
-	w.buf.WriteString(": ")
-	w.buf.WriteString(text)
-	w.buf.WriteString("\n\n")
+	b := append(w.bytes(), ": "...)
+	b = append(b, text...)
+	*w.buf = append(b, "\n\n"...)
 }
 
-// flush writes what is queued and pushes it to the client.
+// full reports whether so much is queued that it is time to flush.
+func (w *sseWriter) full() bool { return w.buf != nil && len(*w.buf) >= sseBufMax }
+
+// flush writes what is queued and pushes it to the client, a piece at a
+// time: the watch cuts a piece off if it takes longer than its timeout, so
+// a client that reads, however slowly, keeps its stream however much is
+// queued, as when each event was written on its own.
 func (w *sseWriter) flush() error {
-	if w.buf.Len() == 0 {
+	if w.buf == nil {
 		return nil
 	}
-	w.deadline(time.Now().Add(w.timeout))
-	_, err := w.w.Write(w.buf.Bytes())
-	w.buf.Reset()
-	if err != nil {
-		return err
+	b := *w.buf
+	var err error
+	for len(b) > 0 && err == nil {
+		piece := b[:min(len(b), ssePiece)]
+		b = b[len(piece):]
+		err = w.write(func() error {
+			if _, err := w.w.Write(piece); err != nil || len(b) > 0 {
+				return err
+			}
+			return w.rc.Flush()
+		})
 	}
-	return w.rc.Flush()
+	w.release()
+	return err
 }
 
-// end lifts the last write deadline, so that it does not outlive the stream
-// on a kept-alive connection.
-func (w *sseWriter) end() { w.deadline(time.Time{}) }
+// ssePiece is how much a flush writes at a time.
+const ssePiece = 64 << 10
+
+// write calls f, which writes to the client, under the watch.
+func (w *sseWriter) write(f func() error) error {
+	w.mu.Lock()
+	w.writing = time.Now()
+	expired := w.expired
+	w.mu.Unlock()
+	if expired {
+		return os.ErrDeadlineExceeded
+	}
+	err := f()
+	w.mu.Lock()
+	w.writing = time.Time{}
+	expired = w.expired
+	w.mu.Unlock()
+	if err == nil && expired {
+		err = os.ErrDeadlineExceeded // done, but later than the timeout allows
+	}
+	return err
+}
+
+// expire cuts off the flush under way if it began timeout or longer before
+// now, by moving the connection's write deadline into the past.
+func (w *sseWriter) expire(now time.Time, timeout time.Duration) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.expired && !w.writing.IsZero() && now.Sub(w.writing) >= timeout {
+		w.expired = true
+		w.deadline(now.Add(-time.Second))
+	}
+}
+
+// release returns the buffer, unless it grew too big to keep.
+func (w *sseWriter) release() {
+	if cap(*w.buf) <= sseBufMax {
+		*w.buf = (*w.buf)[:0]
+		sseBufs.Put(w.buf)
+	}
+	w.buf = nil
+}
+
+// end leaves the watch and lifts a write deadline it may have set, so that
+// it does not outlive the stream on a kept-alive connection.
+func (w *sseWriter) end() {
+	w.watch.remove(w)
+	if w.expired {
+		w.deadline(time.Time{})
+	}
+	if w.buf != nil {
+		w.release()
+	}
+}
+
+// writeWatch cuts off the flushes of its writers that take longer than its
+// timeout. Setting a write deadline on each flush would do the same, but
+// costs the runtime a timer change each time, many thousands a second;
+// the watch looks at every writer a 64th of the timeout apart instead, so a
+// flush gets its whole timeout and at most a 64th more. Its goroutine runs
+// while it has writers.
+type writeWatch struct {
+	timeout time.Duration
+
+	mu      sync.Mutex
+	writers map[*sseWriter]struct{}
+	running bool
+}
+
+func newWriteWatch(timeout time.Duration) *writeWatch {
+	return &writeWatch{timeout: timeout, writers: map[*sseWriter]struct{}{}}
+}
+
+func (ww *writeWatch) add(w *sseWriter) {
+	ww.mu.Lock()
+	defer ww.mu.Unlock()
+	ww.writers[w] = struct{}{}
+	if !ww.running {
+		ww.running = true
+		go ww.run()
+	}
+}
+
+// remove takes w out; the watch touches it no more once it returns.
+func (ww *writeWatch) remove(w *sseWriter) {
+	ww.mu.Lock()
+	defer ww.mu.Unlock()
+	delete(ww.writers, w)
+}
+
+func (ww *writeWatch) run() {
+	tick := time.NewTicker(max(ww.timeout/64, time.Millisecond))
+	defer tick.Stop()
+	for now := range tick.C {
+		ww.mu.Lock()
+		if len(ww.writers) == 0 {
+			ww.running = false
+			ww.mu.Unlock()
+			return
+		}
+		for w := range ww.writers {
+			w.expire(now, ww.timeout)
+		}
+		ww.mu.Unlock()
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -618,6 +620,14 @@ func TestResumeWhileTheFeedLags(t *testing.T) {
 	var feed sync.Mutex
 	f := newFixture(t, options{feed: &feed})
 	started, posted := f.startChat("c1", principals["cust1"], "first")
+	// The projector publishes after the read models have applied: let it
+	// finish with that batch before holding the feed, or it holds the
+	// projector too.
+	for deadline := time.Now().Add(3 * time.Second); f.hub.Head() < posted; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("hub head %d, want %d", f.hub.Head(), posted)
+		}
+	}
 
 	feed.Lock()
 	m2 := f.post("c1", 2, principals["cust1"], "second") // applied, not on the hub
@@ -791,4 +801,316 @@ func (l smallBuffers) Accept() (net.Conn, error) {
 		tc.SetWriteBuffer(4096)
 	}
 	return c, err
+}
+
+// until reads frames up to and including the first event with id pos, and
+// returns the events among them.
+func (c *client) until(pos uint64) []frame {
+	c.t.Helper()
+	var got []frame
+	for {
+		f, ok := c.next(3 * time.Second)
+		if !ok {
+			c.t.Fatalf("no event with id %d (got %v)", pos, got)
+		}
+		got = append(got, f)
+		if f.ID == id(pos) {
+			return got
+		}
+	}
+}
+
+// TestUnreadTotalsFollowTheReadModels: the totals of unread.changed, kept
+// by each stream from the changes it sees, are at every step those the read
+// models count (GET /v1/unread), through posts, replies, reads, deletions,
+// internal conversations and items that make a conversation someone's.
+func TestUnreadTotalsFollowTheReadModels(t *testing.T) {
+	f := newFixture(t, options{})
+	sam, tia := principals["support"], principals["teammate"]
+	cust1, cust2 := principals["cust1"], principals["cust2"]
+	auditor := directory.Principal{Kind: domain.ActorUser, ID: "u-audit", Role: directory.Auditor}
+	agents := map[string]directory.Principal{"support": sam, "teammate": tia}
+	streams := map[string]*client{"support": f.open("/v1/stream", "support", ""), "teammate": f.open("/v1/stream", "teammate", "")}
+	waitClients(t, f.streams, 2)
+	helpdesk := 0
+	checked := map[string]int{}
+
+	// step appends events, then a helpdesk switch that every stream gets,
+	// and checks the last unread.changed each stream got before it.
+	step := func(name, stream string, expected int64, events ...domain.Event) {
+		t.Helper()
+		f.append(stream, expected, events...)
+		barrier := f.helpdeskOnline(helpdesk%2 == 0, int64(helpdesk))
+		helpdesk++
+		for who, c := range streams {
+			var last *agentUnread
+			for _, ev := range c.until(barrier) {
+				if ev.Event == "unread.changed" {
+					u := decode[agentUnread](t, ev)
+					last = &u
+				}
+			}
+			if last == nil {
+				continue
+			}
+			customers, mine, err := f.streams.rm.Unread(context.Background(), agents[who])
+			if err != nil {
+				t.Fatal(err)
+			}
+			checked[who]++
+			if last.Customers != customers || last.Mine != mine {
+				t.Errorf("%s: %s's unread.changed says customers %d, mine %d; the read models %d, %d",
+					name, who, last.Customers, last.Mine, customers, mine)
+			}
+		}
+	}
+
+	f.startChat("c1", cust1, "first chat")
+	f.startChat("c2", cust2, "second chat")
+	step("a reply", "conversation-c1", 2, conversation.MessagePosted{Meta: f.meta(sam), MessageID: "c1-m2", Body: "hello"})
+	step("the customer answers", "conversation-c1", 3, conversation.MessagePosted{Meta: f.meta(cust1), MessageID: "c1-m3", Body: "thanks"})
+	step("support reads", "conversation-c1", 4, conversation.Read{Meta: f.meta(sam), UpToSeq: 3})
+	step("an internal conversation", "conversation-c3", domain.NoStream,
+		conversation.Started{Meta: f.meta(sam), ConversationID: "c3", Channel: conversation.Internal, Participants: []string{"u-support", "u-team"}},
+		conversation.MessagePosted{Meta: f.meta(sam), MessageID: "c3-m1", Body: "about c2"})
+	f.append("item-i1", domain.NoStream, item.Created{Meta: f.meta(sam), ItemID: "i1", Kind: item.Task, Title: "c2"})
+	f.append("conversation-c2", 2, conversation.ItemLinked{Meta: f.meta(sam), ItemID: "i1"})
+	step("the teammate is given c2", "item-i1", 1, item.Assigned{Meta: f.meta(sam), UserID: "u-team"})
+	step("support writes in c3", "conversation-c3", 2, conversation.MessagePosted{Meta: f.meta(sam), MessageID: "c3-m2", Body: "c2 is yours"})
+	step("the customer of c2 writes", "conversation-c2", 3, conversation.MessagePosted{Meta: f.meta(cust2), MessageID: "c2-m2", Body: "any news?"})
+	step("and deletes it", "conversation-c2", 4, conversation.MessageDeleted{Meta: f.meta(cust2), MessageID: "c2-m2"})
+	step("the teammate reads c2", "conversation-c2", 5, conversation.Read{Meta: f.meta(tia), UpToSeq: 1})
+	step("the teammate reads c3", "conversation-c3", 3, conversation.Read{Meta: f.meta(tia), UpToSeq: 2})
+	step("the customer of c2 deletes the first message", "conversation-c2", 6, conversation.MessageDeleted{Meta: f.meta(cust2), MessageID: "c2-m1"})
+
+	// A stream opened now starts from the read models' sets and goes on.
+	agents["auditor"] = auditor
+	principals["auditor"] = auditor
+	t.Cleanup(func() { delete(principals, "auditor") })
+	streams["auditor"] = f.open("/v1/stream", "auditor", "")
+	waitClients(t, f.streams, 3)
+	step("a new chat", "conversation-c4", domain.NoStream,
+		conversation.Started{Meta: f.meta(cust1), ConversationID: "c4", Channel: conversation.LiveChat, CustomerID: cust1.ID},
+		conversation.MessagePosted{Meta: f.meta(cust1), MessageID: "c4-m1", Body: "me again"})
+	step("support answers c4", "conversation-c4", 2, conversation.MessagePosted{Meta: f.meta(sam), MessageID: "c4-m2", Body: "yes?"})
+	if checked["support"] < 6 || checked["teammate"] < 4 || checked["auditor"] < 2 {
+		t.Errorf("unread.changed checked %v times, want at least support 6, teammate 4, auditor 2", checked)
+	}
+}
+
+// TestSharedRowsAreEachViewersRow: the inbox rows a stream splices its
+// viewer's unread count into are the rows encoded for that viewer, whatever
+// the strings of the conversation hold.
+func TestSharedRowsAreEachViewersRow(t *testing.T) {
+	f := newFixture(t, options{})
+	cust1 := principals["cust1"]
+	f.append("customer-cu1", domain.NoStream, directory.CustomerRegistered{Meta: f.meta(cust1),
+		CustomerID: "cu1", Name: `Carla ,"unread":1, "\ <b>`, Email: "c@example.com", TokenHash: httpkit.HashToken("cust1")})
+	f.append("conversation-c1", domain.NoStream,
+		conversation.Started{Meta: f.meta(cust1), ConversationID: "c1", Channel: conversation.LiveChat, CustomerID: "cu1",
+			Subject: `,"unread":0,"links":[]}`},
+		conversation.MessagePosted{Meta: f.meta(cust1), MessageID: "c1-m1", Body: "\"unread\":2\n\u2028 <script>"})
+	f.post("c1", 2, principals["support"], `,"unread":1,`)
+	f.append("conversation-c1", 3, conversation.Read{Meta: f.meta(cust1), UpToSeq: 1})
+
+	ctx := context.Background()
+	r := newRenderings(f.streams.rm, func() uint64 { return 0 })
+	cv, err := r.conversation(ctx, f.proj.Applied(), "c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cv.rowHead == nil {
+		t.Fatal("the row was not split: every stream encodes it again")
+	}
+	for name, p := range principals {
+		st := &stream{p: p, widget: p.IsCustomer()}
+		st.out = &sseWriter{}
+		n, ok := st.see(1, cv)
+		if !ok {
+			continue
+		}
+		st.row(1, projections.ConversationUpdated, cv, n)
+		got := string(*st.out.buf)
+		want, err := json.Marshal(cv.snap.Row(p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if wantFrame := "id: 1\nevent: conversation.updated\ndata: " + string(want) + "\n\n"; got != wantFrame {
+			t.Errorf("%s: got %q, want %q", name, got, wantFrame)
+		}
+		row, ok, err := f.streams.rm.InboxRow(ctx, p, "c1")
+		if err != nil || !ok {
+			t.Fatalf("InboxRow: %v %v", ok, err)
+		}
+		if fromQuery, _ := json.Marshal(row); string(fromQuery) != string(want) {
+			t.Errorf("%s: snapshot row %s, inbox query %s", name, want, fromQuery)
+		}
+	}
+}
+
+// TestFlightsReadOnceAndNeverGoBack: a value read for a position serves
+// every ask at or below the position the read models stood at when it was
+// read, once however many ask together; an ask beyond reads again; a
+// failed read is not kept.
+func TestFlightsReadOnceAndNeverGoBack(t *testing.T) {
+	ctx := context.Background()
+	f := newFlights[string, int](2)
+	applied := uint64(10)
+	at := func() uint64 { return applied }
+	var reads atomic.Int64
+	release := make(chan struct{})
+	load := func(context.Context) (int, error) {
+		<-release
+		return int(reads.Add(1)), nil
+	}
+
+	// 50 streams ask for the change at 7 together: one read, as of 10.
+	var wg sync.WaitGroup
+	got := make([]int, 50)
+	for i := range got {
+		wg.Add(1)
+		go func() { defer wg.Done(); got[i], _ = f.get(ctx, 7, at, "c", load) }()
+	}
+	time.Sleep(20 * time.Millisecond)
+	close(release)
+	wg.Wait()
+	for i, v := range got {
+		if v != 1 {
+			t.Fatalf("ask %d got read %d, want the one read 1", i, v)
+		}
+	}
+	applied = 20
+	for _, pos := range []uint64{1, 7, 10} {
+		if v, _ := f.get(ctx, pos, at, "c", load); v != 1 {
+			t.Errorf("ask at %d got read %d, want 1: it shows every change up to 10", pos, v)
+		}
+	}
+	if v, _ := f.get(ctx, 11, at, "c", load); v != 2 {
+		t.Errorf("ask at 11 got read %d, want a new read", v)
+	}
+	if v, _ := f.get(ctx, 20, at, "c", load); v != 2 {
+		t.Errorf("ask at 20 got read %d, want the read made as of 20", v)
+	}
+
+	// A failed read is not kept.
+	boom := errors.New("boom")
+	if _, err := f.get(ctx, 30, at, "d", func(context.Context) (int, error) { return 0, boom }); !errors.Is(err, boom) {
+		t.Errorf("err = %v, want boom", err)
+	}
+	if v, err := f.get(ctx, 30, at, "d", load); err != nil || v != 3 {
+		t.Errorf("after a failed read got %d, %v; want a new read 3", v, err)
+	}
+
+	// A waiter that leaves does not cancel the read for others.
+	slow := make(chan struct{})
+	started := make(chan struct{})
+	leaving, leave := context.WithCancel(ctx)
+	done := make(chan int)
+	go func() {
+		v, _ := f.get(ctx, 40, at, "e", func(ctx context.Context) (int, error) {
+			close(started)
+			<-slow
+			return 40, ctx.Err()
+		})
+		done <- v
+	}()
+	<-started
+	errc := make(chan error)
+	go func() { _, err := f.get(leaving, 40, at, "e", load); errc <- err }()
+	leave()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Errorf("the waiter that left got %v, want its context's error", err)
+	}
+	close(slow)
+	if v := <-done; v != 40 {
+		t.Errorf("the reader got %d, want 40", v)
+	}
+
+	// At most twice the limit are kept.
+	for i := range 10 {
+		f.get(ctx, 1, at, fmt.Sprint("k", i), func(context.Context) (int, error) { return i, nil })
+	}
+	if n := len(f.entries); n > 4 {
+		t.Errorf("%d entries kept, want at most 4", n)
+	}
+}
+
+// TestWriteTimeoutCutsOnlyStalledClients: a client that reads, however
+// slowly, keeps its stream while each write reaches it within WriteTimeout;
+// one that stops reading is cut off once a write has waited that long, and
+// not long after.
+func TestWriteTimeoutCutsOnlyStalledClients(t *testing.T) {
+	const timeout = time.Second
+	f := newFixture(t, options{
+		streams: StreamConfig{WriteTimeout: timeout},
+		listen:  func(l net.Listener) net.Listener { return smallBuffers{l} },
+	})
+	started, _ := f.startChat("c1", principals["cust1"], "hi")
+	// Small socket buffers: a write of more than a few kB waits for the
+	// client to read.
+	dial := func(rcvbuf int) net.Conn {
+		t.Helper()
+		d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+			return rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, rcvbuf) })
+		}}
+		conn, err := d.Dial("tcp", f.srv.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		fmt.Fprintf(conn, "GET /v1/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer support\r\nLast-Event-ID: %d\r\n\r\n", started)
+		return conn
+	}
+	dial(1024) // stalls: it reads nothing
+	slow := dial(4096)
+	waitClients(t, f.streams, 2)
+
+	// The slow client reads 4 kB every 20ms: writes wait for it, none
+	// long, though all it is sent takes longer than the timeout.
+	var read atomic.Int64
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := slow.Read(buf)
+			read.Add(int64(n))
+			if err != nil {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+
+	body := strings.Repeat("a long message to fill the buffers ", 100)
+	var pending []domain.Event
+	for n := 2; n <= 81; n++ {
+		pending = append(pending, conversation.MessagePosted{Meta: f.meta(principals["cust1"]), MessageID: fmt.Sprintf("c1-m%d", n), Body: body})
+	}
+	posted := time.Now()
+	f.append("conversation-c1", 2, pending...)
+
+	// The stalled one goes once a write has waited the timeout.
+	waitFor := func(n int, within time.Duration) time.Duration {
+		t.Helper()
+		for d := time.Duration(0); d < within; d = time.Since(posted) {
+			if f.streams.Clients() == n {
+				return d
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		t.Fatalf("%d streams open after %v, want %d", f.streams.Clients(), within, n)
+		return 0
+	}
+	if d := waitFor(1, 5*timeout); d < timeout {
+		t.Errorf("the stalled client was cut off %v after the posts, before the write timeout %v", d, timeout)
+	}
+	// The slow one keeps its stream and gets everything (80 messages of
+	// 3.5 kB, their unread counts and rows: 4 kB each at least).
+	for deadline := time.Now().Add(20 * time.Second); read.Load() < 80*4000; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the slow client read %d bytes", read.Load())
+		}
+	}
+	if n := f.streams.Clients(); n != 1 {
+		t.Errorf("%d streams open, want the slow client's", n)
+	}
 }

@@ -1,0 +1,339 @@
+package readapi
+
+// The memory of idle streams: as many SSE connections as the file limit
+// lets one process hold (20,000 wanted), opened by a child process so that
+// the clients' memory is not counted, held idle against Messenger and, in
+// the same run, against the bare net/http SSE server of the fan-out
+// benchmarks.
+//
+//	go test -run '^$' -bench 'IdleStreams' -benchtime 1x ./readapi
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"runtime"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gin-gonic/gin"
+)
+
+// idleWanted is how many idle streams the target asks for.
+const idleWanted = 20000
+
+// idleAgentsEvery makes every so many idle streams an agent's; the others
+// are the widget's.
+const idleAgentsEvery = 10
+
+func BenchmarkIdleStreams(b *testing.B) {
+	limit := raiseNoFile(b)
+	// The server's sockets, SQLite's files, pipes.
+	n := min(idleWanted, int(limit)-64)
+	if n < idleWanted {
+		b.Logf("RLIMIT_NOFILE is %d: holding %d streams, not %d", limit, n, idleWanted)
+	}
+	base := holdIdle(b, n, "bare")
+	res := holdIdle(b, n, "messenger")
+
+	res.report(b, "")
+	base.report(b, "base-")
+	b.ReportMetric(float64(n), "streams")
+	b.ReportMetric(res.perStream()/base.perStream(), "mem/base")
+	b.ReportMetric((res.rss-res.rssBefore)/(base.rss-base.rssBefore), "rss/base")
+	b.Logf("%d idle streams: messenger %s | bare %s", n, res, base)
+	b.Logf("messenger extrapolated to %d streams: RSS %.0f MiB", idleWanted, res.rssAt(idleWanted)/(1<<20))
+}
+
+// idleResult is the memory a server process took for n idle streams.
+type idleResult struct {
+	n              int
+	rssBefore, rss float64 // bytes, of the whole server process
+	heap, stack    float64 // bytes taken by the streams (in use, after collecting garbage)
+	goroutines     float64 // per stream
+	heapSys        float64 // bytes the heap holds from the OS
+}
+
+// perStream is the heap and stack a stream takes, in bytes.
+func (r idleResult) perStream() float64 { return (r.heap + r.stack) / float64(r.n) }
+
+// rssAt extrapolates the resident size to m streams.
+func (r idleResult) rssAt(m int) float64 {
+	return r.rssBefore + (r.rss-r.rssBefore)/float64(r.n)*float64(m)
+}
+
+func (r idleResult) report(b *testing.B, prefix string) {
+	b.ReportMetric(r.heap/float64(r.n)/1024, prefix+"heap-KiB/stream")
+	b.ReportMetric(r.stack/float64(r.n)/1024, prefix+"stack-KiB/stream")
+	b.ReportMetric((r.rss-r.rssBefore)/float64(r.n)/1024, prefix+"rss-KiB/stream")
+	b.ReportMetric(r.rss/(1<<20), prefix+"rss-MiB")
+	b.ReportMetric(r.rssAt(idleWanted)/(1<<20), prefix+"rss-MiB@20k")
+	b.ReportMetric(r.goroutines, prefix+"goroutines/stream")
+}
+
+func (r idleResult) String() string {
+	return fmt.Sprintf("heap %.1f KiB + stacks %.1f KiB a stream, %.2f goroutines a stream; server RSS %.0f MiB (%.0f before), %.1f KiB a stream; heap from the OS %.0f MiB",
+		r.heap/float64(r.n)/1024, r.stack/float64(r.n)/1024, r.goroutines,
+		r.rss/(1<<20), r.rssBefore/(1<<20), (r.rss-r.rssBefore)/float64(r.n)/1024, r.heapSys/(1<<20))
+}
+
+// holdIdle starts a server process (mode "bare" or "messenger") and a
+// client process that opens n streams to it, and measures the server once
+// they are all open and idle.
+func holdIdle(b *testing.B, n int, mode string) idleResult {
+	b.Helper()
+	srv := startChild(b, "^TestIdleServerChild$", "READAPI_IDLE_SERVER="+mode)
+	defer srv.stop()
+	addr := srv.expect("listening ")
+	before := srv.measure(b)
+	rssBefore := procRSS(b, srv.cmd.Process.Pid)
+
+	cli := startChild(b, "^TestIdleClientsChild$", "READAPI_IDLE_ADDR="+addr, "READAPI_IDLE_N="+strconv.Itoa(n), "READAPI_IDLE_MODE="+mode)
+	defer cli.stop()
+	cli.expect("ready ")
+	deadline := time.Now().Add(30 * time.Second)
+	for srv.measure(b).Open != n {
+		if time.Now().After(deadline) {
+			b.Fatalf("%s: %d streams open, want %d", mode, srv.measure(b).Open, n)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(2 * time.Second) // let the streams settle into waiting
+	after := srv.measure(b)
+	return idleResult{n: n, rssBefore: rssBefore, rss: procRSS(b, srv.cmd.Process.Pid),
+		heap:       float64(after.HeapInuse) - float64(before.HeapInuse),
+		stack:      float64(after.StackInuse) - float64(before.StackInuse),
+		goroutines: float64(after.Goroutines-before.Goroutines) / float64(n),
+		heapSys:    float64(after.HeapSys - after.HeapReleased)}
+}
+
+// child is this test binary run as another process.
+type child struct {
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	stdout io.Reader
+	lines  *bufio.Scanner
+	once   sync.Once
+}
+
+func startChild(b *testing.B, run string, env ...string) *child {
+	b.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run="+run, "-test.count=1")
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	return &child{cmd: cmd, stdin: stdin, stdout: stdout, lines: bufio.NewScanner(stdout)}
+}
+
+// expect reads lines until one starts with prefix, and returns the rest.
+func (c *child) expect(prefix string) string {
+	for c.lines.Scan() {
+		line := c.lines.Text()
+		if rest, ok := strings.CutPrefix(line, prefix); ok {
+			return rest
+		}
+		if strings.HasPrefix(line, "failed ") {
+			c.stop()
+			panic("child " + line)
+		}
+	}
+	c.stop()
+	panic(fmt.Sprintf("child ended before %q", prefix))
+}
+
+// childMemory is what the server process reports.
+type childMemory struct {
+	HeapInuse, StackInuse, HeapSys, HeapReleased uint64
+	Goroutines, Open                             int
+}
+
+// measure asks the server process to collect garbage and report.
+func (c *child) measure(b *testing.B) childMemory {
+	if _, err := io.WriteString(c.stdin, "measure\n"); err != nil {
+		b.Fatal(err)
+	}
+	var m childMemory
+	if err := json.Unmarshal([]byte(c.expect("memory ")), &m); err != nil {
+		b.Fatal(err)
+	}
+	return m
+}
+
+// stop closes the child's stdin, which ends it, and waits for it.
+func (c *child) stop() {
+	c.once.Do(func() {
+		c.stdin.Close()
+		io.Copy(io.Discard, c.stdout)
+		c.cmd.Wait()
+	})
+}
+
+// procRSS returns the resident set size of process pid in bytes.
+func procRSS(tb testing.TB, pid int) float64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			return kb * 1024
+		}
+	}
+	tb.Fatal("no VmRSS")
+	return 0
+}
+
+// TestIdleServerChild is the server side of BenchmarkIdleStreams, run in a
+// child process: it serves, says where, and on each "measure" line of its
+// stdin collects garbage and reports its memory, until its stdin closes.
+func TestIdleServerChild(t *testing.T) {
+	mode := os.Getenv("READAPI_IDLE_SERVER")
+	if mode == "" {
+		t.Skip("run by BenchmarkIdleStreams")
+	}
+	raiseNoFile(t)
+	gin.SetMode(gin.ReleaseMode)
+	var addr string
+	var open func() int
+	switch mode {
+	case "bare":
+		s := newBareServer(t)
+		defer s.close()
+		addr, open = s.srv.Listener.Addr().String(), s.open
+	default:
+		s := newBenchServerWith(t, idleWanted/idleAgentsEvery+1, idleWanted, 16, StreamConfig{})
+		defer s.close()
+		addr, open = s.srv.Listener.Addr().String(), s.streams.Clients
+	}
+	fmt.Printf("listening %s\n", addr)
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		// Stacks shrink by half at each collection: a server idle for a
+		// while has had several.
+		for range 4 {
+			runtime.GC()
+		}
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		data, _ := json.Marshal(childMemory{HeapInuse: ms.HeapInuse, StackInuse: ms.StackInuse, HeapSys: ms.HeapSys,
+			HeapReleased: ms.HeapReleased, Goroutines: runtime.NumGoroutine(), Open: open()})
+		fmt.Printf("memory %s\n", data)
+		if path := os.Getenv("READAPI_IDLE_HEAPPROFILE"); path != "" {
+			if f, err := os.Create(path + "." + mode); err == nil {
+				pprof.WriteHeapProfile(f)
+				f.Close()
+			}
+		}
+	}
+}
+
+// TestIdleClientsChild is the client side of BenchmarkIdleStreams, run in
+// a child process: it opens READAPI_IDLE_N streams, says "ready", and holds
+// them, reading nothing more, until its stdin closes.
+func TestIdleClientsChild(t *testing.T) {
+	addr := os.Getenv("READAPI_IDLE_ADDR")
+	if addr == "" {
+		t.Skip("run by BenchmarkIdleStreams")
+	}
+	raiseNoFile(t)
+	n, _ := strconv.Atoi(os.Getenv("READAPI_IDLE_N"))
+	mode := os.Getenv("READAPI_IDLE_MODE")
+	conns := make([]net.Conn, n)
+	sem := make(chan struct{}, 64)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var failed error
+	for i := range n {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			path, token := "/", ""
+			if mode != "bare" {
+				path, token = "/v1/widget/stream", customerToken(i)
+				if i%idleAgentsEvery == 0 {
+					path, token = "/v1/stream", agentToken(i/idleAgentsEvery)
+				}
+			}
+			c, err := openIdle(addr, path, token)
+			if err != nil {
+				mu.Lock()
+				failed = cmpErr(failed, fmt.Errorf("stream %d: %w", i, err))
+				mu.Unlock()
+				return
+			}
+			conns[i] = c
+		}()
+	}
+	wg.Wait()
+	if failed != nil {
+		fmt.Printf("failed %v\n", failed)
+		return
+	}
+	fmt.Printf("ready %d\n", n)
+	io.Copy(io.Discard, os.Stdin)
+	for _, c := range conns {
+		c.(*net.TCPConn).SetLinger(0)
+		c.Close()
+	}
+}
+
+// openIdle opens a stream and reads its headers and first frame.
+func openIdle(addr, path, token string) (net.Conn, error) {
+	conn, err := net.DialTimeout("tcp", addr, 30*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	req := "GET " + path + " HTTP/1.1\r\nHost: bench\r\n"
+	if token != "" {
+		req += "Authorization: Bearer " + token + "\r\n"
+	}
+	if _, err := io.WriteString(conn, req+"\r\n"); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	conn.SetReadDeadline(time.Now().Add(60 * time.Second))
+	br := bufio.NewReaderSize(conn, 512)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		conn.Close()
+		return nil, fmt.Errorf("status %s", resp.Status)
+	}
+	lr := bufio.NewReaderSize(resp.Body, 512)
+	for {
+		line, err := lr.ReadSlice('\n')
+		if err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("first frame: %w", err)
+		}
+		if len(line) == 1 {
+			break
+		}
+	}
+	conn.SetReadDeadline(time.Time{})
+	return conn, nil
+}
