@@ -69,7 +69,7 @@ func openBackend(ctx context.Context, cfg config) (_ *backend, err error) {
 		}
 	}()
 	if cfg.DatabaseURL != "" {
-		db, err := postgres.Open(ctx, cfg.DatabaseURL, postgres.Config{})
+		db, err := postgres.Open(ctx, cfg.DatabaseURL, postgres.Config{MaxConns: 32}) // pgxpool's default, max(4, CPUs), starves requests and streams
 		if err != nil {
 			return nil, err
 		}
