@@ -40,9 +40,12 @@ type Projector struct {
 	pub Publisher
 	cfg Config
 
-	applied atomic.Uint64
-	mu      sync.Mutex
-	moved   chan struct{} // closed and replaced when applied grows
+	applied  atomic.Uint64
+	running  atomic.Bool // Run is applying the log in this process
+	mu       sync.Mutex
+	moved    chan struct{} // closed and replaced when applied grows
+	waiters  int           // WaitFor calls following the stored checkpoint
+	stopPoll func()        // stops their poller
 }
 
 // NewProjector returns a projector writing through db (which must already be
@@ -90,11 +93,11 @@ func (p *Projector) advance(pos uint64) {
 // WaitFor returns once the read models have applied position pos, or with
 // ctx's error.
 func (p *Projector) WaitFor(ctx context.Context, pos uint64) error {
-	var poll <-chan time.Time
-	if p.cfg.PollCheckpoint > 0 {
-		t := time.NewTicker(p.cfg.PollCheckpoint)
-		defer t.Stop()
-		poll = t.C
+	if p.cfg.PollCheckpoint > 0 && !p.running.Load() {
+		// Another process projects: follow the stored checkpoint, with one
+		// poller for all the waiters of this process.
+		p.follow(ctx)
+		defer p.unfollow()
 	}
 	for {
 		p.mu.Lock()
@@ -105,13 +108,46 @@ func (p *Projector) WaitFor(ctx context.Context, pos uint64) error {
 		}
 		select {
 		case <-moved:
-		case <-poll:
-			if err := p.Load(ctx); err != nil && ctx.Err() == nil {
-				return err
-			}
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+	}
+}
+
+// follow counts a waiter and starts the poller of the stored checkpoint
+// when it is the first.
+func (p *Projector) follow(ctx context.Context) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.waiters++
+	if p.waiters > 1 {
+		return
+	}
+	pollCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	p.stopPoll = stop
+	go func() {
+		t := time.NewTicker(p.cfg.PollCheckpoint)
+		defer t.Stop()
+		for {
+			select {
+			case <-pollCtx.Done():
+				return
+			case <-t.C:
+				if err := p.Load(pollCtx); err != nil && pollCtx.Err() == nil && p.cfg.OnError != nil {
+					p.cfg.OnError(fmt.Errorf("follow the checkpoint: %w", err))
+				}
+			}
+		}
+	}()
+}
+
+// unfollow counts a waiter gone and stops the poller after the last.
+func (p *Projector) unfollow() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.waiters--
+	if p.waiters == 0 {
+		p.stopPoll()
 	}
 }
 
@@ -196,6 +232,8 @@ func (p *Projector) CatchUp(ctx context.Context) error {
 // Run applies the log as it grows until ctx is done. Errors are retried
 // with a growing pause (reported to Config.OnError); it returns ctx's error.
 func (p *Projector) Run(ctx context.Context) error {
+	p.running.Store(true)
+	defer p.running.Store(false)
 	pause := 50 * time.Millisecond
 	for {
 		n, err := p.Step(ctx)

@@ -297,6 +297,7 @@ func (r *ReadModels) Conversation(ctx context.Context, id string) (Conversation,
 	if err := rows.Err(); err != nil {
 		return conv, false, err
 	}
+	rows.Close() // before the next query: a connection at a time, or a full pool deadlocks
 	links, err := r.links(ctx, []string{id})
 	if err != nil {
 		return conv, false, err
@@ -328,6 +329,7 @@ func (r *ReadModels) scanMessages(ctx context.Context, rows *sql.Rows) ([]Messag
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
+	rows.Close() // before the next query: a connection at a time, or a full pool deadlocks
 	authors, err := r.authors(ctx, actors)
 	if err != nil {
 		return nil, err
@@ -716,6 +718,7 @@ func (r *ReadModels) Item(ctx context.Context, id string) (Item, bool, error) {
 	if err := rows.Err(); err != nil {
 		return it, false, err
 	}
+	rows.Close() // before the next query: a connection at a time, or a full pool deadlocks
 	it.Conversations, err = r.ConversationsOf(ctx, id)
 	return it, err == nil, err
 }

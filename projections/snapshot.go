@@ -60,6 +60,7 @@ func (r *ReadModels) Snapshot(ctx context.Context, id string) (s *Snapshot, ok b
 	if err := q.Err(); err != nil {
 		return nil, false, err
 	}
+	q.Close() // before the next query: a connection at a time, or a full pool deadlocks
 	d, err := r.query(ctx, `SELECT seq FROM messages WHERE conversation_id = ? AND deleted = 1 ORDER BY seq`, id)
 	if err != nil {
 		return nil, false, err

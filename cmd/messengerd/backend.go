@@ -10,6 +10,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/helpdesk/messenger/commands"
 	"github.com/helpdesk/messenger/infra/bus"
@@ -74,7 +75,12 @@ func openBackend(ctx context.Context, cfg config) (_ *backend, err error) {
 			return nil, err
 		}
 		b.closers = append(b.closers, db.Close)
-		b.writer, b.reader, b.dialect, b.pool = db.SQL(), db.SQL(), readmodel.Postgres{}, db.Pool()
+		// The projector writes through connections of its own, so that no
+		// burst of queries can keep it, and every write waiting on it, waiting.
+		writer := stdlib.OpenDB(*db.Pool().Config().ConnConfig.Copy())
+		writer.SetMaxOpenConns(4)
+		b.closers = append(b.closers, writer.Close)
+		b.writer, b.reader, b.dialect, b.pool = writer, db.SQL(), readmodel.Postgres{}, db.Pool()
 		if cfg.EventStoreURL == "" {
 			store := postgres.NewEventStore(db, postgres.EventStoreConfig{})
 			b.closers = append(b.closers, store.Close)
