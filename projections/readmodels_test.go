@@ -52,17 +52,9 @@ func postgresEngine(t testing.TB) engine {
 	return engine{store: store, writer: db.SQL(), reader: db.SQL(), dialect: readmodel.Postgres{}}
 }
 
-// world is a scripted helpdesk, built the same way on any engine.
-type world struct {
-	rm       *projections.ReadModels
-	people   map[string]directory.Principal
-	convs    []string
-	items    []string
-	customer []string
-}
-
-// build runs the same commands, with the same ids and clock, on e.
-func build(t *testing.T, e engine) world {
+// project migrates e's read models and runs a projector on them until
+// the test ends.
+func project(t *testing.T, e engine) *projections.Projector {
 	t.Helper()
 	ctx := context.Background()
 	if _, err := projections.Migrate(ctx, e.writer, e.dialect); err != nil {
@@ -76,7 +68,23 @@ func build(t *testing.T, e engine) world {
 	done := make(chan struct{})
 	go func() { proj.Run(runCtx); close(done) }()
 	t.Cleanup(func() { stop(); <-done })
+	return proj
+}
 
+// world is a scripted helpdesk, built the same way on any engine.
+type world struct {
+	rm       *projections.ReadModels
+	people   map[string]directory.Principal
+	convs    []string
+	items    []string
+	customer []string
+}
+
+// build runs the same commands, with the same ids and clock, on e.
+func build(t *testing.T, e engine) world {
+	t.Helper()
+	ctx := context.Background()
+	proj := project(t, e)
 	rm := projections.NewReadModels(e.reader, e.dialect)
 	n := 0
 	clock := time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC)

@@ -28,17 +28,7 @@ func TestUnreadCountersMatchTheMessages(t *testing.T) {
 
 func unreadCounters(t *testing.T, e engine) {
 	ctx := context.Background()
-	if _, err := projections.Migrate(ctx, e.writer, e.dialect); err != nil {
-		t.Fatal(err)
-	}
-	proj := projections.NewProjector(e.writer, e.dialect, e.store, nil, projections.Config{})
-	if err := proj.Load(ctx); err != nil {
-		t.Fatal(err)
-	}
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { proj.Run(runCtx); close(done) }()
-	defer func() { stop(); <-done }()
+	proj := project(t, e)
 	rm := projections.NewReadModels(e.reader, e.dialect)
 	svc := commands.NewService(e.store, rm, proj, commands.Config{})
 	must := func(err error) {
