@@ -40,6 +40,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/helpdesk/messenger/commands"
 	"github.com/helpdesk/messenger/domain"
 	"github.com/helpdesk/messenger/domain/conversation"
 	"github.com/helpdesk/messenger/domain/directory"
@@ -453,14 +454,14 @@ func newBenchServerWith(tb testing.TB, agents, customers, convs int, cfg StreamC
 	for i := range agents {
 		p := directory.Principal{Kind: domain.ActorUser, ID: "agent-" + strconv.Itoa(i), Name: "Agent " + strconv.Itoa(i),
 			Role: directory.Agent, Support: true}
-		auth[httpkit.HashToken(agentToken(i))] = p
+		auth[commands.HashToken(agentToken(i))] = p
 	}
 	for i := range customers {
 		p := directory.Principal{Kind: domain.ActorCustomer, ID: "customer-" + strconv.Itoa(i), Name: "Customer " + strconv.Itoa(i)}
-		auth[httpkit.HashToken(customerToken(i))] = p
+		auth[commands.HashToken(customerToken(i))] = p
 		if i < convs {
 			s.append(tb, "customer-"+p.ID, domain.NoStream, directory.CustomerRegistered{Meta: s.meta(p), CustomerID: p.ID,
-				Name: p.Name, Email: p.ID + "@example.com", TokenHash: httpkit.HashToken(customerToken(i))})
+				Name: p.Name, Email: p.ID + "@example.com", TokenHash: commands.HashToken(customerToken(i))})
 			id := "conv-" + strconv.Itoa(i)
 			s.append(tb, "conversation-"+id, domain.NoStream,
 				conversation.Started{Meta: s.meta(p), ConversationID: id, Channel: conversation.LiveChat, CustomerID: p.ID},

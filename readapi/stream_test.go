@@ -21,6 +21,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/gin-gonic/gin"
 
+	"github.com/helpdesk/messenger/commands"
 	"github.com/helpdesk/messenger/domain"
 	"github.com/helpdesk/messenger/domain/conversation"
 	"github.com/helpdesk/messenger/domain/directory"
@@ -46,7 +47,7 @@ type fakeAuth struct{}
 
 func (fakeAuth) Principal(_ context.Context, hash string) (directory.Principal, string, bool, error) {
 	for token, p := range principals {
-		if httpkit.HashToken(token) == hash {
+		if commands.HashToken(token) == hash {
 			return p, hash, true, nil
 		}
 	}
@@ -424,7 +425,7 @@ func TestStreamsAnswerOnlyTheirCallers(t *testing.T) {
 func TestLiveEventsGoToThoseWhoMaySeeThem(t *testing.T) {
 	f := newFixture(t, options{})
 	f.append("customer-cu1", domain.NoStream, directory.CustomerRegistered{Meta: f.meta(principals["cust1"]),
-		CustomerID: "cu1", Name: "Carla", Email: "carla@example.com", TokenHash: httpkit.HashToken("cust1")})
+		CustomerID: "cu1", Name: "Carla", Email: "carla@example.com", TokenHash: commands.HashToken("cust1")})
 
 	support := f.open("/v1/stream", "support", "")
 	teammate := f.open("/v1/stream", "teammate", "")
@@ -905,7 +906,7 @@ func TestSharedRowsAreEachViewersRow(t *testing.T) {
 	f := newFixture(t, options{})
 	cust1 := principals["cust1"]
 	f.append("customer-cu1", domain.NoStream, directory.CustomerRegistered{Meta: f.meta(cust1),
-		CustomerID: "cu1", Name: `Carla ,"unread":1, "\ <b>`, Email: "c@example.com", TokenHash: httpkit.HashToken("cust1")})
+		CustomerID: "cu1", Name: `Carla ,"unread":1, "\ <b>`, Email: "c@example.com", TokenHash: commands.HashToken("cust1")})
 	f.append("conversation-c1", domain.NoStream,
 		conversation.Started{Meta: f.meta(cust1), ConversationID: "c1", Channel: conversation.LiveChat, CustomerID: "cu1",
 			Subject: `,"unread":0,"links":[]}`},

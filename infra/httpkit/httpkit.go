@@ -6,9 +6,7 @@ package httpkit
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,6 +18,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/helpdesk/messenger/commands"
 	"github.com/helpdesk/messenger/domain"
 	"github.com/helpdesk/messenger/domain/conversation"
 	"github.com/helpdesk/messenger/domain/directory"
@@ -57,38 +56,24 @@ const (
 	CodeInternal     = "internal"
 )
 
-// Sentinels that stand for an API error kind; other packages wrap or map to them.
-var (
-	ErrNotFound    = errors.New("not found")
-	ErrForbidden   = errors.New("forbidden")
-	ErrConflict    = errors.New("conflict")
-	ErrUnavailable = errors.New("unavailable")
-	ErrBadCursor   = errors.New("invalid cursor")
-)
-
 // kinds maps error sentinels to status and code: the one table of the API.
 var kinds = []struct {
 	err    error
 	status int
 	code   string
 }{
-	{ErrNotFound, http.StatusNotFound, CodeNotFound},
 	{conversation.ErrNotFound, http.StatusNotFound, CodeNotFound},
 	{conversation.ErrMessageNotFound, http.StatusNotFound, CodeNotFound},
 	{conversation.ErrNotLinked, http.StatusNotFound, CodeNotFound},
 	{item.ErrNotFound, http.StatusNotFound, CodeNotFound},
 	{directory.ErrNotFound, http.StatusNotFound, CodeNotFound},
-	{ErrForbidden, http.StatusForbidden, CodeForbidden},
 	{conversation.ErrNotAuthor, http.StatusForbidden, CodeForbidden},
-	{ErrConflict, http.StatusConflict, CodeConflict},
 	{conversation.ErrMessageDeleted, http.StatusConflict, CodeConflict},
 	{conversation.ErrExists, http.StatusConflict, CodeConflict},
 	{conversation.ErrTooManyLinks, http.StatusConflict, CodeConflict},
 	{item.ErrExists, http.StatusConflict, CodeConflict},
 	{item.ErrTooManyPeople, http.StatusConflict, CodeConflict},
 	{directory.ErrExists, http.StatusConflict, CodeConflict},
-	{ErrUnavailable, http.StatusServiceUnavailable, CodeUnavailable},
-	{ErrBadCursor, http.StatusBadRequest, CodeInvalid},
 }
 
 // Register adds err to the error table: errors.Is(x, err) answers status with code.
@@ -194,12 +179,6 @@ type Authenticator interface {
 	Principal(ctx context.Context, tokenHash string) (p directory.Principal, storedHash string, ok bool, err error)
 }
 
-// HashToken returns the stored hash of token.
-func HashToken(token string) string {
-	sum := sha256.Sum256([]byte(token))
-	return hex.EncodeToString(sum[:])
-}
-
 const principalKey = "messenger.principal"
 
 // Authenticate returns middleware that sets the caller's principal from
@@ -216,7 +195,7 @@ func Authenticate(auth Authenticator, queryToken bool) gin.HandlerFunc {
 			Fail(c, Errorf(http.StatusUnauthorized, CodeUnauthorized, "a bearer token is required"))
 			return
 		}
-		hash := HashToken(token)
+		hash := commands.HashToken(token) // the hash the directory stored
 		p, stored, ok, err := auth.Principal(c.Request.Context(), hash)
 		if err != nil {
 			Fail(c, err)
