@@ -404,8 +404,10 @@ async function scenario(t) {
     await agentMsg('Note 60').waitFor();
     assert.equal(await agent.locator('#messages > li').count(), 50);
     await agent.getByRole('button', { name: 'Load earlier messages' }).click();
-    await agent.locator('#messages > li').first().filter({ hasText: 'Note 1' }).waitFor();
+    // "Note 1" is also a substring of "Note 11", the first message before loading: wait for the 60th item instead.
+    await agent.locator('#messages > li').nth(59).waitFor();
     assert.equal(await agent.locator('#messages > li').count(), 60);
+    assert.match(await agent.locator('#messages > li').first().innerText(), /\bNote 1\b(?!\d)/);
     await agent.getByRole('button', { name: 'Load earlier messages' }).waitFor({ state: 'hidden' });
     await shot(agent, 'agent-my-conversations');
   });
