@@ -50,17 +50,20 @@ func found(err error) (bool, error) {
 // Principal returns who holds the token with hash, if anyone, and the hash
 // stored for them.
 func (r *ReadModels) Principal(ctx context.Context, hash string) (directory.Principal, string, bool, error) {
-	var kind, id, stored string
-	ok, err := found(r.row(ctx, `SELECT kind, id, hash FROM tokens WHERE hash = ?`, hash).Scan(&kind, &id, &stored))
-	if !ok {
+	// Asked on every request: one statement.
+	var kind, id, stored, name, role string
+	var support, exists int
+	ok, err := found(r.row(ctx, `SELECT t.kind, t.id, t.hash, COALESCE(u.name, c.name, ''), COALESCE(u.role, ''),
+		COALESCE(u.support, 0), CASE WHEN u.id IS NULL AND c.id IS NULL THEN 0 ELSE 1 END
+		FROM tokens t LEFT JOIN users u ON t.kind = 'user' AND u.id = t.id LEFT JOIN customers c ON t.kind = 'customer' AND c.id = t.id
+		WHERE t.hash = ?`, hash).Scan(&kind, &id, &stored, &name, &role, &support, &exists))
+	if !ok || exists == 0 {
 		return directory.Principal{}, "", false, err
 	}
 	if kind == "customer" {
-		c, ok, err := r.Customer(ctx, id)
-		return directory.Principal{Kind: domain.ActorCustomer, ID: id, Name: c.Name}, stored, ok, err
+		return directory.Principal{Kind: domain.ActorCustomer, ID: id, Name: name}, stored, true, nil
 	}
-	u, ok, err := r.User(ctx, id)
-	return directory.Principal{Kind: domain.ActorUser, ID: id, Name: u.Name, Role: directory.Role(u.Role), Support: u.Support}, stored, ok, err
+	return directory.Principal{Kind: domain.ActorUser, ID: id, Name: name, Role: directory.Role(role), Support: support == 1}, stored, true, nil
 }
 
 // User returns user id.
@@ -308,49 +311,64 @@ func (r *ReadModels) Conversation(ctx context.Context, id string) (Conversation,
 	return conv, true, nil
 }
 
-const messageCols = `id, conversation_id, seq, author_kind, author_id, body, created_at, edited, deleted, position`
+// messagesFrom selects messages m with their authors' names, for
+// scanMessages; the query goes on with a WHERE clause on m.
+const messagesFrom = `SELECT m.id, m.conversation_id, m.seq, m.author_kind, m.author_id, m.body, m.created_at, m.edited, m.deleted,
+	m.position, COALESCE(u.name, cu.name, '') FROM messages m
+	LEFT JOIN users u ON m.author_kind <> 'customer' AND u.id = m.author_id
+	LEFT JOIN customers cu ON m.author_kind = 'customer' AND cu.id = m.author_id `
 
-func (r *ReadModels) scanMessages(ctx context.Context, rows *sql.Rows) ([]Message, error) {
+func (r *ReadModels) scanMessages(rows *sql.Rows) ([]Message, error) {
 	defer rows.Close()
 	var msgs []Message
-	var actors []domain.Actor
 	for rows.Next() {
 		var m Message
-		var kind string
 		var at, pos int64
 		var edited, deleted int
-		if err := rows.Scan(&m.ID, &m.ConversationID, &m.Seq, &kind, &m.Author.ID, &m.Body, &at, &edited, &deleted, &pos); err != nil {
+		if err := rows.Scan(&m.ID, &m.ConversationID, &m.Seq, &m.Author.Kind, &m.Author.ID, &m.Body, &at, &edited, &deleted, &pos,
+			&m.Author.Name); err != nil {
 			return nil, err
 		}
-		m.Author.Kind, m.CreatedAt, m.Edited, m.Deleted, m.Position = kind, fromMillis(at), edited == 1, deleted == 1, Position(pos)
+		m.CreatedAt, m.Edited, m.Deleted, m.Position = fromMillis(at), edited == 1, deleted == 1, Position(pos)
 		msgs = append(msgs, m)
-		actors = append(actors, domain.Actor{Kind: domain.ActorKind(kind), ID: m.Author.ID})
 	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	rows.Close() // before the next query: a connection at a time, or a full pool deadlocks
-	authors, err := r.authors(ctx, actors)
-	if err != nil {
-		return nil, err
-	}
-	for i := range msgs {
-		msgs[i].Author = authors[actors[i]]
-	}
-	return msgs, nil
+	return msgs, rows.Err()
 }
 
 // Message returns message id of conversation conv.
 func (r *ReadModels) Message(ctx context.Context, conv, id string) (Message, bool, error) {
-	rows, err := r.query(ctx, `SELECT `+messageCols+` FROM messages WHERE id = ? AND conversation_id = ?`, id, conv)
+	rows, err := r.query(ctx, messagesFrom+`WHERE m.id = ? AND m.conversation_id = ?`, id, conv)
 	if err != nil {
 		return Message{}, false, err
 	}
-	msgs, err := r.scanMessages(ctx, rows)
+	msgs, err := r.scanMessages(rows)
 	if err != nil || len(msgs) == 0 {
 		return Message{}, false, err
 	}
 	return msgs[0], true, nil
+}
+
+// MessagesByID returns the messages ids, whichever conversations hold
+// them, with a statement per 500 (and their authors' names); those that do
+// not exist are not in the map.
+func (r *ReadModels) MessagesByID(ctx context.Context, ids []string) (map[string]Message, error) {
+	out := make(map[string]Message, len(ids))
+	ids = uniq(ids)
+	for start := 0; start < len(ids); start += snapshotChunk {
+		part := ids[start:min(start+snapshotChunk, len(ids))]
+		rows, err := r.query(ctx, messagesFrom+`WHERE m.id IN (`+placeholders(len(part))+`)`, anys(part)...)
+		if err != nil {
+			return nil, err
+		}
+		msgs, err := r.scanMessages(rows)
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range msgs {
+			out[m.ID] = m
+		}
+	}
+	return out, nil
 }
 
 // Messages returns the newest limit messages of conv before cursor (all when
@@ -365,12 +383,12 @@ func (r *ReadModels) Messages(ctx context.Context, conv string, limit int, curso
 		}
 		before = n
 	}
-	rows, err := r.query(ctx, `SELECT `+messageCols+` FROM messages WHERE conversation_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?`,
+	rows, err := r.query(ctx, messagesFrom+`WHERE m.conversation_id = ? AND m.seq < ? ORDER BY m.seq DESC LIMIT ?`,
 		conv, before, limit)
 	if err != nil {
 		return nil, "", err
 	}
-	msgs, err := r.scanMessages(ctx, rows)
+	msgs, err := r.scanMessages(rows)
 	if err != nil {
 		return nil, "", err
 	}
@@ -596,11 +614,11 @@ func (r *ReadModels) hydrate(ctx context.Context, cs []convRow) ([]InboxRow, err
 	}
 	last := map[string]Message{}
 	if len(lasts) > 0 {
-		rows, err := r.query(ctx, `SELECT `+messageCols+` FROM messages WHERE id IN (`+placeholders(len(lasts))+`)`, anys(lasts)...)
+		rows, err := r.query(ctx, messagesFrom+`WHERE m.id IN (`+placeholders(len(lasts))+`)`, anys(lasts)...)
 		if err != nil {
 			return nil, err
 		}
-		msgs, err := r.scanMessages(ctx, rows)
+		msgs, err := r.scanMessages(rows)
 		if err != nil {
 			return nil, err
 		}

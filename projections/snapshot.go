@@ -24,56 +24,98 @@ type Snapshot struct {
 
 // Snapshot reads conversation id; ok is false when it does not exist.
 func (r *ReadModels) Snapshot(ctx context.Context, id string) (s *Snapshot, ok bool, err error) {
-	var c convRow
-	var lastSeq int
-	ok, err = found(r.row(ctx, `SELECT c.id, c.channel, c.subject, c.status, c.customer_id, c.last_message_id, c.updated_at, c.last_seq
-		FROM conversations c WHERE c.id = ?`, id).
-		Scan(&c.id, &c.channel, &c.subject, &c.status, &c.customerID, &c.lastMessageID, &c.updatedAt, &lastSeq))
-	if !ok {
-		return nil, false, err
-	}
-	rows, err := r.hydrate(ctx, []convRow{c})
+	snaps, err := r.Snapshots(ctx, []string{id})
 	if err != nil {
 		return nil, false, err
 	}
-	s = &Snapshot{row: rows[0], customerID: c.customerID, lastSeq: lastSeq, reads: map[string]int{}}
-	if s.participants, err = r.strings(ctx, `SELECT user_id FROM participants WHERE conversation_id = ?`, id); err != nil {
-		return nil, false, err
-	}
-	if s.interested, err = r.strings(ctx, `SELECT DISTINCT ip.user_id FROM links l JOIN item_people ip ON ip.item_id = l.item_id
-		WHERE l.conversation_id = ?`, id); err != nil {
-		return nil, false, err
-	}
-	q, err := r.query(ctx, `SELECT reader, seq FROM reads WHERE conversation_id = ?`, id)
-	if err != nil {
-		return nil, false, err
-	}
-	defer q.Close()
-	for q.Next() {
-		var reader string
-		var seq int
-		if err := q.Scan(&reader, &seq); err != nil {
-			return nil, false, err
+	s, ok = snaps[id]
+	return s, ok, nil
+}
+
+// snapshotChunk is how many conversations one statement of Snapshots asks for.
+const snapshotChunk = 500
+
+// Snapshots reads the conversations ids with a few statements however many
+// they are (a few per 500); those that do not exist are not in the map.
+// Live streams read every conversation a batch of changes touched at once.
+func (r *ReadModels) Snapshots(ctx context.Context, ids []string) (map[string]*Snapshot, error) {
+	out := make(map[string]*Snapshot, len(ids))
+	ids = uniq(ids)
+	for start := 0; start < len(ids); start += snapshotChunk {
+		if err := r.snapshots(ctx, ids[start:min(start+snapshotChunk, len(ids))], out); err != nil {
+			return nil, err
 		}
-		s.reads[reader] = seq
 	}
-	if err := q.Err(); err != nil {
-		return nil, false, err
-	}
-	q.Close() // before the next query: a connection at a time, or a full pool deadlocks
-	d, err := r.query(ctx, `SELECT seq FROM messages WHERE conversation_id = ? AND deleted = 1 ORDER BY seq`, id)
+	return out, nil
+}
+
+func (r *ReadModels) snapshots(ctx context.Context, ids []string, out map[string]*Snapshot) error {
+	in, args := placeholders(len(ids)), anys(ids)
+	rows, err := r.query(ctx, `SELECT c.id, c.channel, c.subject, c.status, c.customer_id, c.last_message_id, c.updated_at, c.last_seq
+		FROM conversations c WHERE c.id IN (`+in+`)`, args...)
 	if err != nil {
-		return nil, false, err
+		return err
 	}
-	defer d.Close()
-	for d.Next() {
-		var seq int
-		if err := d.Scan(&seq); err != nil {
-			return nil, false, err
+	var convs []convRow
+	var lastSeqs []int
+	for rows.Next() {
+		var c convRow
+		var lastSeq int
+		if err := rows.Scan(&c.id, &c.channel, &c.subject, &c.status, &c.customerID, &c.lastMessageID, &c.updatedAt, &lastSeq); err != nil {
+			rows.Close()
+			return err
 		}
-		s.deleted = append(s.deleted, seq)
+		convs, lastSeqs = append(convs, c), append(lastSeqs, lastSeq)
 	}
-	return s, true, d.Err()
+	rows.Close() // before the next query: a connection at a time, or a full pool deadlocks
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if len(convs) == 0 {
+		return nil
+	}
+	inbox, err := r.hydrate(ctx, convs)
+	if err != nil {
+		return err
+	}
+	for i, c := range convs {
+		out[c.id] = &Snapshot{row: inbox[i], customerID: c.customerID, lastSeq: lastSeqs[i], reads: map[string]int{}}
+	}
+	// Who takes part, who a linked item concerns, the read marks and the
+	// deleted messages, with one statement.
+	q := `SELECT conversation_id, 'p', user_id, 0 FROM participants WHERE conversation_id IN (` + in + `)
+		UNION ALL SELECT DISTINCT l.conversation_id, 'i', ip.user_id, 0 FROM links l JOIN item_people ip ON ip.item_id = l.item_id
+			WHERE l.conversation_id IN (` + in + `)
+		UNION ALL SELECT conversation_id, 'r', reader, seq FROM reads WHERE conversation_id IN (` + in + `)
+		UNION ALL SELECT conversation_id, 'd', '', seq FROM messages WHERE conversation_id IN (` + in + `) AND deleted = 1
+		ORDER BY 1, 2, 4`
+	parts, err := r.query(ctx, q, slices.Concat(args, args, args, args)...)
+	if err != nil {
+		return err
+	}
+	defer parts.Close()
+	for parts.Next() {
+		var conv, part, who string
+		var seq int
+		if err := parts.Scan(&conv, &part, &who, &seq); err != nil {
+			return err
+		}
+		s := out[conv]
+		if s == nil {
+			continue // created after the first statement
+		}
+		switch part {
+		case "p":
+			s.participants = append(s.participants, who)
+		case "i":
+			s.interested = append(s.interested, who)
+		case "r":
+			s.reads[who] = seq
+		case "d":
+			s.deleted = append(s.deleted, seq)
+		}
+	}
+	return parts.Err()
 }
 
 func (r *ReadModels) strings(ctx context.Context, q string, args ...any) ([]string, error) {

@@ -77,6 +77,15 @@ func NewStreams(rm *projections.ReadModels, log Log, progress Progress, hub *Hub
 	return s
 }
 
+// Deliver hands a batch of changes of the projector to the hub, once what
+// they look like has been read for all the streams together.
+func (s *Streams) Deliver(changes []projections.Change) {
+	if s.hub.Subscribers() > 0 {
+		s.shared.prefetch(context.Background(), changes)
+	}
+	s.hub.Deliver(changes)
+}
+
 // Clients returns how many streams are open.
 func (s *Streams) Clients() int { return int(s.clients.Load()) }
 
@@ -614,26 +623,90 @@ type msgKey struct{ conv, id string }
 // conversation returns conversation id as it stands after position pos.
 func (r *renderings) conversation(ctx context.Context, pos uint64, id string) (*convView, error) {
 	return r.convs.get(ctx, pos, r.applied, id, func(ctx context.Context) (*convView, error) {
-		snap, ok, err := r.rm.Snapshot(ctx, id)
+		snap, _, err := r.rm.Snapshot(ctx, id)
 		if err != nil {
 			return nil, fmt.Errorf("snapshot of %s: %w", id, err)
 		}
-		cv := &convView{name: id, id: unique.Make(id)}
-		if !ok {
-			return cv, nil
-		}
-		cv.snap = snap
-		if cv.idJSON, err = json.Marshal(id); err != nil {
-			return nil, err
-		}
-		var nobody directory.Principal
-		row := snap.Row(nobody)
-		data, err := json.Marshal(row)
-		if err != nil {
-			return nil, fmt.Errorf("encode the inbox row of %s: %w", id, err)
-		}
-		cv.rowHead, cv.rowTail = splitUnread(data, row.Unread)
+		return newConvView(id, snap)
+	})
+}
+
+// newConvView makes the view of conversation id from its snapshot, nil
+// when it does not exist.
+func newConvView(id string, snap *projections.Snapshot) (*convView, error) {
+	cv := &convView{name: id, id: unique.Make(id)}
+	if snap == nil {
 		return cv, nil
+	}
+	cv.snap = snap
+	var err error
+	if cv.idJSON, err = json.Marshal(id); err != nil {
+		return nil, err
+	}
+	var nobody directory.Principal
+	row := snap.Row(nobody)
+	data, err := json.Marshal(row)
+	if err != nil {
+		return nil, fmt.Errorf("encode the inbox row of %s: %w", id, err)
+	}
+	cv.rowHead, cv.rowTail = splitUnread(data, row.Unread)
+	return cv, nil
+}
+
+// prefetch reads what the conversations and messages of a batch of changes
+// look like with a few statements, before the streams ask for them one by
+// one: at a few thousand posts a second, a read per change and
+// conversation would cost more than everything else together.
+func (r *renderings) prefetch(ctx context.Context, changes []projections.Change) {
+	var pos uint64
+	var convs []string
+	var msgs []msgKey
+	for _, ch := range changes {
+		switch ch.Kind {
+		case projections.MessageCreated, projections.MessageUpdated, projections.MessageDeleted:
+			msgs = append(msgs, msgKey{ch.ConversationID, ch.MessageID})
+			fallthrough
+		case projections.ConversationCreated, projections.ConversationUpdated, projections.ReadChanged:
+			convs = append(convs, ch.ConversationID)
+			pos = max(pos, ch.Position)
+		}
+	}
+	if pos == 0 {
+		return
+	}
+	r.convs.fill(ctx, pos, r.applied, convs, func(ctx context.Context, ids []string) (map[string]*convView, error) {
+		snaps, err := r.rm.Snapshots(ctx, ids)
+		if err != nil {
+			return nil, fmt.Errorf("snapshots of %d conversations: %w", len(ids), err)
+		}
+		out := make(map[string]*convView, len(ids))
+		for _, id := range ids {
+			if out[id], err = newConvView(id, snaps[id]); err != nil {
+				return nil, err
+			}
+		}
+		return out, nil
+	})
+	r.msgs.fill(ctx, pos, r.applied, msgs, func(ctx context.Context, keys []msgKey) (map[msgKey][]byte, error) {
+		ids := make([]string, len(keys))
+		for i, k := range keys {
+			ids[i] = k.id
+		}
+		found, err := r.rm.MessagesByID(ctx, ids)
+		if err != nil {
+			return nil, fmt.Errorf("%d messages: %w", len(ids), err)
+		}
+		out := make(map[msgKey][]byte, len(keys))
+		for _, k := range keys {
+			if m, ok := found[k.id]; ok && m.ConversationID == k.conv {
+				if out[k], err = json.Marshal(m); err != nil {
+					return nil, err
+				}
+			} else {
+				out[k] = nil // none: the stream sends nothing for it
+			}
+		}
+		return out, nil
 	})
 }
 
@@ -745,6 +818,50 @@ func (f *flights[K, V]) get(ctx context.Context, pos uint64, applied func() uint
 	case <-ctx.Done():
 		var zero V
 		return zero, ctx.Err()
+	}
+}
+
+// fill reads the values of those of keys not known up to position pos
+// with one call of load, which returns a value for each key it is given;
+// streams asking for them meanwhile wait for it rather than read them too.
+// It is get for many keys at once.
+func (f *flights[K, V]) fill(ctx context.Context, pos uint64, applied func() uint64, keys []K, load func(context.Context, []K) (map[K]V, error)) {
+	f.mu.Lock()
+	at := max(pos, applied())
+	var todo []K
+	var es []*flight[V]
+	for _, k := range keys {
+		f.uses++
+		if e := f.entries[k]; e != nil && e.pos >= pos {
+			e.used = f.uses
+			continue
+		}
+		e := &flight[V]{pos: at, ready: make(chan struct{}), used: f.uses}
+		f.entries[k] = e
+		todo, es = append(todo, k), append(es, e)
+	}
+	f.sweep()
+	f.mu.Unlock()
+	if len(todo) == 0 {
+		return
+	}
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), renderLoadTimeout)
+	vals, err := load(lctx, todo)
+	cancel()
+	for i, k := range todo {
+		e := es[i]
+		e.val, e.err = vals[k], err
+		e.done.Store(true)
+		close(e.ready)
+	}
+	if err != nil {
+		f.mu.Lock()
+		for i, k := range todo {
+			if f.entries[k] == es[i] {
+				delete(f.entries, k)
+			}
+		}
+		f.mu.Unlock()
 	}
 }
 
