@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strings"
 
 	"github.com/helpdesk/messenger/domain"
 	"github.com/helpdesk/messenger/domain/conversation"
@@ -25,6 +26,9 @@ const (
 	ReadChanged         ChangeKind = "read"
 	ItemChanged         ChangeKind = "item.changed"
 	HelpdeskChanged     ChangeKind = "helpdesk.changed"
+	// TokenIssued: a user's token was replaced; streams send nothing of
+	// it, servers forget the principals they keep (see httpkit.AuthCache).
+	TokenIssued ChangeKind = "token.issued"
 )
 
 // Change is one thing a log event changed in the read models. Live streams
@@ -83,6 +87,10 @@ func ChangesOf(rec domain.Recorded) []Change {
 		c := base
 		c.Kind = HelpdeskChanged
 		return []Change{c}
+	case directory.UserTokenIssued:
+		c := base
+		c.Kind = TokenIssued
+		return []Change{c}
 	}
 	return nil
 }
@@ -97,22 +105,104 @@ func trimPrefix(s, p string) string {
 	return ""
 }
 
-// txn runs portable SQL inside one read-model transaction.
+// txn runs portable SQL inside one read-model transaction. With a
+// Pipeliner dialect, the statements that change rows are held until the
+// next read or the end of the batch, and then sent together: one round
+// trip for all of them.
 type txn struct {
-	ctx context.Context
-	tx  *sql.Tx
-	d   Dialect
+	ctx  context.Context
+	tx   *sql.Tx
+	d    Dialect
+	pipe Pipeliner // nil: each statement runs at once
+
+	pending     strings.Builder // the statements held, separated by ";"
+	pendingArgs []any
 }
 
-func (t txn) exec(q string, args ...any) error {
-	if _, err := t.tx.ExecContext(t.ctx, t.d.Rebind(q), args...); err != nil {
-		return fmt.Errorf("%s: %w", firstLine(q), err)
+// Bounds of what a txn holds before sending it.
+const (
+	pipelineBytes = 4 << 20
+	pipelineArgs  = 50_000
+)
+
+func newTxn(ctx context.Context, tx *sql.Tx, d Dialect) *txn {
+	t := &txn{ctx: ctx, tx: tx, d: d}
+	t.pipe, _ = d.(Pipeliner)
+	return t
+}
+
+func (t *txn) exec(q string, args ...any) error {
+	if t.pipe == nil {
+		if _, err := t.tx.ExecContext(t.ctx, t.d.Rebind(q), args...); err != nil {
+			return fmt.Errorf("%s: %w", firstLine(q), err)
+		}
+		return nil
+	}
+	if t.pending.Len() > 0 {
+		t.pending.WriteString(";\n")
+	}
+	t.pending.WriteString(q)
+	t.pendingArgs = append(t.pendingArgs, args...)
+	if t.pending.Len() > pipelineBytes || len(t.pendingArgs) > pipelineArgs {
+		_, err := t.sync()
+		return err
 	}
 	return nil
 }
 
-func (t txn) row(q string, args ...any) *sql.Row {
-	return t.tx.QueryRowContext(t.ctx, t.d.Rebind(q), args...)
+// execCount runs q after every statement held, and returns how many rows
+// q changed.
+func (t *txn) execCount(q string, args ...any) (int64, error) {
+	if t.pipe == nil {
+		res, err := t.tx.ExecContext(t.ctx, t.d.Rebind(q), args...)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", firstLine(q), err)
+		}
+		return res.RowsAffected()
+	}
+	if err := t.exec(q, args...); err != nil {
+		return 0, err
+	}
+	return t.sync() // q is the last statement: its count is the result's
+}
+
+// sync sends the statements held, and returns the count of rows the last
+// one changed.
+func (t *txn) sync() (int64, error) {
+	if t.pending.Len() == 0 {
+		return 0, nil
+	}
+	q, args := t.pipe.Pipeline(t.pending.String(), t.pendingArgs)
+	n := strings.Count(q, ";\n") + 1
+	t.pending.Reset()
+	clear(t.pendingArgs)
+	t.pendingArgs = t.pendingArgs[:0]
+	res, err := t.tx.ExecContext(t.ctx, q, args...)
+	if err != nil {
+		return 0, fmt.Errorf("%d statements sent together: %w", n, err)
+	}
+	return res.RowsAffected()
+}
+
+// query reads, after the statements held have run.
+func (t *txn) query(q string, args ...any) (*sql.Rows, error) {
+	if _, err := t.sync(); err != nil {
+		return nil, err
+	}
+	rows, err := t.tx.QueryContext(t.ctx, t.d.Rebind(q), args...)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", firstLine(q), err)
+	}
+	return rows, nil
+}
+
+// scan reads one row into dest, after the statements held have run; it
+// returns sql.ErrNoRows when there is none.
+func (t *txn) scan(q string, args []any, dest ...any) error {
+	if _, err := t.sync(); err != nil {
+		return err
+	}
+	return t.tx.QueryRowContext(t.ctx, t.d.Rebind(q), args...).Scan(dest...)
 }
 
 func b2i(b bool) int {
@@ -125,7 +215,7 @@ func b2i(b bool) int {
 // apply changes the read-model rows for rec. It is the one place that
 // decides row changes; every SQL engine applies the same statements. The
 // events of conversations go through b, which writes them at its flush.
-func apply(t txn, b *batch, rec domain.Recorded) error {
+func apply(t *txn, b *batch, rec domain.Recorded) error {
 	at := millis(rec.At)
 	pos := int64(rec.Position)
 	switch e := rec.Event.(type) {
@@ -190,18 +280,18 @@ func apply(t txn, b *batch, rec domain.Recorded) error {
 	return nil // an event of no read model, e.g. of a newer kind of stream
 }
 
-func ensureHelpdesk(t txn) error {
+func ensureHelpdesk(t *txn) error {
 	return t.exec(`INSERT INTO helpdesk (id, online, online_message, offline_message, position) VALUES (1, 0, '', '', 0)
 		ON CONFLICT (id) DO NOTHING`)
 }
 
-func addPerson(t txn, item, user, role string, pos int64) error {
+func addPerson(t *txn, item, user, role string, pos int64) error {
 	return t.exec(`INSERT INTO item_people (item_id, user_id, role, added) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`, item, user, role, pos)
 }
 
 // interest records that user is assignee or follower of item, which makes
 // the conversations linking it the user's own.
-func interest(t txn, b *batch, item, user, role string, pos int64) error {
+func interest(t *txn, b *batch, item, user, role string, pos int64) error {
 	if err := addPerson(t, item, user, role, pos); err != nil {
 		return err
 	}

@@ -17,7 +17,7 @@ import (
 // each in one statement. Row changes are still decided here once, in
 // portable SQL, for every engine.
 type batch struct {
-	t     txn
+	t     *txn
 	convs map[string]*convState // every conversation the batch has touched, as it stands
 
 	messages []messageRow   // new messages, in order
@@ -32,8 +32,7 @@ type batch struct {
 	readers  []string
 	livechat int // change of counters.livechat
 
-	members map[string]bool // conversations whose members' rows to bring in step with the conversation
-	added   [][]any         // new members: user, conversation
+	added [][]any // new members: user, conversation
 
 	users, customers, tokens [][]any           // new rows
 	customerDoc              map[string]string // customer id → "name email", of the batch's new customers
@@ -61,8 +60,10 @@ type participantRow struct {
 	joined     int64
 }
 
-func newBatch(t txn) *batch {
-	b := &batch{t: t, convs: map[string]*convState{}}
+// newBatch starts a batch in t over the conversations states known
+// already (which it adds to).
+func newBatch(t *txn, convs map[string]*convState) *batch {
+	b := &batch{t: t, convs: convs}
 	b.reset()
 	return b
 }
@@ -75,7 +76,7 @@ func (b *batch) reset() {
 	b.caught, b.readers = map[string]int{}, nil
 	b.livechat = 0
 	b.users, b.customers, b.tokens, b.customerDoc = nil, nil, nil, map[string]string{}
-	b.members, b.added = map[string]bool{}, nil
+	b.added = nil
 }
 
 // prefetch loads the rows and read marks of the conversations of recs with
@@ -84,7 +85,7 @@ func (b *batch) prefetch(recs []domain.Recorded) error {
 	var ids []string
 	seen := map[string]bool{}
 	for _, r := range recs {
-		if id := conversationID(r.Stream); id != "" && !seen[id] {
+		if id := conversationID(r.Stream); id != "" && !seen[id] && b.convs[id] == nil {
 			seen[id] = true
 			ids = append(ids, id)
 		}
@@ -99,8 +100,8 @@ func (b *batch) prefetch(recs []domain.Recorded) error {
 }
 
 func (b *batch) load(ids []string) error {
-	rows, err := b.t.tx.QueryContext(b.t.ctx, b.t.d.Rebind(`SELECT id, channel, subject, status, customer_id, created_at, updated_at,
-		last_seq, last_live_seq, last_message_id, first_message_id, position, version FROM conversations WHERE id IN (`+placeholders(len(ids))+`)`), anys(ids)...)
+	rows, err := b.t.query(`SELECT id, channel, subject, status, customer_id, created_at, updated_at,
+		last_seq, last_live_seq, last_message_id, first_message_id, position, version FROM conversations WHERE id IN (`+placeholders(len(ids))+`)`, anys(ids)...)
 	if err != nil {
 		return fmt.Errorf("load conversations: %w", err)
 	}
@@ -117,7 +118,7 @@ func (b *batch) load(ids []string) error {
 	if err := rows.Err(); err != nil {
 		return err
 	}
-	rows, err = b.t.tx.QueryContext(b.t.ctx, b.t.d.Rebind(`SELECT conversation_id, reader, seq FROM reads WHERE conversation_id IN (`+placeholders(len(ids))+`)`), anys(ids)...)
+	rows, err = b.t.query(`SELECT conversation_id, reader, seq FROM reads WHERE conversation_id IN (`+placeholders(len(ids))+`)`, anys(ids)...)
 	if err != nil {
 		return fmt.Errorf("load read marks: %w", err)
 	}
@@ -191,7 +192,7 @@ func (b *batch) applyConversation(conv string, rec domain.Recorded) error {
 			doc, ok := b.customerDoc[e.CustomerID]
 			if !ok {
 				var name, email string
-				err := b.t.row(`SELECT name, email FROM customers WHERE id = ?`, e.CustomerID).Scan(&name, &email)
+				err := b.t.scan(`SELECT name, email FROM customers WHERE id = ?`, []any{e.CustomerID}, &name, &email)
 				if err != nil && !errors.Is(err, sql.ErrNoRows) {
 					return err
 				}
@@ -321,14 +322,14 @@ func (b *batch) countPost(c *convState, author string, seq int) {
 // none left, the chat no longer counts.
 func (b *batch) countDelete(c *convState, id string) error {
 	var seq int
-	if err := b.t.row(`SELECT seq FROM messages WHERE id = ?`, id).Scan(&seq); err != nil {
+	if err := b.t.scan(`SELECT seq FROM messages WHERE id = ?`, []any{id}, &seq); err != nil {
 		return fmt.Errorf("message %s: %w", id, err)
 	}
 	if seq != c.lastLive {
 		return nil
 	}
 	var prev int
-	if err := b.t.row(`SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conversation_id = ? AND deleted = 0`, c.id).Scan(&prev); err != nil {
+	if err := b.t.scan(`SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conversation_id = ? AND deleted = 0`, []any{c.id}, &prev); err != nil {
 		return err
 	}
 	old := c.lastLive
@@ -392,12 +393,12 @@ func (b *batch) flush() error {
 	if err := b.bulk(`INSERT INTO tokens (hash, kind, id)`, `ON CONFLICT (hash) DO NOTHING`, 3, b.tokens); err != nil {
 		return err
 	}
-	var convs [][]any
+	var convs, touched [][]any
 	for _, c := range b.convs {
 		if c.dirty {
 			convs = append(convs, []any{c.id, c.channel, c.subject, c.status, c.customerID, c.createdAt, c.updatedAt,
 				c.lastSeq, c.lastLive, c.lastMessageID, c.firstMessageID, c.position, c.version})
-			b.members[c.id] = true
+			touched = append(touched, []any{c.id, c.status, c.updatedAt, c.lastLive})
 			c.dirty = false
 		}
 	}
@@ -434,7 +435,11 @@ func (b *batch) flush() error {
 	if err := b.bulk(`INSERT INTO members (user_id, conversation_id, status, updated_at)`, `ON CONFLICT DO NOTHING`, 2, b.added, `'', 0`); err != nil {
 		return err
 	}
-	if err := refreshMembers(b.t, keys(b.members)); err != nil {
+	// The columns of VALUES have no declared type: cast the numbers.
+	updated, lastLive := `CAST(v.column3 AS BIGINT)`, `CAST(v.column4 AS INTEGER)`
+	if err := b.bulk(`UPDATE members SET status = v.column2, updated_at = `+updated+`, unread = `+unreadOf(lastLive)+` FROM (`,
+		`) AS v WHERE members.conversation_id = v.column1 AND (members.status <> v.column2 OR members.updated_at <> `+updated+`
+		OR members.unread <> `+unreadOf(lastLive)+`)`, 4, touched); err != nil {
 		return err
 	}
 	var docs [][]any
@@ -469,6 +474,14 @@ func (b *batch) flush() error {
 	return nil
 }
 
+// unreadOf is 1 when a conversation whose newest message not deleted is
+// lastLive has a message after the read mark of the member of a row of
+// members, else 0.
+func unreadOf(lastLive string) string {
+	return `CASE WHEN ` + lastLive + ` > COALESCE((SELECT r.seq FROM reads r WHERE r.conversation_id = members.conversation_id
+		AND r.reader = 'user:' || members.user_id), 0) THEN 1 ELSE 0 END`
+}
+
 // memberUnread is 1 when the conversation of a row of members has a message
 // not deleted after the member's read mark, else 0.
 const memberUnread = `CASE WHEN (SELECT c.last_live_seq FROM conversations c WHERE c.id = members.conversation_id)
@@ -478,7 +491,7 @@ const memberUnread = `CASE WHEN (SELECT c.last_live_seq FROM conversations c WHE
 // refreshMembers brings the rows of members of conversations convs in
 // step with the conversations' status and activity, with one statement per
 // few hundred conversations.
-func refreshMembers(t txn, convs []string) error {
+func refreshMembers(t *txn, convs []string) error {
 	for start := 0; start < len(convs); start += 400 {
 		part := convs[start:min(start+400, len(convs))]
 		if err := t.exec(`UPDATE members SET
@@ -490,12 +503,4 @@ func refreshMembers(t txn, convs []string) error {
 		}
 	}
 	return nil
-}
-
-func keys(m map[string]bool) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	return out
 }

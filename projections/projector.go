@@ -40,6 +40,13 @@ type Projector struct {
 	pub Publisher
 	cfg Config
 
+	// convs holds the conversations' states as the read models hold them,
+	// so that a batch reads only those it has not met yet. Only Step uses
+	// it, and only while the checkpoint is still convsAt, where the last
+	// batch it committed left it.
+	convs   map[string]*convState
+	convsAt uint64
+
 	applied  atomic.Uint64
 	running  atomic.Bool // Run is applying the log in this process
 	mu       sync.Mutex
@@ -47,6 +54,10 @@ type Projector struct {
 	waiters  int           // WaitFor calls following the stored checkpoint
 	stopPoll func()        // stops their poller
 }
+
+// maxKnownConversations bounds the conversations' states a projector keeps
+// between batches; past it, it starts afresh.
+const maxKnownConversations = 100_000
 
 // NewProjector returns a projector writing through db (which must already be
 // migrated, see Migrate), reading log, and publishing to pub (nil: none).
@@ -166,8 +177,12 @@ func (p *Projector) Step(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("begin projection: %w", err)
 	}
 	defer tx.Rollback()
-	t := txn{ctx: ctx, tx: tx, d: p.d}
-	b := newBatch(t)
+	t := newTxn(ctx, tx, p.d)
+	if p.convs == nil || p.convsAt != from || len(p.convs) > maxKnownConversations {
+		p.convs = map[string]*convState{}
+	}
+	b := newBatch(t, p.convs)
+	p.convs = nil // until this batch commits: its states may be ahead of the rows
 	if err := b.prefetch(recs); err != nil {
 		return 0, err
 	}
@@ -189,11 +204,11 @@ func (p *Projector) Step(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("project up to %d: %w", recs[len(recs)-1].Position, err)
 	}
 	last := recs[len(recs)-1].Position
-	res, err := tx.ExecContext(ctx, p.d.Rebind(`UPDATE checkpoints SET position = ? WHERE name = ? AND position = ?`), int64(last), Name, int64(from))
+	n, err := t.execCount(`UPDATE checkpoints SET position = ? WHERE name = ? AND position = ?`, int64(last), Name, int64(from))
 	if err != nil {
-		return 0, fmt.Errorf("store checkpoint: %w", err)
+		return 0, fmt.Errorf("project up to %d: %w", last, err)
 	}
-	if n, _ := res.RowsAffected(); n != 1 {
+	if n != 1 {
 		// Another projector moved the checkpoint: re-read it and go on from there.
 		tx.Rollback()
 		if err := p.Load(ctx); err != nil {
@@ -204,6 +219,7 @@ func (p *Projector) Step(ctx context.Context) (int, error) {
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("commit projection: %w", err)
 	}
+	p.convs, p.convsAt = b.convs, last
 	p.advance(last)
 	if p.cfg.OnBatch != nil {
 		p.cfg.OnBatch(len(recs), last)
@@ -271,12 +287,26 @@ func Rebuild(ctx context.Context, db *sql.DB, d Dialect, log Log, progress func(
 	if _, err := Migrate(ctx, db, d); err != nil {
 		return err
 	}
+	// Indexes only queries use are built once at the end: faster than
+	// keeping them up to date row by row.
+	later, err := dropLaterIndexes(ctx, db, d)
+	if err != nil {
+		return err
+	}
 	total := 0
-	p := NewProjector(db, d, log, nil, Config{BatchSize: 2000, OnBatch: func(n int, pos uint64) {
+	p := NewProjector(db, d, log, nil, Config{BatchSize: 5000, OnBatch: func(n int, pos uint64) {
 		total += n
 		if progress != nil {
 			progress(total, pos)
 		}
 	}})
-	return p.CatchUp(ctx)
+	if err := p.CatchUp(ctx); err != nil {
+		return err
+	}
+	for _, q := range later {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			return fmt.Errorf("create index: %s: %w", firstLine(q), err)
+		}
+	}
+	return nil
 }

@@ -31,6 +31,16 @@ type Dialect interface {
 	SearchMatch(term string) (clause string, arg string)
 }
 
+// Pipeliner is implemented by a Dialect whose engine is a round trip away:
+// the projector then sends the row changes of a batch together.
+type Pipeliner interface {
+	// Pipeline returns the text and arguments of one call that runs
+	// query, statements separated by ";" with ? placeholders numbered
+	// across them, statement after statement; the call's count of rows
+	// changed must be the last statement's.
+	Pipeline(query string, args []any) (string, []any)
+}
+
 // tables lists the read-model tables in an order safe to drop.
 var tables = []string{"search_docs", "members", "caught_up", "counters", "item_people", "items", "links", "reads", "messages", "participants",
 	"conversations", "tokens", "customers", "users", "helpdesk", "checkpoints"}
@@ -112,6 +122,35 @@ func Migrate(ctx context.Context, db *sql.DB, d Dialect) (fresh bool, err error)
 		return false, fmt.Errorf("create checkpoint: %w", err)
 	}
 	return true, tx.Commit()
+}
+
+// queryIndexes names the indexes that only queries use, not the
+// projector's own statements: a rebuild creates them after the rows.
+var queryIndexes = map[string]bool{
+	"conversations_inbox": true, "conversations_customer": true, "participants_user": true, "reads_reader": true,
+	"members_unread": true, "members_inbox": true, "links_item": true, "item_people_user": true,
+	"search_docs_tsv": true, "search_docs_conversation": true,
+}
+
+// dropLaterIndexes drops the query indexes of fresh read models and
+// returns the statements that create them again.
+func dropLaterIndexes(ctx context.Context, db *sql.DB, d Dialect) ([]string, error) {
+	var later []string
+	for _, q := range append(append([]string{}, schema...), d.SearchSchema()...) {
+		rest, ok := strings.CutPrefix(q, "CREATE INDEX IF NOT EXISTS ")
+		if !ok {
+			continue
+		}
+		name, _, _ := strings.Cut(rest, " ")
+		if !queryIndexes[name] {
+			continue
+		}
+		if _, err := db.ExecContext(ctx, `DROP INDEX IF EXISTS `+name); err != nil {
+			return nil, fmt.Errorf("drop index %s: %w", name, err)
+		}
+		later = append(later, q)
+	}
+	return later, nil
 }
 
 // Drop removes every read-model table.

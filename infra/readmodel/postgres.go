@@ -5,6 +5,8 @@ import (
 	"strings"
 	"unicode"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/helpdesk/messenger/projections"
 )
 
@@ -14,7 +16,20 @@ import (
 // tokenizer does, so that both engines find the same conversations.
 type Postgres struct{}
 
-var _ projections.Dialect = Postgres{}
+var (
+	_ projections.Dialect   = Postgres{}
+	_ projections.Pipeliner = Postgres{}
+)
+
+// Pipeline runs the statements of query in one round trip: pgx's simple
+// protocol, which takes several statements in one text, with the
+// arguments written into it by pgx's own quoting (it insists on
+// standard_conforming_strings and UTF-8 for that). database/sql passes the
+// mode through to pgx as a first argument. The result's count of rows is
+// the last statement's.
+func (p Postgres) Pipeline(query string, args []any) (string, []any) {
+	return p.Rebind(query), append([]any{pgx.QueryExecModeSimpleProtocol}, args...)
+}
 
 // Rebind rewrites ? placeholders outside string literals into $1, $2, ….
 func (Postgres) Rebind(q string) string {

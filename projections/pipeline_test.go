@@ -1,0 +1,80 @@
+package projections_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/helpdesk/messenger/commands"
+	"github.com/helpdesk/messenger/projections"
+)
+
+// hostileTexts are what a client may send that SQL text must not mistake
+// for its own: on PostgreSQL the projector writes the values of a batch
+// into one statement text (see Pipeliner).
+var hostileTexts = []string{
+	`it's`, `''`, `'); DROP TABLE messages; --`, `back\slash \' \\'`, `$1 $2 ? ?? $$ $tag$ x $tag$`,
+	`/* open comment`, `-- line comment`, "semi;colon;\n;", `E'\x41'`, `U&'\0041'`, "tab\tnew\nline\r",
+	`"double" "quotes"`, `Ångström ünïcødé 日本語 🙂`, strings.Repeat("'", 199), `-1`, `--1`, "a\u2028b\u2029c",
+}
+
+// TestHostileTextsRoundTrip projects messages and subjects made of
+// hostileTexts on each engine and reads them back unchanged.
+func TestHostileTextsRoundTrip(t *testing.T) {
+	for name, open := range map[string]func(testing.TB) engine{"sqlite": sqliteEngine, "postgres": postgresEngine} {
+		t.Run(name, func(t *testing.T) {
+			e := open(t)
+			ctx := context.Background()
+			proj := project(t, e)
+			rm := projections.NewReadModels(e.reader, e.dialect)
+			svc := commands.NewService(e.store, rm, proj, commands.Config{})
+			cust, err := svc.RegisterCustomer(ctx, hostileTexts[0], "x@example.com")
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, _, ok, err := rm.Principal(ctx, commands.HashToken(cust.Token))
+			if err != nil || !ok {
+				t.Fatalf("customer not found: %v", err)
+			}
+			if p.Name != hostileTexts[0] {
+				t.Errorf("customer name %q, want %q", p.Name, hostileTexts[0])
+			}
+			for _, text := range hostileTexts {
+				subject := strings.Join(strings.Fields(text), " ") // one line
+				conv, _, err := svc.StartConversation(ctx, p, subject, text, nil)
+				if err != nil {
+					t.Fatalf("start %q: %v", text, err)
+				}
+				if _, _, err := svc.PostMessage(ctx, p, conv, "second: "+text, ""); err != nil {
+					t.Fatalf("post %q: %v", text, err)
+				}
+				c, ok, err := rm.Conversation(ctx, conv)
+				if err != nil || !ok {
+					t.Fatalf("conversation of %q: %v", text, err)
+				}
+				if c.Subject != subject {
+					t.Errorf("subject %q, want %q", c.Subject, subject)
+				}
+				msgs, _, err := rm.Messages(ctx, conv, 10, "")
+				if err != nil || len(msgs) != 2 {
+					t.Fatalf("messages of %q: %d, %v", text, len(msgs), err)
+				}
+				if msgs[1].Body != "second: "+text || msgs[1].Author.Name != hostileTexts[0] {
+					t.Errorf("message %q by %q, want %q by %q", msgs[1].Body, msgs[1].Author.Name, "second: "+text, hostileTexts[0])
+				}
+			}
+			// The tables are all there, and the checkpoint where it should be.
+			head, err := e.store.ReadAll(ctx, 0, 10_000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := proj.Applied(); got != head[len(head)-1].Position {
+				t.Errorf("applied %d, log head %d", got, head[len(head)-1].Position)
+			}
+			var n int
+			if err := e.reader.QueryRowContext(ctx, `SELECT COUNT(*) FROM messages`).Scan(&n); err != nil || n != 2*len(hostileTexts) {
+				t.Errorf("%d messages (%v), want %d", n, err, 2*len(hostileTexts))
+			}
+		})
+	}
+}
