@@ -48,3 +48,14 @@ func (c *stateCache) get(stream string) *cacheEntry {
 	}
 	return e
 }
+
+// peek returns the entry of stream if there is one, without making one or
+// changing the order.
+func (c *stateCache) peek(stream string) *cacheEntry {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if el, ok := c.entries[stream]; ok {
+		return el.Value.(*cacheEntry)
+	}
+	return nil
+}

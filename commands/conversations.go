@@ -31,6 +31,30 @@ func (s *Service) visible(ctx context.Context, p directory.Principal, id string)
 	return nil
 }
 
+// visibleInCache reports whether the state of conversation id this process
+// keeps shows already that p may see it, which spares asking the read
+// models on every post. Who may see a conversation only grows (its customer
+// and channel never change, participants never leave), so a yes from any
+// state stands; a no may be out of date and is asked of the read models.
+func (s *Service) visibleInCache(p directory.Principal, id string) bool {
+	e := s.cache.peek(conversation.Stream(id))
+	if e == nil {
+		return false
+	}
+	e.mu.Lock()
+	st, ok := e.state.(conversation.State)
+	e.mu.Unlock()
+	switch {
+	case !ok || !st.Exists():
+		return false
+	case p.IsCustomer():
+		return st.CustomerID == p.ID
+	case p.IsAuditor() || (p.IsSupport() && st.Channel == conversation.LiveChat):
+		return true
+	}
+	return p.IsStaff() && st.IsParticipant(p.ID)
+}
+
 // exists reports whether stream holds any event.
 func (s *Service) exists(ctx context.Context, stream string) (bool, error) {
 	recs, err := s.store.ReadStream(ctx, stream)
@@ -40,8 +64,10 @@ func (s *Service) exists(ctx context.Context, stream string) (bool, error) {
 // onConversation runs cmd on conversation id, which p must be able to see.
 func (s *Service) onConversation(ctx context.Context, p directory.Principal, id string, cmd conversation.Command,
 	eventID func(int, conversation.Event) string, inspect func(conversation.State)) (Result, error) {
-	if err := s.visible(ctx, p, id); err != nil {
-		return Result{}, err
+	if !s.visibleInCache(p, id) {
+		if err := s.visible(ctx, p, id); err != nil {
+			return Result{}, err
+		}
 	}
 	res, err := execute(ctx, s, conversation.Stream(id), convEvolve, decideConv(cmd), eventID, inspect)
 	if errors.Is(err, conversation.ErrNotFound) {

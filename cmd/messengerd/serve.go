@@ -45,9 +45,24 @@ type app struct {
 	hub       *readapi.Hub
 	streams   *readapi.Streams
 	svc       *commands.Service
+	auth      *httpkit.AuthCache
 	metrics   *metrics
 	ready     atomic.Bool
 	leader    atomic.Bool
+}
+
+// authTTL is how long a principal found for a token is kept at most.
+const authTTL = 2 * time.Second
+
+// deliver takes a batch of changes from the feed to the streams.
+func (a *app) deliver(changes []projections.Change) {
+	for _, ch := range changes {
+		if ch.Kind == projections.TokenIssued {
+			a.auth.Forget()
+			break
+		}
+	}
+	a.streams.Deliver(changes)
 }
 
 // projectorLease names the lease of the one replica that projects.
@@ -81,6 +96,8 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	a.hub = readapi.NewHub(readapi.HubConfig{})
 	a.streams = readapi.NewStreams(a.rm, be.store, a.projector, a.hub, readapi.StreamConfig{Heartbeat: cfg.Heartbeat})
 	a.svc = commands.NewService(be.store, a.rm, a.projector, commands.Config{})
+	// Principals are kept briefly, and forgotten when any token is reissued.
+	a.auth = httpkit.NewAuthCache(a.rm, authTTL, 100_000)
 	a.metrics.streams = a.streams.Clients
 
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
@@ -91,7 +108,7 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("subscribe to the change feed: %w", err)
 	}
-	go bus.ConsumeFrom(bg, feed, changesTopic, a.hub.Deliver)
+	go bus.ConsumeFrom(bg, feed, changesTopic, a.deliver)
 	projected := make(chan error, 1)
 	go func() { projected <- a.runProjector(bg, log) }()
 	go a.watchReady(bg, log)
@@ -247,8 +264,8 @@ func (a *app) routes(cfg config, draining <-chan struct{}) http.Handler {
 	r.GET("/openapi.yaml", func(c *gin.Context) { c.Data(http.StatusOK, "application/yaml", openapiYAML) })
 
 	v1 := r.Group("/")
-	authed := v1.Group("/", httpkit.Authenticate(a.rm, false))
-	streams := v1.Group("/", httpkit.Authenticate(a.rm, true), untilDrained(draining))
+	authed := v1.Group("/", httpkit.Authenticate(a.auth, false))
+	streams := v1.Group("/", httpkit.Authenticate(a.auth, true), untilDrained(draining))
 	streams.GET("/v1/stream", a.streams.Agent)
 	streams.GET("/v1/widget/stream", a.streams.Widget)
 	// The write side's only public route creates widget sessions: rate-limited per client IP.
