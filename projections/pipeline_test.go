@@ -2,8 +2,10 @@ package projections_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/helpdesk/messenger/commands"
 	"github.com/helpdesk/messenger/projections"
@@ -76,5 +78,56 @@ func TestHostileTextsRoundTrip(t *testing.T) {
 				t.Errorf("%d messages (%v), want %d", n, err, 2*len(hostileTexts))
 			}
 		})
+	}
+}
+
+// TestProjectorVacuumsOnPostgres: the projector vacuums the tables every
+// post rewrites by itself (this machine's PostgreSQL runs without
+// autovacuum, as a busy one may lag behind).
+func TestProjectorVacuumsOnPostgres(t *testing.T) {
+	e := postgresEngine(t)
+	ctx := context.Background()
+	if _, err := projections.Migrate(ctx, e.writer, e.dialect); err != nil {
+		t.Fatal(err)
+	}
+	proj := projections.NewProjector(e.writer, e.dialect, e.store, nil, projections.Config{MaintainEvery: 1,
+		OnError: func(err error) { t.Error(err) }})
+	if err := proj.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { proj.Run(runCtx); close(done) }()
+	defer func() { stop(); <-done }()
+	rm := projections.NewReadModels(e.reader, e.dialect)
+	svc := commands.NewService(e.store, rm, proj, commands.Config{})
+	cust, err := svc.RegisterCustomer(ctx, "Vic", "vic@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _, _, err := rm.Principal(ctx, commands.HashToken(cust.Token))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conv, _, err := svc.StartConversation(ctx, p, "Bloat", "first", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for i := 0; ; i++ {
+		if _, _, err := svc.PostMessage(ctx, p, conv, fmt.Sprintf("post %d", i), ""); err != nil {
+			t.Fatal(err)
+		}
+		var vacuums int
+		if err := e.reader.QueryRowContext(ctx, `SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'members'`).Scan(&vacuums); err != nil {
+			t.Fatal(err)
+		}
+		if vacuums > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("members not vacuumed after %d posts", i+1)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -25,6 +25,10 @@ type Config struct {
 	OnBatch func(events int, position uint64)
 	// OnError, if set, is told of errors that Run retries.
 	OnError func(error)
+	// MaintainEvery is how many events Run applies between two rounds of
+	// the dialect's maintenance, if it has any (see Maintainer; default
+	// 5,000, and at most a round a second).
+	MaintainEvery int
 	// PollCheckpoint, if set, makes WaitFor also read the stored checkpoint
 	// this often: for replicas whose read models another process projects.
 	PollCheckpoint time.Duration
@@ -64,6 +68,9 @@ const maxKnownConversations = 100_000
 func NewProjector(db *sql.DB, d Dialect, log Log, pub Publisher, cfg Config) *Projector {
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = 500
+	}
+	if cfg.MaintainEvery <= 0 {
+		cfg.MaintainEvery = 5000
 	}
 	return &Projector{db: db, d: d, log: log, pub: pub, cfg: cfg, moved: make(chan struct{})}
 }
@@ -250,9 +257,11 @@ func (p *Projector) CatchUp(ctx context.Context) error {
 func (p *Projector) Run(ctx context.Context) error {
 	p.running.Store(true)
 	defer p.running.Store(false)
+	maintain := p.maintainer(ctx)
 	pause := 50 * time.Millisecond
 	for {
 		n, err := p.Step(ctx)
+		maintain(n)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -275,6 +284,35 @@ func (p *Projector) Run(ctx context.Context) error {
 		if err := p.log.Wait(ctx, p.Applied()); err != nil && ctx.Err() != nil {
 			return ctx.Err()
 		}
+	}
+}
+
+// maintainer returns what Run calls with the events of each batch: once
+// MaintainEvery have been applied, and a second has passed since the last
+// round, it starts a round of the dialect's maintenance in the background,
+// one at a time.
+func (p *Projector) maintainer(ctx context.Context) func(applied int) {
+	m, ok := p.d.(Maintainer)
+	if !ok {
+		return func(int) {}
+	}
+	var busy atomic.Bool
+	since, last := 0, time.Time{}
+	return func(applied int) {
+		since += applied
+		if since < p.cfg.MaintainEvery || time.Since(last) < time.Second || busy.Load() {
+			return
+		}
+		since, last = 0, time.Now()
+		busy.Store(true)
+		go func() {
+			defer busy.Store(false)
+			for _, q := range m.Maintenance() {
+				if _, err := p.db.ExecContext(ctx, q); err != nil && ctx.Err() == nil && p.cfg.OnError != nil {
+					p.cfg.OnError(fmt.Errorf("maintenance: %s: %w", firstLine(q), err))
+				}
+			}
+		}()
 	}
 }
 

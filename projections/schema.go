@@ -41,6 +41,13 @@ type Pipeliner interface {
 	Pipeline(query string, args []any) (string, []any)
 }
 
+// Maintainer is implemented by a Dialect whose engine needs the projector's
+// help to keep tables updated in place from bloating: Maintenance returns
+// the statements (run outside any transaction) that do it.
+type Maintainer interface {
+	Maintenance() []string
+}
+
 // tables lists the read-model tables in an order safe to drop.
 var tables = []string{"search_docs", "members", "caught_up", "counters", "item_people", "items", "links", "reads", "messages", "participants",
 	"conversations", "tokens", "customers", "users", "helpdesk", "checkpoints"}

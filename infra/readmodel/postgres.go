@@ -18,8 +18,17 @@ type Postgres struct{}
 
 var (
 	_ projections.Dialect   = Postgres{}
-	_ projections.Pipeliner = Postgres{}
+	_ projections.Pipeliner  = Postgres{}
+	_ projections.Maintainer = Postgres{}
 )
+
+// Maintenance vacuums the read-model tables whose rows every post
+// rewrites. Autovacuum may be off, or wake too late for tables of a few
+// hundred hot rows that gather thousands of dead versions a second; their
+// index lookups then slow the projector down within seconds.
+func (Postgres) Maintenance() []string {
+	return []string{`VACUUM conversations, members, reads, caught_up, counters, checkpoints`}
+}
 
 // Pipeline runs the statements of query in one round trip: pgx's simple
 // protocol, which takes several statements in one text, with the
