@@ -17,7 +17,7 @@ import (
 type Postgres struct{}
 
 var (
-	_ projections.Dialect   = Postgres{}
+	_ projections.Dialect    = Postgres{}
 	_ projections.Pipeliner  = Postgres{}
 	_ projections.Maintainer = Postgres{}
 )
