@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/helpdesk/messenger/domain"
 )
 
 // Publisher carries the changes of each applied batch to the live streams
@@ -176,6 +178,13 @@ func (p *Projector) Step(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("read log after %d: %w", from, err)
 	}
+	return p.applyBatch(ctx, recs)
+}
+
+// applyBatch applies recs, the events that follow the checkpoint, in one
+// transaction, and returns how many.
+func (p *Projector) applyBatch(ctx context.Context, recs []domain.Recorded) (int, error) {
+	from := p.Applied()
 	if len(recs) == 0 {
 		return 0, nil
 	}
@@ -239,17 +248,47 @@ func (p *Projector) Step(ctx context.Context) (int, error) {
 	return len(recs), nil
 }
 
-// CatchUp applies batches until the log holds nothing more.
+// CatchUp applies batches until the log holds nothing more. It reads the
+// next batch while it writes one.
 func (p *Projector) CatchUp(ctx context.Context) error {
-	for {
-		n, err := p.Step(ctx)
-		if err != nil {
-			return err
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type page struct {
+		recs []domain.Recorded
+		err  error
+	}
+	pages := make(chan page, 1)
+	go func() {
+		defer close(pages)
+		after := p.Applied()
+		for {
+			recs, err := p.log.ReadAll(ctx, after, p.cfg.BatchSize)
+			if err != nil {
+				err = fmt.Errorf("read log after %d: %w", after, err)
+			}
+			select {
+			case pages <- page{recs, err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil || len(recs) == 0 {
+				return
+			}
+			after = recs[len(recs)-1].Position
 		}
-		if n == 0 {
+	}()
+	for pg := range pages {
+		if pg.err != nil {
+			return pg.err
+		}
+		if len(pg.recs) == 0 {
 			return nil
 		}
+		if _, err := p.applyBatch(ctx, pg.recs); err != nil {
+			return err
+		}
 	}
+	return ctx.Err()
 }
 
 // Run applies the log as it grows until ctx is done. Errors are retried

@@ -160,19 +160,24 @@ func dropLaterIndexes(ctx context.Context, db *sql.DB, d Dialect) ([]string, err
 	return later, nil
 }
 
-// Drop removes every read-model table.
+// Drop removes every read-model table, in one transaction.
 func Drop(ctx context.Context, db *sql.DB, d Dialect) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
 	for _, s := range d.SearchDrop() {
-		if _, err := db.ExecContext(ctx, s); err != nil {
+		if _, err := tx.ExecContext(ctx, s); err != nil {
 			return fmt.Errorf("drop search index: %w", err)
 		}
 	}
 	for _, t := range tables {
-		if _, err := db.ExecContext(ctx, `DROP TABLE IF EXISTS `+t); err != nil {
+		if _, err := tx.ExecContext(ctx, `DROP TABLE IF EXISTS `+t); err != nil {
 			return fmt.Errorf("drop %s: %w", t, err)
 		}
 	}
-	return nil
+	return tx.Commit()
 }
 
 func firstLine(s string) string {
