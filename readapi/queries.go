@@ -398,10 +398,15 @@ func (a *API) streamEvents(c *gin.Context, after uint64) {
 }
 
 // Views renders what writes changed; it is the write routes' view port.
-type Views struct{ rm *projections.ReadModels }
+type Views struct {
+	rm     *projections.ReadModels
+	shared *renderings
+}
 
-// NewViews returns the views over rm.
-func NewViews(rm *projections.ReadModels) Views { return Views{rm: rm} }
+// Views returns the views over the read models of s, which share with its
+// streams what they read: a posted message is read once for its author's
+// answer and for every stream.
+func (s *Streams) Views() Views { return Views{rm: s.rm, shared: s.shared} }
 
 // Conversation renders conversation id without messages.
 func (v Views) Conversation(ctx context.Context, _ directory.Principal, id string) (any, error) {
@@ -412,8 +417,16 @@ func (v Views) Conversation(ctx context.Context, _ directory.Principal, id strin
 	return c, err
 }
 
-// Message renders message mid of conversation id.
-func (v Views) Message(ctx context.Context, id, mid string) (any, error) {
+// Message renders message mid of conversation id as it stands after
+// position at, or later.
+func (v Views) Message(ctx context.Context, id, mid string, at uint64) (any, error) {
+	if at > 0 {
+		data, err := v.shared.message(ctx, at, id, mid)
+		if err == nil && data == nil {
+			err = httpkit.NotFound("message", mid)
+		}
+		return json.RawMessage(data), err
+	}
 	m, ok, err := v.rm.Message(ctx, id, mid)
 	if err == nil && !ok {
 		err = httpkit.NotFound("message", mid)

@@ -269,7 +269,7 @@ func (a *app) routes(cfg config, draining <-chan struct{}) http.Handler {
 	streams.GET("/v1/stream", a.streams.Agent)
 	streams.GET("/v1/widget/stream", a.streams.Widget)
 	// The write side's only public route creates widget sessions: rate-limited per client IP.
-	httpapi.New(a.svc, readapi.NewViews(a.rm)).Register(v1.Group("/", httpkit.RateLimit(cfg.SessionRate, max(cfg.SessionRate/2, 1))), authed)
+	httpapi.New(a.svc, a.streams.Views()).Register(v1.Group("/", httpkit.RateLimit(cfg.SessionRate, max(cfg.SessionRate/2, 1))), authed)
 	readapi.New(a.rm, a.be.store).Register(v1, authed)
 	web.Register(r) // the agent app at /app/, the widget at /widget.js and its demo at /widget/
 	return r

@@ -19,8 +19,9 @@ import (
 type Views interface {
 	// Conversation renders conversation id (without messages) as p sees it.
 	Conversation(ctx context.Context, p directory.Principal, id string) (any, error)
-	// Message renders message mid of conversation id.
-	Message(ctx context.Context, id, mid string) (any, error)
+	// Message renders message mid of conversation id as it stands after
+	// log position at (or later).
+	Message(ctx context.Context, id, mid string, at uint64) (any, error)
 	// Item renders item id.
 	Item(ctx context.Context, id string) (any, error)
 	// WidgetMessage returns the message the widget shows for online.
@@ -201,7 +202,7 @@ func (a *API) post(c *gin.Context) {
 	if !res.Appended {
 		status = http.StatusOK
 	}
-	v, err := a.views.Message(c.Request.Context(), id, mid)
+	v, err := a.views.Message(c.Request.Context(), id, mid, res.Position)
 	answer(c, status, v, err)
 }
 
@@ -214,21 +215,23 @@ func (a *API) edit(c *gin.Context) {
 		return
 	}
 	id, mid := c.Param("id"), c.Param("mid")
-	if _, err := a.svc.EditMessage(c.Request.Context(), httpkit.Caller(c), id, mid, req.Body); err != nil {
+	res, err := a.svc.EditMessage(c.Request.Context(), httpkit.Caller(c), id, mid, req.Body)
+	if err != nil {
 		httpkit.Fail(c, err)
 		return
 	}
-	v, err := a.views.Message(c.Request.Context(), id, mid)
+	v, err := a.views.Message(c.Request.Context(), id, mid, res.Position)
 	answer(c, http.StatusOK, v, err)
 }
 
 func (a *API) delete(c *gin.Context) {
 	id, mid := c.Param("id"), c.Param("mid")
-	if _, err := a.svc.DeleteMessage(c.Request.Context(), httpkit.Caller(c), id, mid); err != nil {
+	res, err := a.svc.DeleteMessage(c.Request.Context(), httpkit.Caller(c), id, mid)
+	if err != nil {
 		httpkit.Fail(c, err)
 		return
 	}
-	v, err := a.views.Message(c.Request.Context(), id, mid)
+	v, err := a.views.Message(c.Request.Context(), id, mid, res.Position)
 	answer(c, http.StatusOK, v, err)
 }
 
