@@ -373,6 +373,7 @@ type benchServer struct {
 	proj    *projections.Projector
 	hub     *Hub
 	streams *Streams
+	live    atomic.Pointer[Streams] // streams, once they serve
 	srv     *httptest.Server
 	convs   []benchConv
 	seq     atomic.Int64 // of event ids
@@ -441,7 +442,11 @@ func newBenchServerWith(tb testing.TB, agents, customers, convs int, cfg StreamC
 					s.delivered[ch.Position].CompareAndSwap(0, now)
 				}
 			}
-			s.hub.Deliver(changes)
+			if st := s.live.Load(); st != nil {
+				st.Deliver(changes) // as messengerd: renders read once per batch
+			} else {
+				s.hub.Deliver(changes)
+			}
 		})
 	}()
 	s.proj = projections.NewProjector(db.Writer(), readmodel.SQLite{}, s.store, bus.NewPublisher(feed, bus.Topic), projections.Config{})
@@ -480,6 +485,7 @@ func newBenchServerWith(tb testing.TB, agents, customers, convs int, cfg StreamC
 	}
 
 	s.streams = NewStreams(projections.NewReadModels(db.Reader(), readmodel.SQLite{}), s.store, s.proj, s.hub, cfg)
+	s.live.Store(s.streams)
 	r := gin.New()
 	r.GET("/v1/stream", httpkit.Authenticate(auth, true), s.streams.Agent)
 	r.GET("/v1/widget/stream", httpkit.Authenticate(auth, true), s.streams.Widget)
