@@ -612,19 +612,9 @@ func (r *ReadModels) hydrate(ctx context.Context, cs []convRow) ([]InboxRow, err
 	if err != nil {
 		return nil, err
 	}
-	last := map[string]Message{}
-	if len(lasts) > 0 {
-		rows, err := r.query(ctx, messagesFrom+`WHERE m.id IN (`+placeholders(len(lasts))+`)`, anys(lasts)...)
-		if err != nil {
-			return nil, err
-		}
-		msgs, err := r.scanMessages(rows)
-		if err != nil {
-			return nil, err
-		}
-		for _, m := range msgs {
-			last[m.ID] = m
-		}
+	last, err := r.MessagesByID(ctx, lasts)
+	if err != nil {
+		return nil, err
 	}
 	for _, c := range cs {
 		row := InboxRow{ID: c.id, Channel: c.channel, Subject: c.subject, Status: c.status, Unread: c.unread,
