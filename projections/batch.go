@@ -26,7 +26,7 @@ type batch struct {
 	isJoined map[[2]string]bool
 	read     map[[2]string]int // (conversation, reader) → new read mark
 	readKeys [][2]string
-	docs     map[[2]string]*string // (conversation, ref) → body; nil deletes it
+	docs     map[[2]string]*docChange // (conversation, ref) → its change
 	docKeys  [][2]string
 	caught   map[string]int // reader → change of caught_up.livechat
 	readers  []string
@@ -42,10 +42,37 @@ type batch struct {
 // left them.
 type convState struct {
 	id, channel, subject, status, customerID, lastMessageID, firstMessageID string
-	createdAt, updatedAt, position, version                                 int64
+	createdAt, updatedAt, position, version, num                            int64
 	lastSeq, lastLive                                                       int
 	reads                                                                   map[string]int // reader → seq, all of them
 	dirty                                                                   bool
+}
+
+// docChange is a search document to write: a new one when id is known
+// (see docID), else a new body for the one there; a nil body deletes it.
+type docChange struct {
+	id   int64
+	body *string
+}
+
+// A search document's id holds its conversation's number (the position of
+// the event that started it) above docIDBits bits that tell the documents of
+// a conversation apart: its subject 0, its customer 1, message seq s at
+// s+1. A search then finds the conversations from the full-text index
+// alone, without reading the documents (see Dialect.SearchMatch).
+const (
+	docIDBits   = 24
+	docSubject  = 0
+	docCustomer = 1
+)
+
+// docID returns the id of document k of the conversation numbered num; 0
+// when k does not fit (messages past the 16,777,214th are not searchable).
+func docID(num int64, k int) int64 {
+	if k < 0 || k >= 1<<docIDBits {
+		return 0
+	}
+	return num<<docIDBits | int64(k)
 }
 
 type messageRow struct {
@@ -72,7 +99,7 @@ func (b *batch) reset() {
 	b.messages, b.inserted = nil, map[string]int{}
 	b.joined, b.isJoined = nil, map[[2]string]bool{}
 	b.read, b.readKeys = map[[2]string]int{}, nil
-	b.docs, b.docKeys = map[[2]string]*string{}, nil
+	b.docs, b.docKeys = map[[2]string]*docChange{}, nil
 	b.caught, b.readers = map[string]int{}, nil
 	b.livechat = 0
 	b.users, b.customers, b.tokens, b.customerDoc = nil, nil, nil, map[string]string{}
@@ -101,14 +128,14 @@ func (b *batch) prefetch(recs []domain.Recorded) error {
 
 func (b *batch) load(ids []string) error {
 	rows, err := b.t.query(`SELECT id, channel, subject, status, customer_id, created_at, updated_at,
-		last_seq, last_live_seq, last_message_id, first_message_id, position, version FROM conversations WHERE id IN (`+placeholders(len(ids))+`)`, anys(ids)...)
+		last_seq, last_live_seq, last_message_id, first_message_id, position, version, num FROM conversations WHERE id IN (`+placeholders(len(ids))+`)`, anys(ids)...)
 	if err != nil {
 		return fmt.Errorf("load conversations: %w", err)
 	}
 	for rows.Next() {
 		c := &convState{reads: map[string]int{}}
 		if err := rows.Scan(&c.id, &c.channel, &c.subject, &c.status, &c.customerID, &c.createdAt, &c.updatedAt,
-			&c.lastSeq, &c.lastLive, &c.lastMessageID, &c.firstMessageID, &c.position, &c.version); err != nil {
+			&c.lastSeq, &c.lastLive, &c.lastMessageID, &c.firstMessageID, &c.position, &c.version, &c.num); err != nil {
 			rows.Close()
 			return err
 		}
@@ -157,12 +184,17 @@ func (b *batch) markRead(c *convState, reader string, seq int) {
 	b.read[k] = seq
 }
 
-func (b *batch) index(conv, ref string, body *string) {
+// index writes search document ref of conv: a new one with id, or (id 0)
+// a new body for the one there; a nil body deletes it.
+func (b *batch) index(conv, ref string, id int64, body *string) {
 	k := [2]string{conv, ref}
-	if _, ok := b.docs[k]; !ok {
+	d, ok := b.docs[k]
+	if !ok {
 		b.docKeys = append(b.docKeys, k)
+		b.docs[k] = &docChange{id: id, body: body}
+		return
 	}
-	b.docs[k] = body
+	d.body = body // still new if it was
 }
 
 func (b *batch) catchUp(reader string, n int) {
@@ -180,13 +212,13 @@ func (b *batch) applyConversation(conv string, rec domain.Recorded) error {
 			return nil // projected already
 		}
 		c := &convState{id: conv, channel: string(e.Channel), subject: e.Subject, status: "open", customerID: e.CustomerID,
-			createdAt: at, updatedAt: at, position: pos, version: rec.Version, reads: map[string]int{}, dirty: true}
+			createdAt: at, updatedAt: at, position: pos, version: rec.Version, num: pos, reads: map[string]int{}, dirty: true}
 		b.convs[conv] = c
 		for _, p := range e.Participants {
 			b.join(conv, p, pos)
 		}
 		if e.Subject != "" {
-			b.index(conv, "subject", &e.Subject)
+			b.index(conv, "subject", docID(c.num, docSubject), &e.Subject)
 		}
 		if e.CustomerID != "" {
 			doc, ok := b.customerDoc[e.CustomerID]
@@ -198,7 +230,7 @@ func (b *batch) applyConversation(conv string, rec domain.Recorded) error {
 				}
 				doc = name + " " + email
 			}
-			b.index(conv, "customer", &doc)
+			b.index(conv, "customer", docID(c.num, docCustomer), &doc)
 		}
 		return nil
 	}
@@ -231,7 +263,9 @@ func (b *batch) applyConversation(conv string, rec domain.Recorded) error {
 			b.join(conv, rec.Actor.ID, pos)
 		}
 		b.markRead(c, author, seq)
-		b.index(conv, "m:"+e.MessageID, &e.Body)
+		if id := docID(c.num, seq+1); id != 0 {
+			b.index(conv, "m:"+e.MessageID, id, &e.Body)
+		}
 	case conversation.MessageEdited:
 		if i, ok := b.inserted[e.MessageID]; ok {
 			b.messages[i].body, b.messages[i].edited, b.messages[i].position = e.Body, true, pos
@@ -239,7 +273,7 @@ func (b *batch) applyConversation(conv string, rec domain.Recorded) error {
 			e.Body, pos, e.MessageID, conv); err != nil {
 			return err
 		}
-		b.index(conv, "m:"+e.MessageID, &e.Body)
+		b.index(conv, "m:"+e.MessageID, 0, &e.Body)
 	case conversation.MessageDeleted:
 		// Rare: write what is pending, then count on the rows as they are.
 		if err := b.flush(); err != nil {
@@ -252,7 +286,7 @@ func (b *batch) applyConversation(conv string, rec domain.Recorded) error {
 		if err := b.countDelete(c, e.MessageID); err != nil {
 			return err
 		}
-		b.index(conv, "m:"+e.MessageID, nil)
+		b.index(conv, "m:"+e.MessageID, 0, nil)
 	case conversation.Closed:
 		c.status = "closed"
 	case conversation.Reopened:
@@ -397,16 +431,16 @@ func (b *batch) flush() error {
 	for _, c := range b.convs {
 		if c.dirty {
 			convs = append(convs, []any{c.id, c.channel, c.subject, c.status, c.customerID, c.createdAt, c.updatedAt,
-				c.lastSeq, c.lastLive, c.lastMessageID, c.firstMessageID, c.position, c.version})
+				c.lastSeq, c.lastLive, c.lastMessageID, c.firstMessageID, c.position, c.version, c.num})
 			touched = append(touched, []any{c.id, c.status, c.updatedAt, c.lastLive})
 			c.dirty = false
 		}
 	}
 	if err := b.bulk(`INSERT INTO conversations (id, channel, subject, status, customer_id, created_at, updated_at,
-		last_seq, last_live_seq, last_message_id, first_message_id, position, version)`, `ON CONFLICT (id) DO UPDATE SET
+		last_seq, last_live_seq, last_message_id, first_message_id, position, version, num)`, `ON CONFLICT (id) DO UPDATE SET
 		status = excluded.status, updated_at = excluded.updated_at, last_seq = excluded.last_seq,
 		last_live_seq = excluded.last_live_seq, last_message_id = excluded.last_message_id,
-		first_message_id = excluded.first_message_id, position = excluded.position, version = excluded.version`, 13, convs); err != nil {
+		first_message_id = excluded.first_message_id, position = excluded.position, version = excluded.version`, 14, convs); err != nil {
 		return err
 	}
 	msgs := make([][]any, len(b.messages))
@@ -444,14 +478,22 @@ func (b *batch) flush() error {
 	}
 	var docs [][]any
 	for _, k := range b.docKeys {
-		if body := b.docs[k]; body != nil {
-			docs = append(docs, []any{k[0], k[1], *body})
-		} else if err := b.t.exec(`DELETE FROM search_docs WHERE conversation_id = ? AND ref = ?`, k[0], k[1]); err != nil {
-			return err
+		d := b.docs[k]
+		switch {
+		case d.body == nil:
+			if err := b.t.exec(`DELETE FROM search_docs WHERE conversation_id = ? AND ref = ?`, k[0], k[1]); err != nil {
+				return err
+			}
+		case d.id == 0:
+			if err := b.t.exec(`UPDATE search_docs SET body = ? WHERE conversation_id = ? AND ref = ?`, *d.body, k[0], k[1]); err != nil {
+				return err
+			}
+		default:
+			docs = append(docs, []any{d.id, k[0], k[1], *d.body})
 		}
 	}
-	if err := b.bulk(`INSERT INTO search_docs (conversation_id, ref, body)`, `ON CONFLICT (conversation_id, ref)
-		DO UPDATE SET body = excluded.body`, 3, docs); err != nil {
+	if err := b.bulk(`INSERT INTO search_docs (id, conversation_id, ref, body)`, `ON CONFLICT (conversation_id, ref)
+		DO UPDATE SET body = excluded.body`, 4, docs); err != nil {
 		return err
 	}
 	var caught [][]any

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/helpdesk/messenger/commands"
+	"github.com/helpdesk/messenger/domain"
+	"github.com/helpdesk/messenger/domain/directory"
 	"github.com/helpdesk/messenger/projections"
 )
 
@@ -129,5 +131,60 @@ func TestProjectorVacuumsOnPostgres(t *testing.T) {
 			t.Fatalf("members not vacuumed after %d posts", i+1)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestSearchFollowsEditsAndDeletes: a search finds a message's words as
+// they stand after edits and deletions, whether they were projected one by
+// one or in one batch.
+func TestSearchFollowsEditsAndDeletes(t *testing.T) {
+	for name, open := range map[string]func(testing.TB) engine{"sqlite": sqliteEngine, "postgres": postgresEngine} {
+		for _, live := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s/live=%v", name, live), func(t *testing.T) {
+				e := open(t)
+				ctx := context.Background()
+				rm := projections.NewReadModels(e.reader, e.dialect)
+				var proj *projections.Projector
+				var waiter commands.Waiter
+				if live {
+					proj = project(t, e)
+					waiter = proj
+				}
+				svc := commands.NewService(e.store, rm, waiter, commands.Config{})
+				must := func(err error) {
+					t.Helper()
+					if err != nil {
+						t.Fatal(err)
+					}
+				}
+				cust, err := svc.RegisterCustomer(ctx, "Wanda", "wanda@example.com")
+				must(err)
+				p := directory.Principal{Kind: domain.ActorCustomer, ID: cust.ID, Name: "Wanda"}
+				conv, _, err := svc.StartConversation(ctx, p, "Quokka question", "first zebra", nil)
+				must(err)
+				edited, _, err := svc.PostMessage(ctx, p, conv, "second giraffe", "")
+				must(err)
+				_, err = svc.EditMessage(ctx, p, conv, edited, "second okapi")
+				must(err)
+				deleted, _, err := svc.PostMessage(ctx, p, conv, "third walrus", "")
+				must(err)
+				_, err = svc.DeleteMessage(ctx, p, conv, deleted)
+				must(err)
+				if !live {
+					proj = project(t, e) // the whole log in one batch
+					recs, err := e.store.ReadAll(ctx, 0, 1000)
+					must(err)
+					must(proj.WaitFor(ctx, recs[len(recs)-1].Position))
+				}
+				for term, want := range map[string]bool{"zebra": true, "giraffe": false, "okapi": true, "walrus": false,
+					"quokka": true, "wanda": true, "wanda@example.com": true, "second okapi": true, "nothing": false} {
+					rows, _, err := rm.Inbox(ctx, p, projections.InboxQuery{Search: term, Limit: 10})
+					must(err)
+					if got := len(rows) == 1; got != want {
+						t.Errorf("search %q found %d conversations, want found=%v", term, len(rows), want)
+					}
+				}
+			})
+		}
 	}
 }

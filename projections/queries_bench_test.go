@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -124,4 +125,12 @@ func BenchmarkQueries(b *testing.B) {
 			return err
 		})
 	})
+	for _, term := range terms {
+		b.Run("search-"+strings.ReplaceAll(term, " ", "-"), func(b *testing.B) {
+			latencies(b, support, func(p directory.Principal) error {
+				_, _, err := rm.Inbox(ctx, p, projections.InboxQuery{Section: projections.Customers, Status: "open", Search: term, Limit: 50})
+				return err
+			})
+		})
+	}
 }

@@ -9,7 +9,7 @@ import (
 
 // Name identifies the read models' shape. Changing it (with the schema or
 // the way events are projected) makes the next start rebuild them.
-const Name = "readmodel/v4"
+const Name = "readmodel/v5"
 
 // Dialect is what differs between the SQL engines holding read models. The
 // row changes and the queries are written once, in portable SQL with ?
@@ -18,16 +18,18 @@ type Dialect interface {
 	// Rebind rewrites ? placeholders into the engine's own.
 	Rebind(query string) string
 	// SearchSchema returns the statements that create the table
-	// search_docs (conversation_id, ref, body; UNIQUE (conversation_id, ref))
-	// and a full-text index over body that follows its inserts, updates and
-	// deletes by itself.
+	// search_docs (id, conversation_id, ref, body; UNIQUE (conversation_id,
+	// ref)), whose id the projection sets (the conversation's num above the
+	// low 24 bits), and a full-text index over body that follows its
+	// inserts, updates and deletes by itself.
 	SearchSchema() []string
 	// SearchDrop returns the statements that drop them.
 	SearchDrop() []string
-	// SearchMatch returns a boolean SQL expression over the conversation id
-	// column c.id that holds when any search_docs row of the conversation
-	// matches term (a word or a phrase, matched as a prefix), and its one
-	// argument.
+	// SearchMatch returns a boolean SQL expression over the conversation
+	// number column c.num that holds when any search_docs row of the
+	// conversation matches term (a word or a phrase, matched as a prefix),
+	// and its one argument. A document's conversation number is its id
+	// shifted right by 24 bits, which spares reading the documents.
 	SearchMatch(term string) (clause string, arg string)
 }
 
@@ -62,8 +64,8 @@ var schema = []string{
 	`CREATE TABLE IF NOT EXISTS conversations (id TEXT PRIMARY KEY, channel TEXT NOT NULL, subject TEXT NOT NULL,
 		status TEXT NOT NULL, customer_id TEXT NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL,
 		last_seq INTEGER NOT NULL, last_live_seq INTEGER NOT NULL, last_message_id TEXT NOT NULL, first_message_id TEXT NOT NULL,
-		position BIGINT NOT NULL, version BIGINT NOT NULL)`,
-	`CREATE INDEX IF NOT EXISTS conversations_inbox ON conversations (channel, status, updated_at, id)`,
+		position BIGINT NOT NULL, version BIGINT NOT NULL, num BIGINT NOT NULL)`,
+	`CREATE INDEX IF NOT EXISTS conversations_inbox ON conversations (channel, status, updated_at, id, num)`,
 	`CREATE INDEX IF NOT EXISTS conversations_customer ON conversations (customer_id, updated_at, id)`,
 	`CREATE TABLE IF NOT EXISTS participants (conversation_id TEXT NOT NULL, user_id TEXT NOT NULL, joined BIGINT NOT NULL,
 		PRIMARY KEY (conversation_id, user_id))`,
@@ -136,7 +138,7 @@ func Migrate(ctx context.Context, db *sql.DB, d Dialect) (fresh bool, err error)
 var queryIndexes = map[string]bool{
 	"conversations_inbox": true, "conversations_customer": true, "participants_user": true, "reads_reader": true,
 	"members_unread": true, "members_inbox": true, "links_item": true, "item_people_user": true,
-	"search_docs_tsv": true, "search_docs_conversation": true,
+	"search_docs_tsv": true,
 }
 
 // dropLaterIndexes drops the query indexes of fresh read models and

@@ -64,12 +64,11 @@ func (Postgres) Rebind(q string) string {
 // SearchSchema creates search_docs with a generated tsvector and its GIN index.
 func (Postgres) SearchSchema() []string {
 	return []string{
-		`CREATE TABLE IF NOT EXISTS search_docs (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+		`CREATE TABLE IF NOT EXISTS search_docs (id BIGINT PRIMARY KEY,
 			conversation_id TEXT NOT NULL, ref TEXT NOT NULL, body TEXT NOT NULL,
 			tsv tsvector GENERATED ALWAYS AS (to_tsvector('simple', regexp_replace(lower(body), '[^[:alnum:]]+', ' ', 'g'))) STORED,
 			UNIQUE (conversation_id, ref))`,
 		`CREATE INDEX IF NOT EXISTS search_docs_tsv ON search_docs USING GIN (tsv)`,
-		`CREATE INDEX IF NOT EXISTS search_docs_conversation ON search_docs (conversation_id)`,
 	}
 }
 
@@ -86,5 +85,5 @@ func (Postgres) SearchMatch(term string) (string, string) {
 	if query == "" {
 		query = "''"
 	}
-	return `c.id IN (SELECT conversation_id FROM search_docs WHERE tsv @@ to_tsquery('simple', ?))`, query + ":*"
+	return `c.num IN (SELECT id >> 24 FROM search_docs WHERE tsv @@ to_tsquery('simple', ?))`, query + ":*"
 }

@@ -41,6 +41,6 @@ func (SQLite) SearchDrop() []string {
 
 // SearchMatch matches term as a quoted FTS5 phrase whose last word may be a prefix.
 func (SQLite) SearchMatch(term string) (string, string) {
-	return `c.id IN (SELECT d.conversation_id FROM search_fts JOIN search_docs d ON d.id = search_fts.rowid WHERE search_fts MATCH ?)`,
+	return `c.num IN (SELECT rowid >> 24 FROM search_fts WHERE search_fts MATCH ?)`,
 		`"` + strings.ReplaceAll(term, `"`, `""`) + `"*`
 }
