@@ -96,6 +96,17 @@ type State struct {
 	ReadUpTo     map[string]int // actor key → Seq of the last message they have read
 	CreatedAt    time.Time
 	UpdatedAt    time.Time
+
+	// Where each message is in Messages, by id and by author and client
+	// id, kept by Evolve: a post asks both, and a busy conversation holds
+	// thousands of messages. A State made otherwise has none, and scans.
+	byID     map[string]int
+	byClient map[clientKey]int
+}
+
+type clientKey struct {
+	author   domain.Actor
+	clientID string
 }
 
 // Exists reports whether the conversation has been started.
@@ -114,6 +125,12 @@ func (s State) Message(id string) (Message, bool) {
 // MessageByClientID returns the message author posted with clientID, if any.
 func (s State) MessageByClientID(author domain.Actor, clientID string) (Message, bool) {
 	if clientID == "" {
+		return Message{}, false
+	}
+	if s.byClient != nil && len(s.byID) == len(s.Messages) {
+		if i, ok := s.byClient[clientKey{author, clientID}]; ok {
+			return s.Messages[i], true
+		}
 		return Message{}, false
 	}
 	for _, m := range s.Messages {
@@ -471,6 +488,16 @@ func Evolve(s State, e Event) State {
 			ID: e.MessageID, Seq: len(s.Messages) + 1, Author: meta.Actor, Body: e.Body,
 			ClientID: e.ClientID, CreatedAt: meta.At, UpdatedAt: meta.At,
 		})
+		if s.byID == nil || len(s.byID) != len(s.Messages)-1 {
+			s.reindex()
+		} else {
+			s.byID[e.MessageID] = len(s.Messages) - 1
+			if e.ClientID != "" {
+				if _, ok := s.byClient[clientKey{meta.Actor, e.ClientID}]; !ok {
+					s.byClient[clientKey{meta.Actor, e.ClientID}] = len(s.Messages) - 1
+				}
+			}
+		}
 		if meta.Actor.Kind == domain.ActorUser && !s.IsParticipant(meta.Actor.ID) {
 			s.Participants = append(s.Participants, meta.Actor.ID)
 		}
@@ -511,7 +538,28 @@ func Evolve(s State, e Event) State {
 }
 
 func (s State) index(messageID string) int {
+	if s.byID != nil && len(s.byID) == len(s.Messages) {
+		if i, ok := s.byID[messageID]; ok {
+			return i
+		}
+		return -1
+	}
 	return slices.IndexFunc(s.Messages, func(m Message) bool { return m.ID == messageID })
+}
+
+// reindex builds the maps of where messages are from Messages; the first
+// message of an author and client id is the one a retry finds.
+func (s *State) reindex() {
+	s.byID = make(map[string]int, len(s.Messages))
+	s.byClient = map[clientKey]int{}
+	for i, m := range s.Messages {
+		s.byID[m.ID] = i
+		if k := (clientKey{m.Author, m.ClientID}); m.ClientID != "" {
+			if _, ok := s.byClient[k]; !ok {
+				s.byClient[k] = i
+			}
+		}
+	}
 }
 
 // Fold applies events in order to the zero State.

@@ -762,8 +762,8 @@ func TestEvolve(t *testing.T) {
 					Messages: []c.Message{{ID: "m1", Seq: 1, Author: cust, Body: "Where is my order?", CreatedAt: at(0), UpdatedAt: at(0)}},
 					ReadUpTo: map[string]int{custKey: 1}, CreatedAt: at(0), UpdatedAt: at(0),
 				}
-				if !reflect.DeepEqual(s, want) {
-					t.Errorf("state:\n got %#v\nwant %#v", s, want)
+				if got := exported(s); !reflect.DeepEqual(got, want) {
+					t.Errorf("state:\n got %#v\nwant %#v", got, want)
 				}
 			},
 		},
@@ -1051,5 +1051,48 @@ func TestEventTypes(t *testing.T) {
 	}
 	if got, want := len(seen), 9; got != want {
 		t.Errorf("Events: got %d types, want %d", got, want)
+	}
+}
+
+// exported returns s without what Evolve keeps to find messages fast.
+func exported(s c.State) c.State {
+	return c.State{ID: s.ID, Channel: s.Channel, Subject: s.Subject, Status: s.Status, CustomerID: s.CustomerID,
+		Participants: s.Participants, Links: s.Links, Messages: s.Messages, ReadUpTo: s.ReadUpTo,
+		CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt}
+}
+
+// TestIndexedLookupsMatchScans: the state Evolve keeps finds messages by id
+// and by client id as a scan of Messages does, the first of a client id.
+func TestIndexedLookupsMatchScans(t *testing.T) {
+	events := livechat()
+	authors := []domain.Actor{cust, ann}
+	for i := range 300 {
+		a := authors[i%2]
+		events = append(events, c.MessagePosted{Meta: meta(a, i+1), MessageID: fmt.Sprintf("m%d", i+2), Body: "hi",
+			ClientID: fmt.Sprintf("client-%d", i%7)}) // client ids repeat: the first counts
+	}
+	indexed := c.Fold(events)
+	scanned := exported(indexed)
+	for _, a := range authors {
+		for k := range 9 {
+			id := fmt.Sprintf("client-%d", k)
+			m1, ok1 := indexed.MessageByClientID(a, id)
+			m2, ok2 := scanned.MessageByClientID(a, id)
+			if ok1 != ok2 || m1.ID != m2.ID {
+				t.Errorf("MessageByClientID(%v, %s): indexed %s %v, scanned %s %v", a, id, m1.ID, ok1, m2.ID, ok2)
+			}
+		}
+	}
+	for _, id := range []string{"m1", "m150", "m301", "m999"} {
+		_, err1 := c.Decide(indexed, c.Post{Meta: meta(cust, 400), MessageID: id, Body: "again"})
+		_, err2 := c.Decide(scanned, c.Post{Meta: meta(cust, 400), MessageID: id, Body: "again"})
+		if (err1 == nil) != (err2 == nil) {
+			t.Errorf("posting id %s: indexed %v, scanned %v", id, err1, err2)
+		}
+		_, err1 = c.Decide(indexed, c.Edit{Meta: meta(cust, 400), MessageID: id, Body: "edited"})
+		_, err2 = c.Decide(scanned, c.Edit{Meta: meta(cust, 400), MessageID: id, Body: "edited"})
+		if fmt.Sprint(err1) != fmt.Sprint(err2) {
+			t.Errorf("editing %s: indexed %v, scanned %v", id, err1, err2)
+		}
 	}
 }
