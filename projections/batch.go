@@ -18,7 +18,8 @@ import (
 // portable SQL, for every engine.
 type batch struct {
 	t     *txn
-	convs map[string]*convState // every conversation the batch has touched, as it stands
+	convs map[string]*convState // every conversation the batch has touched (and more), as it stands
+	dirty []*convState          // those whose rows to write, each once
 
 	messages []messageRow   // new messages, in order
 	inserted map[string]int // message id → index in messages
@@ -33,6 +34,7 @@ type batch struct {
 	livechat int // change of counters.livechat
 
 	added [][]any // new members: user, conversation
+	links [][]any // new links: conversation, item, position
 
 	users, customers, tokens [][]any           // new rows
 	customerDoc              map[string]string // customer id → "name email", of the batch's new customers
@@ -103,7 +105,7 @@ func (b *batch) reset() {
 	b.caught, b.readers = map[string]int{}, nil
 	b.livechat = 0
 	b.users, b.customers, b.tokens, b.customerDoc = nil, nil, nil, map[string]string{}
-	b.added = nil
+	b.added, b.links = nil, nil
 }
 
 // prefetch loads the rows and read marks of the conversations of recs with
@@ -163,6 +165,14 @@ func (b *batch) load(ids []string) error {
 	return rows.Err()
 }
 
+// touch marks c's row to be written at the next flush.
+func (b *batch) touch(c *convState) {
+	if !c.dirty {
+		c.dirty = true
+		b.dirty = append(b.dirty, c)
+	}
+}
+
 func (b *batch) join(conv, user string, pos int64) {
 	k := [2]string{conv, user}
 	if !b.isJoined[k] {
@@ -212,7 +222,8 @@ func (b *batch) applyConversation(conv string, rec domain.Recorded) error {
 			return nil // projected already
 		}
 		c := &convState{id: conv, channel: string(e.Channel), subject: e.Subject, status: "open", customerID: e.CustomerID,
-			createdAt: at, updatedAt: at, position: pos, version: rec.Version, num: pos, reads: map[string]int{}, dirty: true}
+			createdAt: at, updatedAt: at, position: pos, version: rec.Version, num: pos, reads: map[string]int{}}
+		b.touch(c)
 		b.convs[conv] = c
 		for _, p := range e.Participants {
 			b.join(conv, p, pos)
@@ -241,7 +252,8 @@ func (b *batch) applyConversation(conv string, rec domain.Recorded) error {
 	if rec.Version <= c.version {
 		return nil // projected already
 	}
-	c.position, c.version, c.dirty = pos, rec.Version, true
+	c.position, c.version = pos, rec.Version
+	b.touch(c)
 	if _, isRead := rec.Event.(conversation.Read); !isRead {
 		c.updatedAt = at // reading does not make a conversation more recent
 	}
@@ -275,11 +287,9 @@ func (b *batch) applyConversation(conv string, rec domain.Recorded) error {
 		}
 		b.index(conv, "m:"+e.MessageID, 0, &e.Body)
 	case conversation.MessageDeleted:
-		// Rare: write what is pending, then count on the rows as they are.
-		if err := b.flush(); err != nil {
-			return err
-		}
-		if err := b.t.exec(`UPDATE messages SET body = '', deleted = 1, position = ? WHERE id = ? AND conversation_id = ?`,
+		if i, ok := b.inserted[e.MessageID]; ok {
+			b.messages[i].body, b.messages[i].deleted, b.messages[i].position = "", true, pos
+		} else if err := b.t.exec(`UPDATE messages SET body = '', deleted = 1, position = ? WHERE id = ? AND conversation_id = ?`,
 			pos, e.MessageID, conv); err != nil {
 			return err
 		}
@@ -297,19 +307,10 @@ func (b *batch) applyConversation(conv string, rec domain.Recorded) error {
 		}
 		b.markRead(c, rec.Actor.Key(), e.UpToSeq)
 	case conversation.ItemLinked:
-		// Rare: write what is pending, so that the members' rows start from the conversation's.
-		if err := b.flush(); err != nil {
-			return err
-		}
-		if err := b.t.exec(`INSERT INTO links (conversation_id, item_id, linked) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`, conv, e.ItemID, pos); err != nil {
-			return err
-		}
-		if err := b.t.exec(`INSERT INTO members (user_id, conversation_id, status, updated_at)
-			SELECT ip.user_id, c.id, c.status, c.updated_at FROM item_people ip JOIN conversations c ON c.id = ?
-			WHERE ip.item_id = ? ON CONFLICT DO NOTHING`, conv, e.ItemID); err != nil {
-			return err
-		}
-		return refreshMembers(b.t, []string{conv})
+		// Written at the flush: the link, and a members row for each person
+		// of the item, which the update of the touched conversations' rows
+		// then brings in step.
+		b.links = append(b.links, []any{conv, e.ItemID, pos})
 	case conversation.ItemUnlinked:
 		if err := b.flush(); err != nil {
 			return err
@@ -350,24 +351,37 @@ func (b *batch) countPost(c *convState, author string, seq int) {
 	}
 }
 
-// countDelete counts the deletion of message id of c, with every pending
-// row written: when it was the newest live message, the one before it
-// becomes the newest, and readers between the two are caught up now; with
-// none left, the chat no longer counts.
+// countDelete counts the deletion of message id of c: when it was the
+// newest live message, the one before it becomes the newest, and readers
+// between the two are caught up now; with none left, the chat no longer
+// counts.
 func (b *batch) countDelete(c *convState, id string) error {
 	var seq int
-	if err := b.t.scan(`SELECT seq FROM messages WHERE id = ?`, []any{id}, &seq); err != nil {
+	if i, ok := b.inserted[id]; ok {
+		seq = b.messages[i].seq
+	} else if err := b.t.scan(`SELECT seq FROM messages WHERE id = ?`, []any{id}, &seq); err != nil {
 		return fmt.Errorf("message %s: %w", id, err)
 	}
 	if seq != c.lastLive {
 		return nil
 	}
-	var prev int
-	if err := b.t.scan(`SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conversation_id = ? AND deleted = 0`, []any{c.id}, &prev); err != nil {
-		return err
+	// The newest message left: among the batch's own, which all come after
+	// the rows' of the conversation, else among the rows.
+	prev := -1
+	for i := len(b.messages) - 1; i >= 0 && prev < 0; i-- {
+		if m := b.messages[i]; m.conv == c.id && m.seq < seq && !m.deleted {
+			prev = m.seq
+		}
+	}
+	if prev < 0 {
+		if err := b.t.scan(`SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conversation_id = ? AND deleted = 0 AND seq < ?`,
+			[]any{c.id, seq}, &prev); err != nil {
+			return err
+		}
 	}
 	old := c.lastLive
-	c.lastLive, c.dirty = prev, true
+	c.lastLive = prev
+	b.touch(c)
 	if c.channel != "livechat" {
 		return nil
 	}
@@ -428,14 +442,13 @@ func (b *batch) flush() error {
 		return err
 	}
 	var convs, touched [][]any
-	for _, c := range b.convs {
-		if c.dirty {
-			convs = append(convs, []any{c.id, c.channel, c.subject, c.status, c.customerID, c.createdAt, c.updatedAt,
-				c.lastSeq, c.lastLive, c.lastMessageID, c.firstMessageID, c.position, c.version, c.num})
-			touched = append(touched, []any{c.id, c.status, c.updatedAt, c.lastLive})
-			c.dirty = false
-		}
+	for _, c := range b.dirty {
+		convs = append(convs, []any{c.id, c.channel, c.subject, c.status, c.customerID, c.createdAt, c.updatedAt,
+			c.lastSeq, c.lastLive, c.lastMessageID, c.firstMessageID, c.position, c.version, c.num})
+		touched = append(touched, []any{c.id, c.status, c.updatedAt, c.lastLive})
+		c.dirty = false
 	}
+	b.dirty = b.dirty[:0]
 	if err := b.bulk(`INSERT INTO conversations (id, channel, subject, status, customer_id, created_at, updated_at,
 		last_seq, last_live_seq, last_message_id, first_message_id, position, version, num)`, `ON CONFLICT (id) DO UPDATE SET
 		status = excluded.status, updated_at = excluded.updated_at, last_seq = excluded.last_seq,
@@ -468,6 +481,15 @@ func (b *batch) flush() error {
 	}
 	if err := b.bulk(`INSERT INTO members (user_id, conversation_id, status, updated_at)`, `ON CONFLICT DO NOTHING`, 2, b.added, `'', 0`); err != nil {
 		return err
+	}
+	if err := b.bulk(`INSERT INTO links (conversation_id, item_id, linked)`, `ON CONFLICT DO NOTHING`, 3, b.links); err != nil {
+		return err
+	}
+	for _, l := range b.links {
+		if err := b.t.exec(`INSERT INTO members (user_id, conversation_id, status, updated_at)
+			SELECT ip.user_id, ?, '', 0 FROM item_people ip WHERE ip.item_id = ? ON CONFLICT DO NOTHING`, l[0], l[1]); err != nil {
+			return err
+		}
 	}
 	// The columns of VALUES have no declared type: cast the numbers.
 	updated, lastLive := `CAST(v.column3 AS BIGINT)`, `CAST(v.column4 AS INTEGER)`
@@ -529,20 +551,3 @@ func unreadOf(lastLive string) string {
 const memberUnread = `CASE WHEN (SELECT c.last_live_seq FROM conversations c WHERE c.id = members.conversation_id)
 	> COALESCE((SELECT r.seq FROM reads r WHERE r.conversation_id = members.conversation_id AND r.reader = 'user:' || members.user_id), 0)
 	THEN 1 ELSE 0 END`
-
-// refreshMembers brings the rows of members of conversations convs in
-// step with the conversations' status and activity, with one statement per
-// few hundred conversations.
-func refreshMembers(t *txn, convs []string) error {
-	for start := 0; start < len(convs); start += 400 {
-		part := convs[start:min(start+400, len(convs))]
-		if err := t.exec(`UPDATE members SET
-			status = (SELECT c.status FROM conversations c WHERE c.id = members.conversation_id),
-			updated_at = (SELECT c.updated_at FROM conversations c WHERE c.id = members.conversation_id),
-			unread = `+memberUnread+`
-			WHERE conversation_id IN (`+placeholders(len(part))+`)`, anys(part)...); err != nil {
-			return err
-		}
-	}
-	return nil
-}

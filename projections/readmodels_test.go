@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -56,6 +57,14 @@ func postgresEngine(t testing.TB) engine {
 // the test ends.
 func project(t *testing.T, e engine) *projections.Projector {
 	t.Helper()
+	proj, _ := startProjector(t, e)
+	return proj
+}
+
+// startProjector is project, with a function that stops the projector
+// before the test ends.
+func startProjector(t *testing.T, e engine) (*projections.Projector, func()) {
+	t.Helper()
 	ctx := context.Background()
 	if _, err := projections.Migrate(ctx, e.writer, e.dialect); err != nil {
 		t.Fatal(err)
@@ -67,12 +76,15 @@ func project(t *testing.T, e engine) *projections.Projector {
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { proj.Run(runCtx); close(done) }()
-	t.Cleanup(func() { stop(); <-done })
-	return proj
+	var once sync.Once
+	halt := func() { once.Do(func() { stop(); <-done }) }
+	t.Cleanup(halt)
+	return proj, halt
 }
 
 // world is a scripted helpdesk, built the same way on any engine.
 type world struct {
+	stop     func() // stops its projector
 	rm       *projections.ReadModels
 	people   map[string]directory.Principal
 	convs    []string
@@ -84,7 +96,7 @@ type world struct {
 func build(t *testing.T, e engine) world {
 	t.Helper()
 	ctx := context.Background()
-	proj := project(t, e)
+	proj, stop := startProjector(t, e)
 	rm := projections.NewReadModels(e.reader, e.dialect)
 	n := 0
 	clock := time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC)
@@ -98,7 +110,7 @@ func build(t *testing.T, e engine) world {
 			t.Fatal(err)
 		}
 	}
-	w := world{rm: rm, people: map[string]directory.Principal{}}
+	w := world{rm: rm, people: map[string]directory.Principal{}, stop: stop}
 	_, err := svc.EnsureAdmin(ctx, "admin-token")
 	must(err)
 	admin := directory.Principal{Kind: domain.ActorUser, ID: commands.BootstrapAdminID, Role: directory.Admin, Support: true}
@@ -221,5 +233,50 @@ func TestEnginesAnswerAlike(t *testing.T) {
 	// The questions are not trivially empty: searches find what they should.
 	if lite[`inbox/sam/customers/open/"alice@example.com"`] == `[[],""]` || lite[`inbox/sam/customers/closed/"pass"`] == `[[],""]` {
 		t.Errorf("searches found nothing: %v", lite[`inbox/sam/customers/open/"alice@example.com"`])
+	}
+}
+
+// TestRebuildAnswersAlike rebuilds the scripted helpdesk's read models from
+// its log, in the large batches of a rebuild (links, edits, deletions and
+// reads of a conversation in one transaction), and asks the same questions
+// as of the read models projected event by event.
+func TestRebuildAnswersAlike(t *testing.T) {
+	for name, open := range map[string]func(testing.TB) engine{"sqlite": sqliteEngine, "postgres": postgresEngine} {
+		t.Run(name, func(t *testing.T) {
+			e := open(t)
+			w := build(t, e)
+			// Linked items make conversations theirs who were in none.
+			mine := func(stage, who string, conv string) {
+				t.Helper()
+				rows, _, err := w.rm.Inbox(context.Background(), w.people[who], projections.InboxQuery{Section: projections.Mine, Limit: 50})
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, r := range rows {
+					if r.ID == conv {
+						return
+					}
+				}
+				t.Errorf("%s: %s's conversations lack %s, which links an item of theirs", stage, who, conv)
+			}
+			live := answers(t, w)
+			mine("live", "nora", w.convs[1])
+			mine("live", "fred", w.convs[0])
+			w.stop()
+			if err := projections.Rebuild(context.Background(), e.writer, e.dialect, e.store, nil); err != nil {
+				t.Fatal(err)
+			}
+			rebuilt := answers(t, w)
+			mine("rebuilt", "nora", w.convs[1])
+			mine("rebuilt", "fred", w.convs[0])
+			if len(live) != len(rebuilt) {
+				t.Fatalf("%d answers live, %d rebuilt", len(live), len(rebuilt))
+			}
+			for key, want := range live {
+				if got := rebuilt[key]; got != want {
+					t.Errorf("%s:\nrebuilt %s\nlive    %s", key, got, want)
+				}
+			}
+		})
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -19,6 +20,11 @@ func rebuild(ctx context.Context, cfg config, stderr io.Writer) error {
 		return err
 	}
 	defer be.close()
+	if cfg.PprofAddr != "" {
+		pctx, stop := context.WithCancel(ctx)
+		defer stop()
+		go servePprof(pctx, cfg.PprofAddr, slog.New(slog.NewTextHandler(stderr, nil)))
+	}
 	job := func(ctx context.Context) error {
 		head, err := be.store.Head(ctx)
 		if err != nil {
