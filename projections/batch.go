@@ -37,7 +37,7 @@ type batch struct {
 	links [][]any // new links: conversation, item, position
 
 	users, customers, tokens [][]any           // new rows
-	customerDoc              map[string]string // customer id → "name email", of the batch's new customers
+	customerDoc              map[string]string // customer id → "name email", of the customers of the batch's new conversations
 }
 
 // convState is one conversation's row and read marks, as the batch has
@@ -92,7 +92,7 @@ type participantRow struct {
 // newBatch starts a batch in t over the conversations states known
 // already (which it adds to).
 func newBatch(t *txn, convs map[string]*convState) *batch {
-	b := &batch{t: t, convs: convs}
+	b := &batch{t: t, convs: convs, customerDoc: map[string]string{}}
 	b.reset()
 	return b
 }
@@ -104,19 +104,29 @@ func (b *batch) reset() {
 	b.docs, b.docKeys = map[[2]string]*docChange{}, nil
 	b.caught, b.readers = map[string]int{}, nil
 	b.livechat = 0
-	b.users, b.customers, b.tokens, b.customerDoc = nil, nil, nil, map[string]string{}
+	b.users, b.customers, b.tokens = nil, nil, nil
 	b.added, b.links = nil, nil
 }
 
 // prefetch loads the rows and read marks of the conversations of recs with
 // two queries, so that applying them asks nothing more.
 func (b *batch) prefetch(recs []domain.Recorded) error {
-	var ids []string
+	var ids, customers []string
 	seen := map[string]bool{}
 	for _, r := range recs {
 		if id := conversationID(r.Stream); id != "" && !seen[id] && b.convs[id] == nil {
 			seen[id] = true
 			ids = append(ids, id)
+		}
+		if e, ok := r.Event.(conversation.Started); ok && e.CustomerID != "" {
+			customers = append(customers, e.CustomerID)
+		}
+	}
+	// The customers of new conversations, for their search documents (those
+	// registered in this batch are not there yet: apply adds them).
+	for start := 0; start < len(customers); start += 500 {
+		if err := b.loadCustomers(customers[start:min(start+500, len(customers))]); err != nil {
+			return err
 		}
 	}
 	for start := 0; start < len(ids); start += 500 {
@@ -126,6 +136,22 @@ func (b *batch) prefetch(recs []domain.Recorded) error {
 		}
 	}
 	return nil
+}
+
+func (b *batch) loadCustomers(ids []string) error {
+	rows, err := b.t.query(`SELECT id, name, email FROM customers WHERE id IN (`+placeholders(len(ids))+`)`, anys(ids)...)
+	if err != nil {
+		return fmt.Errorf("load customers: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id, name, email string
+		if err := rows.Scan(&id, &name, &email); err != nil {
+			return err
+		}
+		b.customerDoc[id] = name + " " + email
+	}
+	return rows.Err()
 }
 
 func (b *batch) load(ids []string) error {
