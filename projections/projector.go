@@ -336,17 +336,22 @@ func (p *Projector) maintainer(ctx context.Context) func(applied int) {
 		return func(int) {}
 	}
 	var busy atomic.Bool
-	since, last := 0, time.Time{}
+	since, last, rounds := 0, time.Time{}, 0
 	return func(applied int) {
 		since += applied
 		if since < p.cfg.MaintainEvery || time.Since(last) < time.Second || busy.Load() {
 			return
 		}
 		since, last = 0, time.Now()
+		rounds++
+		stmts := m.Maintenance()
+		if rounds%20 == 0 {
+			stmts = append(stmts, m.Statistics()...)
+		}
 		busy.Store(true)
 		go func() {
 			defer busy.Store(false)
-			for _, q := range m.Maintenance() {
+			for _, q := range stmts {
 				if _, err := p.db.ExecContext(ctx, q); err != nil && ctx.Err() == nil && p.cfg.OnError != nil {
 					p.cfg.OnError(fmt.Errorf("maintenance: %s: %w", firstLine(q), err))
 				}
@@ -383,6 +388,13 @@ func Rebuild(ctx context.Context, db *sql.DB, d Dialect, log Log, progress func(
 	for _, q := range later {
 		if _, err := db.ExecContext(ctx, q); err != nil {
 			return fmt.Errorf("create index: %s: %w", firstLine(q), err)
+		}
+	}
+	if m, ok := d.(Maintainer); ok {
+		for _, q := range m.Statistics() {
+			if _, err := db.ExecContext(ctx, q); err != nil {
+				return fmt.Errorf("statistics: %s: %w", firstLine(q), err)
+			}
 		}
 	}
 	return nil

@@ -44,10 +44,14 @@ type Pipeliner interface {
 }
 
 // Maintainer is implemented by a Dialect whose engine needs the projector's
-// help to keep tables updated in place from bloating: Maintenance returns
-// the statements (run outside any transaction) that do it.
+// help, which may not come by itself (autovacuum off or late): Maintenance
+// returns the statements, run outside any transaction, that keep the tables
+// updated in place from bloating; Statistics those that refresh the
+// planner's statistics, which a rebuild and every 20th round of maintenance
+// run.
 type Maintainer interface {
 	Maintenance() []string
+	Statistics() []string
 }
 
 // tables lists the read-model tables in an order safe to drop.

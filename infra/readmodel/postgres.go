@@ -30,6 +30,11 @@ func (Postgres) Maintenance() []string {
 	return []string{`VACUUM conversations, members, reads, caught_up, counters, checkpoints`}
 }
 
+// Statistics analyzes the database: without statistics (a rebuilt or
+// never-analyzed database when autovacuum is off) the planner guesses row
+// counts from table sizes alone.
+func (Postgres) Statistics() []string { return []string{`ANALYZE`} }
+
 // Pipeline runs the statements of query in one round trip: pgx's simple
 // protocol, which takes several statements in one text, with the
 // arguments written into it by pgx's own quoting (it insists on
