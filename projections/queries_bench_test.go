@@ -13,6 +13,7 @@ import (
 	"github.com/helpdesk/messenger/bench/seed"
 	"github.com/helpdesk/messenger/domain"
 	"github.com/helpdesk/messenger/domain/directory"
+	"github.com/helpdesk/messenger/infra/postgres"
 	"github.com/helpdesk/messenger/infra/readmodel"
 	"github.com/helpdesk/messenger/infra/sqlite"
 	"github.com/helpdesk/messenger/projections"
@@ -20,7 +21,10 @@ import (
 
 // seeded opens the read models to query: those of the data dir named by
 // MESSENGER_BENCH_DATA_DIR (filled by `messengerd seed`, 100k conversations
-// by default), or else a small dataset seeded here.
+// by default), or else a small dataset seeded here. With
+// MESSENGER_BENCH_DATABASE_URL too, the read models are those of that
+// PostgreSQL database (seeded by `messengerd seed` with
+// MESSENGER_DATABASE_URL; the data dir then holds only seed-agents.json).
 func seeded(b *testing.B) (*projections.ReadModels, []directory.Principal) {
 	b.Helper()
 	ctx := context.Background()
@@ -28,27 +32,22 @@ func seeded(b *testing.B) (*projections.ReadModels, []directory.Principal) {
 	if dir == "" {
 		dir = b.TempDir()
 	}
+	if url := os.Getenv("MESSENGER_BENCH_DATABASE_URL"); url != "" {
+		db, err := postgres.Open(ctx, url, postgres.Config{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { db.Close() })
+		return projections.NewReadModels(db.SQL(), readmodel.Postgres{}), seedAgents(b, dir)
+	}
 	db, err := sqlite.Open(ctx, filepath.Join(dir, "messenger.db"))
 	if err != nil {
 		b.Fatal(err)
 	}
 	store := sqlite.NewEventStore(db, sqlite.EventStoreConfig{})
 	b.Cleanup(func() { store.Close(); db.Close() })
-	var agents []directory.Principal
-	if raw, err := os.ReadFile(filepath.Join(dir, "seed-agents.json")); err == nil {
-		var f struct {
-			Agents []struct {
-				ID      string
-				Support bool
-			}
-		}
-		if err := json.Unmarshal(raw, &f); err != nil {
-			b.Fatal(err)
-		}
-		for _, a := range f.Agents {
-			agents = append(agents, directory.Principal{Kind: domain.ActorUser, ID: a.ID, Role: directory.Agent, Support: a.Support})
-		}
-	} else {
+	agents := seedAgents(b, dir)
+	if agents == nil {
 		if _, err := projections.Migrate(ctx, db.Writer(), readmodel.SQLite{}); err != nil {
 			b.Fatal(err)
 		}
@@ -68,6 +67,29 @@ func seeded(b *testing.B) (*projections.ReadModels, []directory.Principal) {
 		}
 	}
 	return projections.NewReadModels(db.Reader(), readmodel.SQLite{}), agents
+}
+
+// seedAgents reads the agents `messengerd seed` wrote into dir, if any.
+func seedAgents(b *testing.B, dir string) []directory.Principal {
+	b.Helper()
+	raw, err := os.ReadFile(filepath.Join(dir, "seed-agents.json"))
+	if err != nil {
+		return nil
+	}
+	var f struct {
+		Agents []struct {
+			ID      string
+			Support bool
+		}
+	}
+	if err := json.Unmarshal(raw, &f); err != nil {
+		b.Fatal(err)
+	}
+	var agents []directory.Principal
+	for _, a := range f.Agents {
+		agents = append(agents, directory.Principal{Kind: domain.ActorUser, ID: a.ID, Role: directory.Agent, Support: a.Support})
+	}
+	return agents
 }
 
 // latencies runs op b.N times, round robin over the agents, and reports
