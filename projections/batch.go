@@ -4,6 +4,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/helpdesk/messenger/domain"
@@ -50,11 +51,15 @@ type convState struct {
 	dirty                                                                   bool
 }
 
-// docChange is a search document to write: a new one when id is known
-// (see docID), else a new body for the one there; a nil body deletes it.
+// docChange is a search document to write: with a body, a new one when
+// id is known, else (id 0) a new body for the document of message msgID
+// of the conversation numbered num, whose id the rows know; without, the
+// deletion of document id.
 type docChange struct {
-	id   int64
-	body *string
+	id    int64
+	num   int64
+	msgID string
+	body  *string
 }
 
 // A search document's id holds its conversation's number (the position of
@@ -220,17 +225,20 @@ func (b *batch) markRead(c *convState, reader string, seq int) {
 	b.read[k] = seq
 }
 
-// index writes search document ref of conv: a new one with id, or (id 0)
-// a new body for the one there; a nil body deletes it.
-func (b *batch) index(conv, ref string, id int64, body *string) {
+// index records the change d of search document ref of conv, over any
+// the batch holds for it.
+func (b *batch) index(conv, ref string, d docChange) {
 	k := [2]string{conv, ref}
-	d, ok := b.docs[k]
+	old, ok := b.docs[k]
 	if !ok {
 		b.docKeys = append(b.docKeys, k)
-		b.docs[k] = &docChange{id: id, body: body}
+		b.docs[k] = &d
 		return
 	}
-	d.body = body // still new if it was
+	old.body = d.body // a document new in the batch stays new
+	if old.id == 0 {
+		old.id = d.id
+	}
 }
 
 func (b *batch) catchUp(reader string, n int) {
@@ -255,7 +263,7 @@ func (b *batch) applyConversation(conv string, rec domain.Recorded) error {
 			b.join(conv, p, pos)
 		}
 		if e.Subject != "" {
-			b.index(conv, "subject", docID(c.num, docSubject), &e.Subject)
+			b.index(conv, "subject", docChange{id: docID(c.num, docSubject), body: &e.Subject})
 		}
 		if e.CustomerID != "" {
 			doc, ok := b.customerDoc[e.CustomerID]
@@ -267,7 +275,7 @@ func (b *batch) applyConversation(conv string, rec domain.Recorded) error {
 				}
 				doc = name + " " + email
 			}
-			b.index(conv, "customer", docID(c.num, docCustomer), &doc)
+			b.index(conv, "customer", docChange{id: docID(c.num, docCustomer), body: &doc})
 		}
 		return nil
 	}
@@ -302,7 +310,7 @@ func (b *batch) applyConversation(conv string, rec domain.Recorded) error {
 		}
 		b.markRead(c, author, seq)
 		if id := docID(c.num, seq+1); id != 0 {
-			b.index(conv, "m:"+e.MessageID, id, &e.Body)
+			b.index(conv, "m:"+e.MessageID, docChange{id: id, body: &e.Body})
 		}
 	case conversation.MessageEdited:
 		if i, ok := b.inserted[e.MessageID]; ok {
@@ -311,18 +319,27 @@ func (b *batch) applyConversation(conv string, rec domain.Recorded) error {
 			e.Body, pos, e.MessageID, conv); err != nil {
 			return err
 		}
-		b.index(conv, "m:"+e.MessageID, 0, &e.Body)
+		b.index(conv, "m:"+e.MessageID, docChange{num: c.num, msgID: e.MessageID, body: &e.Body})
 	case conversation.MessageDeleted:
+		var seq int
 		if i, ok := b.inserted[e.MessageID]; ok {
+			seq = b.messages[i].seq
 			b.messages[i].body, b.messages[i].deleted, b.messages[i].position = "", true, pos
-		} else if err := b.t.exec(`UPDATE messages SET body = '', deleted = 1, position = ? WHERE id = ? AND conversation_id = ?`,
-			pos, e.MessageID, conv); err != nil {
+		} else {
+			if err := b.t.scan(`SELECT seq FROM messages WHERE id = ?`, []any{e.MessageID}, &seq); err != nil {
+				return fmt.Errorf("message %s: %w", e.MessageID, err)
+			}
+			if err := b.t.exec(`UPDATE messages SET body = '', deleted = 1, position = ? WHERE id = ? AND conversation_id = ?`,
+				pos, e.MessageID, conv); err != nil {
+				return err
+			}
+		}
+		if err := b.countDelete(c, seq); err != nil {
 			return err
 		}
-		if err := b.countDelete(c, e.MessageID); err != nil {
-			return err
+		if id := docID(c.num, seq+1); id != 0 {
+			b.index(conv, "m:"+e.MessageID, docChange{id: id})
 		}
-		b.index(conv, "m:"+e.MessageID, 0, nil)
 	case conversation.Closed:
 		c.status = "closed"
 	case conversation.Reopened:
@@ -377,17 +394,11 @@ func (b *batch) countPost(c *convState, author string, seq int) {
 	}
 }
 
-// countDelete counts the deletion of message id of c: when it was the
+// countDelete counts the deletion of message seq of c: when it was the
 // newest live message, the one before it becomes the newest, and readers
 // between the two are caught up now; with none left, the chat no longer
 // counts.
-func (b *batch) countDelete(c *convState, id string) error {
-	var seq int
-	if i, ok := b.inserted[id]; ok {
-		seq = b.messages[i].seq
-	} else if err := b.t.scan(`SELECT seq FROM messages WHERE id = ?`, []any{id}, &seq); err != nil {
-		return fmt.Errorf("message %s: %w", id, err)
-	}
+func (b *batch) countDelete(c *convState, seq int) error {
 	if seq != c.lastLive {
 		return nil
 	}
@@ -529,19 +540,20 @@ func (b *batch) flush() error {
 		d := b.docs[k]
 		switch {
 		case d.body == nil:
-			if err := b.t.exec(`DELETE FROM search_docs WHERE conversation_id = ? AND ref = ?`, k[0], k[1]); err != nil {
+			if err := b.t.exec(`DELETE FROM search_docs WHERE id = ?`, d.id); err != nil {
 				return err
 			}
 		case d.id == 0:
-			if err := b.t.exec(`UPDATE search_docs SET body = ? WHERE conversation_id = ? AND ref = ?`, *d.body, k[0], k[1]); err != nil {
+			if err := b.t.exec(`UPDATE search_docs SET body = ? WHERE id = CAST(? AS BIGINT) * `+strconv.Itoa(1<<docIDBits)+`
+				+ (SELECT seq + 1 FROM messages WHERE id = ?)`, *d.body, d.num, d.msgID); err != nil {
 				return err
 			}
 		default:
-			docs = append(docs, []any{d.id, k[0], k[1], *d.body})
+			docs = append(docs, []any{d.id, *d.body})
 		}
 	}
-	if err := b.bulk(`INSERT INTO search_docs (id, conversation_id, ref, body)`, `ON CONFLICT (conversation_id, ref)
-		DO UPDATE SET body = excluded.body`, 4, docs); err != nil {
+	if err := b.bulk(`INSERT INTO search_docs (id, body)`, `ON CONFLICT (id)
+		DO UPDATE SET body = excluded.body`, 2, docs); err != nil {
 		return err
 	}
 	var caught [][]any

@@ -157,6 +157,10 @@ func TestSearchFollowsEditsAndDeletes(t *testing.T) {
 						t.Fatal(err)
 					}
 				}
+				for i := range 200 { // the conversation's number (its start's position) needs more than 8 bits
+					_, err := svc.RegisterCustomer(ctx, fmt.Sprintf("Filler %d", i), "")
+					must(err)
+				}
 				cust, err := svc.RegisterCustomer(ctx, "Wanda", "wanda@example.com")
 				must(err)
 				p := directory.Principal{Kind: domain.ActorCustomer, ID: cust.ID, Name: "Wanda"}

@@ -9,7 +9,7 @@ import (
 
 // Name identifies the read models' shape. Changing it (with the schema or
 // the way events are projected) makes the next start rebuild them.
-const Name = "readmodel/v5"
+const Name = "readmodel/v6"
 
 // Dialect is what differs between the SQL engines holding read models. The
 // row changes and the queries are written once, in portable SQL with ?
@@ -18,10 +18,10 @@ type Dialect interface {
 	// Rebind rewrites ? placeholders into the engine's own.
 	Rebind(query string) string
 	// SearchSchema returns the statements that create the table
-	// search_docs (id, conversation_id, ref, body; UNIQUE (conversation_id,
-	// ref)), whose id the projection sets (the conversation's num above the
-	// low 24 bits), and a full-text index over body that follows its
-	// inserts, updates and deletes by itself.
+	// search_docs (id, body), whose id the projection sets (the
+	// conversation's num above the low 24 bits, which tell its documents
+	// apart), and a full-text index over body that follows its inserts,
+	// updates and deletes by itself.
 	SearchSchema() []string
 	// SearchDrop returns the statements that drop them.
 	SearchDrop() []string

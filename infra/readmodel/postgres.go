@@ -69,10 +69,8 @@ func (Postgres) Rebind(q string) string {
 // SearchSchema creates search_docs with a generated tsvector and its GIN index.
 func (Postgres) SearchSchema() []string {
 	return []string{
-		`CREATE TABLE IF NOT EXISTS search_docs (id BIGINT PRIMARY KEY,
-			conversation_id TEXT NOT NULL, ref TEXT NOT NULL, body TEXT NOT NULL,
-			tsv tsvector GENERATED ALWAYS AS (to_tsvector('simple', regexp_replace(lower(body), '[^[:alnum:]]+', ' ', 'g'))) STORED,
-			UNIQUE (conversation_id, ref))`,
+		`CREATE TABLE IF NOT EXISTS search_docs (id BIGINT PRIMARY KEY, body TEXT NOT NULL,
+			tsv tsvector GENERATED ALWAYS AS (to_tsvector('simple', regexp_replace(lower(body), '[^[:alnum:]]+', ' ', 'g'))) STORED)`,
 		`CREATE INDEX IF NOT EXISTS search_docs_tsv ON search_docs USING GIN (tsv)`,
 	}
 }

@@ -20,8 +20,7 @@ func (SQLite) Rebind(q string) string { return q }
 // SearchSchema creates search_docs, its FTS5 index and the triggers.
 func (SQLite) SearchSchema() []string {
 	return []string{
-		`CREATE TABLE IF NOT EXISTS search_docs (id INTEGER PRIMARY KEY, conversation_id TEXT NOT NULL, ref TEXT NOT NULL,
-			body TEXT NOT NULL, UNIQUE (conversation_id, ref))`,
+		`CREATE TABLE IF NOT EXISTS search_docs (id INTEGER PRIMARY KEY, body TEXT NOT NULL)`,
 		`CREATE VIRTUAL TABLE IF NOT EXISTS search_fts USING fts5(body, content='search_docs', content_rowid='id',
 			tokenize='unicode61 remove_diacritics 2')`,
 		`CREATE TRIGGER IF NOT EXISTS search_docs_ai AFTER INSERT ON search_docs BEGIN
