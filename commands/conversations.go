@@ -100,8 +100,26 @@ func (s *Service) StartConversation(ctx context.Context, p directory.Principal, 
 // PostMessage adds a message to conversation id. A post repeating an earlier
 // client id of the same author returns the first message, appending nothing.
 func (s *Service) PostMessage(ctx context.Context, p directory.Principal, id, body, clientID string) (string, Result, error) {
+	posted, err := s.Post(ctx, p, id, body, clientID)
+	if err != nil {
+		return "", posted.Result, err
+	}
+	return posted.Message.ID, posted.Result, nil
+}
+
+// Posted is what Post did: the message as the conversation held it after
+// the write, and the write's result. When Result.First is not 0 the message
+// is new, First is its event's position, and the read models hold it as
+// Message says (nothing else can have changed it before the answer).
+type Posted struct {
+	Message conversation.Message
+	Result
+}
+
+// Post is PostMessage, returning the message itself.
+func (s *Service) Post(ctx context.Context, p directory.Principal, id, body, clientID string) (Posted, error) {
 	if !p.CanWrite() {
-		return "", Result{}, ErrForbidden
+		return Posted{}, ErrForbidden
 	}
 	cmd := conversation.Post{Meta: s.meta(p), MessageID: s.cfg.NewID(), Body: body, ClientID: clientID}
 	var eventID func(int, conversation.Event) string
@@ -111,16 +129,20 @@ func (s *Service) PostMessage(ctx context.Context, p directory.Principal, id, bo
 		}
 	}
 	// A retry (or the store's answer to one) names the first message.
-	messageID := cmd.MessageID
+	var posted Posted
+	posted.Message.ID = cmd.MessageID
 	res, err := s.onConversation(ctx, p, id, cmd, eventID, func(st conversation.State) {
 		if m, ok := st.MessageByClientID(p.Actor(), clientID); ok {
-			messageID = m.ID
+			posted.Message = m
+		} else if m, ok := st.Message(cmd.MessageID); ok {
+			posted.Message = m
 		}
 	})
-	if err != nil {
-		return "", res, err
+	posted.Result = res
+	if posted.Message.ID != cmd.MessageID {
+		posted.First = 0 // an earlier message: the read models may hold it edited since
 	}
-	return messageID, res, nil
+	return posted, err
 }
 
 // EditMessage replaces the text of p's own message.

@@ -105,6 +105,10 @@ func (s *Service) meta(p directory.Principal) domain.Meta {
 type Result struct {
 	Position uint64
 	Appended bool
+	// First is the position of the first event this write appended, when
+	// the store appended them at the version the state was at (0 when the
+	// write appended nothing, or the store answered a retry).
+	First uint64
 }
 
 // execute runs a command on stream: it decides on the stream's state, appends
@@ -183,7 +187,9 @@ func execute[S any, E domain.Event](ctx context.Context, s *Service, stream stri
 			entry.loaded = false // the append may or may not have happened
 			return Result{}, fmt.Errorf("append %s: %w", stream, err)
 		}
+		first := uint64(0)
 		if recorded[0].Version == entry.version+1 {
+			first = recorded[0].Position
 			for _, r := range recorded {
 				if e, ok := r.Event.(E); ok {
 					state = evolve(state, e)
@@ -205,7 +211,7 @@ func execute[S any, E domain.Event](ctx context.Context, s *Service, stream stri
 		pos := recorded[len(recorded)-1].Position
 		entry.mu.Unlock()
 		locked = false
-		return Result{Position: pos, Appended: true}, s.wait(ctx, pos)
+		return Result{Position: pos, Appended: true, First: first}, s.wait(ctx, pos)
 	}
 }
 

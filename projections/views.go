@@ -3,6 +3,8 @@ package projections
 import (
 	"strconv"
 	"time"
+
+	"github.com/helpdesk/messenger/domain/conversation"
 )
 
 // Time is a moment rendered as RFC 3339 with milliseconds, in UTC.
@@ -107,6 +109,16 @@ type Message struct {
 	Position       Position `json:"position"`
 
 	Seq int `json:"-"`
+}
+
+// PostedMessage renders message m of conversation conv, new at log position
+// pos and written by the principal named authorName, as the read models
+// hold it once they have applied pos: the answer to its post, which need
+// not read it back.
+func PostedMessage(conv string, m conversation.Message, authorName string, pos uint64) Message {
+	return Message{ID: m.ID, ConversationID: conv, Author: Author{Kind: string(m.Author.Kind), ID: m.Author.ID, Name: authorName},
+		Body: m.Body, CreatedAt: fromMillis(millis(m.CreatedAt)), Edited: m.Edited, Deleted: m.Deleted, Position: Position(pos),
+		Seq: m.Seq}
 }
 
 // Conversation is a conversation without its messages.

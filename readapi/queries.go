@@ -434,6 +434,11 @@ func (v Views) Message(ctx context.Context, id, mid string, at uint64) (any, err
 	return m, err
 }
 
+// Posted renders the message p just posted to conversation id.
+func (v Views) Posted(p directory.Principal, id string, m conversation.Message, at uint64) any {
+	return projections.PostedMessage(id, m, p.Name, at)
+}
+
 // Item renders item id.
 func (v Views) Item(ctx context.Context, id string) (any, error) {
 	it, ok, err := v.rm.Item(ctx, id)

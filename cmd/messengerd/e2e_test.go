@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"reflect"
 
 	"github.com/helpdesk/messenger/infra/natsbus/natstest"
 	"github.com/helpdesk/messenger/infra/postgres/pgtest"
@@ -160,7 +161,25 @@ func seedScenario(t *testing.T, vars map[string]string) {
 	time.Sleep(5 * time.Millisecond) // let the clock move past the close, for the history below
 
 	// The customer's reply reopens it, and it is unread again.
-	s.do("POST", "/v1/conversations/"+id+"/messages", p.customer, map[string]any{"body": "Thanks! Any news on my refund?"}).want(t, 201)
+	reopening := s.do("POST", "/v1/conversations/"+id+"/messages", p.customer, map[string]any{"body": "Thanks! Any news on my refund?"}).want(t, 201)
+	// A post's answer is the message exactly as reading it shows it (the
+	// answer is rendered from the write, without reading it back), also when
+	// the post reopened the conversation.
+	thread := s.do("GET", "/v1/conversations/"+id, p.support, nil).want(t, 200)
+	for _, posted := range []response{reply, reopening} {
+		found := false
+		for _, m := range thread.Body["messages"].([]any) {
+			if m.(map[string]any)["id"] == posted.str("id") {
+				found = true
+				if !reflect.DeepEqual(m, posted.Body) {
+					t.Errorf("posted %s\nread   %v", posted.Raw, m)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("posted message %s not in the thread %s", posted.str("id"), thread.Raw)
+		}
+	}
 	row = inboxRow(t, s, p.support, "section=customers&status=open", id)
 	if row == nil || row["unread"] != 1.0 || row["status"] != "open" {
 		t.Fatalf("after the customer's reply: %v", row)

@@ -10,6 +10,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/helpdesk/messenger/commands"
+	"github.com/helpdesk/messenger/domain/conversation"
 	"github.com/helpdesk/messenger/domain/directory"
 	"github.com/helpdesk/messenger/domain/item"
 	"github.com/helpdesk/messenger/infra/httpkit"
@@ -22,6 +23,9 @@ type Views interface {
 	// Message renders message mid of conversation id as it stands after
 	// log position at (or later).
 	Message(ctx context.Context, id, mid string, at uint64) (any, error)
+	// Posted renders the message p just posted to conversation id, new at
+	// position at, as the read models hold it.
+	Posted(p directory.Principal, id string, m conversation.Message, at uint64) any
 	// Item renders item id.
 	Item(ctx context.Context, id string) (any, error)
 	// WidgetMessage returns the message the widget shows for online.
@@ -193,17 +197,23 @@ func (a *API) post(c *gin.Context) {
 		return
 	}
 	id := c.Param("id")
-	mid, res, err := a.svc.PostMessage(c.Request.Context(), httpkit.Caller(c), id, req.Body, req.ClientID)
+	p := httpkit.Caller(c)
+	posted, err := a.svc.Post(c.Request.Context(), p, id, req.Body, req.ClientID)
 	if err != nil {
 		httpkit.Fail(c, err)
 		return
 	}
-	status := http.StatusCreated
-	if !res.Appended {
-		status = http.StatusOK
+	if !posted.Appended {
+		v, err := a.views.Message(c.Request.Context(), id, posted.Message.ID, posted.Position)
+		answer(c, http.StatusOK, v, err)
+		return
 	}
-	v, err := a.views.Message(c.Request.Context(), id, mid, res.Position)
-	answer(c, status, v, err)
+	if posted.First != 0 { // new: no need to read it back
+		answer(c, http.StatusCreated, a.views.Posted(p, id, posted.Message, posted.First), nil)
+		return
+	}
+	v, err := a.views.Message(c.Request.Context(), id, posted.Message.ID, posted.Position)
+	answer(c, http.StatusCreated, v, err)
 }
 
 func (a *API) edit(c *gin.Context) {
