@@ -113,8 +113,10 @@ func (b *batch) reset() {
 	b.added, b.links = nil, nil
 }
 
-// prefetch loads the rows and read marks of the conversations of recs with
-// two queries, so that applying them asks nothing more.
+// prefetch loads, with a few statements, the rows and read marks of the
+// conversations of recs the batch does not know yet, and the customers of
+// the conversations recs start, so that applying recs asks nothing more
+// (but for rare events: a deleted message's seq, an item's people).
 func (b *batch) prefetch(recs []domain.Recorded) error {
 	var ids, customers []string
 	seen := map[string]bool{}
@@ -129,6 +131,7 @@ func (b *batch) prefetch(recs []domain.Recorded) error {
 	}
 	// The customers of new conversations, for their search documents (those
 	// registered in this batch are not there yet: apply adds them).
+	customers = uniq(customers)
 	for start := 0; start < len(customers); start += 500 {
 		if err := b.loadCustomers(customers[start:min(start+500, len(customers))]); err != nil {
 			return err
