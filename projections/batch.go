@@ -588,7 +588,6 @@ func unreadOf(lastLive string) string {
 }
 
 // memberUnread is 1 when the conversation of a row of members has a message
-// not deleted after the member's read mark, else 0.
-const memberUnread = `CASE WHEN (SELECT c.last_live_seq FROM conversations c WHERE c.id = members.conversation_id)
-	> COALESCE((SELECT r.seq FROM reads r WHERE r.conversation_id = members.conversation_id AND r.reader = 'user:' || members.user_id), 0)
-	THEN 1 ELSE 0 END`
+// not deleted after the member's read mark, else 0: unreadOf, with the
+// conversation's newest message read from its row.
+var memberUnread = unreadOf(`(SELECT c.last_live_seq FROM conversations c WHERE c.id = members.conversation_id)`)
