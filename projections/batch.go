@@ -439,9 +439,34 @@ func (b *batch) countDelete(c *convState, seq int) error {
 	return nil
 }
 
-// bulk writes rows with one statement per chunk: head holds the column
-// list, tail what follows VALUES (an ON CONFLICT clause).
+// bulk writes rows, each followed by the SQL expressions constants: as
+// head SELECT … FROM the dialect's row source tail, with a Bulker dialect
+// that can carry the values, else head VALUES (…), (…) tail, one statement
+// per chunk. head ends with a column list or "FROM (", and tail goes on
+// with an ON CONFLICT clause or ") AS v WHERE …"; both forms name the
+// columns v.column1, v.column2, ….
 func (b *batch) bulk(head, tail string, width int, rows [][]any, constants ...string) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	if bk, ok := b.t.d.(Bulker); ok {
+		if from, args, ok := bk.Rows(rows, width); ok {
+			var q strings.Builder
+			q.WriteString(head)
+			q.WriteString(" SELECT ")
+			for i := 1; i <= width; i++ {
+				if i > 1 {
+					q.WriteString(", ")
+				}
+				q.WriteString("v.column" + strconv.Itoa(i))
+			}
+			for _, c := range constants {
+				q.WriteString(", " + c)
+			}
+			q.WriteString(" FROM " + from + " " + tail)
+			return b.t.exec(q.String(), args...)
+		}
+	}
 	const chunk = 400
 	for start := 0; start < len(rows); start += chunk {
 		part := rows[start:min(start+chunk, len(rows))]

@@ -20,6 +20,8 @@ var hostileTexts = []string{
 	`it's`, `''`, `'); DROP TABLE messages; --`, `back\slash \' \\'`, `$1 $2 ? ?? $$ $tag$ x $tag$`,
 	`/* open comment`, `-- line comment`, "semi;colon;\n;", `E'\x41'`, `U&'\0041'`, "tab\tnew\nline\r",
 	`"double" "quotes"`, `Ångström ünïcødé 日本語 🙂`, strings.Repeat("'", 199), `-1`, `--1`, "a\u2028b\u2029c",
+	// Array literals, as PostgreSQL's bulk rows carry them.
+	`{"x","y"}`, `NULL`, `\"`, `}{,`, "  spaced  ",
 }
 
 // TestHostileTextsRoundTrip projects messages and subjects made of

@@ -43,6 +43,16 @@ type Pipeliner interface {
 	Pipeline(query string, args []any) (string, []any)
 }
 
+// Bulker is implemented by a Dialect that has a cheaper way to send many
+// rows than a list of VALUES, whose every value the engine parses and
+// types one by one. Rows returns a FROM item named v with the columns
+// column1 … columnN (N = width) that yields rows, in order, and its
+// arguments; ok is false for values it cannot carry, and the projector
+// then writes a VALUES list.
+type Bulker interface {
+	Rows(rows [][]any, width int) (from string, args []any, ok bool)
+}
+
 // Maintainer is implemented by a Dialect whose engine needs the projector's
 // help, which may not come by itself (autovacuum off or late): Maintenance
 // returns the statements, run outside any transaction, that keep the tables

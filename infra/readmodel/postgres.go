@@ -20,6 +20,7 @@ var (
 	_ projections.Dialect    = Postgres{}
 	_ projections.Pipeliner  = Postgres{}
 	_ projections.Maintainer = Postgres{}
+	_ projections.Bulker     = Postgres{}
 )
 
 // Maintenance vacuums the read-model tables whose rows every post
@@ -43,6 +44,73 @@ func (Postgres) Statistics() []string { return []string{`ANALYZE`} }
 // the last statement's.
 func (p Postgres) Pipeline(query string, args []any) (string, []any) {
 	return p.Rebind(query), append([]any{pgx.QueryExecModeSimpleProtocol}, args...)
+}
+
+// Rows carries each column of rows in one array, text or bigint, written
+// as an array literal and unnested on the server: a handful of values to
+// parse instead of one per cell (a third of the time of a VALUES list on
+// 5,000 messages). Columns hold strings or integers; any other value, or a
+// column of both, makes it decline.
+func (Postgres) Rows(rows [][]any, width int) (string, []any, bool) {
+	var from strings.Builder
+	from.WriteString("unnest(")
+	args := make([]any, width)
+	var lit strings.Builder
+	for col := range width {
+		lit.Reset()
+		lit.WriteByte('{')
+		text := false
+		for i, r := range rows {
+			if i > 0 {
+				lit.WriteByte(',')
+			}
+			var isText bool
+			switch v := r[col].(type) {
+			case string:
+				isText = true
+				lit.WriteByte('"')
+				for j := 0; j < len(v); j++ {
+					if v[j] == '"' || v[j] == '\\' {
+						lit.WriteByte('\\')
+					}
+					lit.WriteByte(v[j])
+				}
+				lit.WriteByte('"')
+			case int:
+				lit.WriteString(strconv.FormatInt(int64(v), 10))
+			case int64:
+				lit.WriteString(strconv.FormatInt(v, 10))
+			case int32:
+				lit.WriteString(strconv.FormatInt(int64(v), 10))
+			default:
+				return "", nil, false
+			}
+			if i == 0 {
+				text = isText
+			} else if isText != text {
+				return "", nil, false
+			}
+		}
+		lit.WriteByte('}')
+		args[col] = lit.String()
+		if col > 0 {
+			from.WriteString(", ")
+		}
+		if text {
+			from.WriteString("CAST(? AS TEXT[])")
+		} else {
+			from.WriteString("CAST(? AS BIGINT[])")
+		}
+	}
+	from.WriteString(") AS v(")
+	for col := range width {
+		if col > 0 {
+			from.WriteString(", ")
+		}
+		from.WriteString("column" + strconv.Itoa(col+1))
+	}
+	from.WriteString(")")
+	return from.String(), args, true
 }
 
 // Rebind rewrites ? placeholders outside string literals into $1, $2, ….
