@@ -563,6 +563,13 @@ func (b *batch) flush() error {
 		OR members.unread <> `+unreadOf(lastLive)+`)`, 4, touched); err != nil {
 		return err
 	}
+	// A dialect that takes the documents' words from the projector gets
+	// them in the column tsv.
+	worder, words := b.t.d.(SearchWorder)
+	docCols, docWidth, docSet, setWords := `id, body`, 2, `body = excluded.body`, ``
+	if words {
+		docCols, docWidth, docSet, setWords = `id, body, tsv`, 3, `body = excluded.body, tsv = excluded.tsv`, `, tsv = ?`
+	}
 	var docs [][]any
 	for _, k := range b.docKeys {
 		d := b.docs[k]
@@ -572,16 +579,22 @@ func (b *batch) flush() error {
 				return err
 			}
 		case d.id == 0:
-			if err := b.t.exec(`UPDATE search_docs SET body = ? WHERE id = CAST(? AS BIGINT) * `+strconv.Itoa(1<<docIDBits)+`
-				+ (SELECT seq + 1 FROM messages WHERE id = ?)`, *d.body, d.num, d.msgID); err != nil {
+			args := []any{*d.body}
+			if words {
+				args = append(args, worder.SearchWords(*d.body))
+			}
+			args = append(args, d.num, d.msgID)
+			if err := b.t.exec(`UPDATE search_docs SET body = ?`+setWords+` WHERE id = CAST(? AS BIGINT) * `+strconv.Itoa(1<<docIDBits)+`
+				+ (SELECT seq + 1 FROM messages WHERE id = ?)`, args...); err != nil {
 				return err
 			}
+		case words:
+			docs = append(docs, []any{d.id, *d.body, worder.SearchWords(*d.body)})
 		default:
 			docs = append(docs, []any{d.id, *d.body})
 		}
 	}
-	if err := b.bulk(`INSERT INTO search_docs (id, body)`, `ON CONFLICT (id)
-		DO UPDATE SET body = excluded.body`, 2, docs); err != nil {
+	if err := b.bulk(`INSERT INTO search_docs (`+docCols+`)`, `ON CONFLICT (id) DO UPDATE SET `+docSet, docWidth, docs); err != nil {
 		return err
 	}
 	var caught [][]any

@@ -360,7 +360,7 @@ func (p *Projector) maintainer(ctx context.Context) func(applied int) {
 		rounds++
 		stmts := m.Maintenance()
 		if rounds%20 == 0 {
-			stmts = append(stmts, m.Statistics()...)
+			stmts = append(stmts, m.Statistics(tables)...)
 		}
 		busy.Store(true)
 		go func() {
@@ -405,7 +405,7 @@ func Rebuild(ctx context.Context, db *sql.DB, d Dialect, log Log, progress func(
 		}
 	}
 	if m, ok := d.(Maintainer); ok {
-		for _, q := range m.Statistics() {
+		for _, q := range m.Statistics(tables) {
 			if _, err := db.ExecContext(ctx, q); err != nil {
 				return fmt.Errorf("statistics: %s: %w", firstLine(q), err)
 			}

@@ -153,6 +153,10 @@ func build(t *testing.T, e engine) world {
 	must(err)
 	_, err = svc.DeleteMessage(ctx, w.people["customer1"], w.convs[1], mid)
 	must(err)
+	mid, _, err = svc.PostMessage(ctx, sam, w.convs[2], "Please call our hotline", "")
+	must(err)
+	_, err = svc.EditMessage(ctx, sam, w.convs[2], mid, "Please call our helpline")
+	must(err)
 	_, err = svc.Close(ctx, sam, w.convs[2])
 	must(err)
 	ticket, _, err := svc.CreateItemFrom(ctx, sam, w.convs[0], item.Ticket, "", "")
@@ -181,7 +185,7 @@ func answers(t *testing.T, w world) map[string]string {
 		b, _ := json.Marshal(v)
 		out[key] = string(b)
 	}
-	searches := []string{"", "refund", "REFUND", "alice@example.com", "ångström", "tracking 7731", "wrong", "pass", "lunch", "42", "nothing-like-this"}
+	searches := []string{"", "refund", "REFUND", "alice@example.com", "ångström", "tracking 7731", "wrong", "pass", "lunch", "42", "nothing-like-this", "helpline", "hotline"}
 	for _, who := range []string{"admin", "sam", "nora", "fred", "ada"} {
 		p := w.people[who]
 		for _, section := range []projections.Section{projections.Customers, projections.Mine} {
@@ -231,7 +235,8 @@ func TestEnginesAnswerAlike(t *testing.T) {
 		}
 	}
 	// The questions are not trivially empty: searches find what they should.
-	if lite[`inbox/sam/customers/open/"alice@example.com"`] == `[[],""]` || lite[`inbox/sam/customers/closed/"pass"`] == `[[],""]` {
+	if lite[`inbox/sam/customers/open/"alice@example.com"`] == `[[],""]` || lite[`inbox/sam/customers/closed/"pass"`] == `[[],""]` ||
+		lite[`inbox/sam/customers/closed/"helpline"`] == `[[],""]` || lite[`inbox/sam/customers/closed/"hotline"`] != `[[],""]` {
 		t.Errorf("searches found nothing: %v", lite[`inbox/sam/customers/open/"alice@example.com"`])
 	}
 }

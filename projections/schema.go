@@ -9,7 +9,7 @@ import (
 
 // Name identifies the read models' shape. Changing it (with the schema or
 // the way events are projected) makes the next start rebuild them.
-const Name = "readmodel/v6"
+const Name = "readmodel/v7"
 
 // Dialect is what differs between the SQL engines holding read models. The
 // row changes and the queries are written once, in portable SQL with ?
@@ -53,15 +53,23 @@ type Bulker interface {
 	Rows(rows [][]any, width int) (from string, args []any, ok bool)
 }
 
+// SearchWorder is implemented by a Dialect whose full-text index does not
+// find the words of a document by itself: the projector writes
+// SearchWords(body) into the column tsv of search_docs beside body.
+type SearchWorder interface {
+	SearchWords(body string) any
+}
+
 // Maintainer is implemented by a Dialect whose engine needs the projector's
 // help, which may not come by itself (autovacuum off or late): Maintenance
 // returns the statements, run outside any transaction, that keep the tables
 // updated in place from bloating; Statistics those that refresh the
-// planner's statistics, which a rebuild and every 20th round of maintenance
-// run.
+// planner's statistics of tables, the read models' (not the whole
+// database's: the log and the catalogs took most of the time), which a
+// rebuild and every 20th round of maintenance run.
 type Maintainer interface {
 	Maintenance() []string
-	Statistics() []string
+	Statistics(tables []string) []string
 }
 
 // tables lists the read-model tables in an order safe to drop.
