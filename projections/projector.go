@@ -3,7 +3,9 @@ package projections
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -399,17 +401,63 @@ func Rebuild(ctx context.Context, db *sql.DB, d Dialect, log Log, progress func(
 	if err := p.CatchUp(ctx); err != nil {
 		return err
 	}
-	for _, q := range later {
-		if _, err := db.ExecContext(ctx, q); err != nil {
-			return fmt.Errorf("create index: %s: %w", firstLine(q), err)
+	return finishRebuild(ctx, db, d, later)
+}
+
+// finishRebuild creates the indexes of later and refreshes the planner's
+// statistics, table by table, two tables at a time: a table's ANALYZE
+// waits for its index builds anyway, but the tables need not wait for each
+// other, and the server has a core for each. The longest tables go first.
+func finishRebuild(ctx context.Context, db *sql.DB, d Dialect, later []string) error {
+	m, _ := d.(Maintainer)
+	order := append([]string{"search_docs", "messages"}, tables...)
+	var jobs [][]string
+	seen := map[string]bool{}
+	for _, table := range order {
+		if seen[table] {
+			continue
 		}
-	}
-	if m, ok := d.(Maintainer); ok {
-		for _, q := range m.Statistics(tables) {
-			if _, err := db.ExecContext(ctx, q); err != nil {
-				return fmt.Errorf("statistics: %s: %w", firstLine(q), err)
+		seen[table] = true
+		var job []string
+		for _, q := range later {
+			if indexTable(q) == table {
+				job = append(job, q)
 			}
 		}
+		if m != nil {
+			job = append(job, m.Statistics([]string{table})...)
+		}
+		if len(job) > 0 {
+			jobs = append(jobs, job)
+		}
 	}
-	return nil
+	next := make(chan []string, len(jobs))
+	for _, job := range jobs {
+		next <- job
+	}
+	close(next)
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() {
+			for job := range next {
+				for _, q := range job {
+					if _, err := db.ExecContext(ctx, q); err != nil {
+						errs <- fmt.Errorf("finish the rebuild: %s: %w", firstLine(q), err)
+						for range next { // the other worker stops too
+						}
+						return
+					}
+				}
+			}
+			errs <- nil
+		}()
+	}
+	return errors.Join(<-errs, <-errs)
+}
+
+// indexTable returns the table of a CREATE INDEX statement.
+func indexTable(q string) string {
+	_, rest, _ := strings.Cut(q, " ON ")
+	table, _, _ := strings.Cut(strings.TrimSpace(rest), " ")
+	return table
 }
