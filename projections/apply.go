@@ -109,11 +109,16 @@ func trimPrefix(s, p string) string {
 // Pipeliner dialect, the statements that change rows are held until the
 // next read or the end of the batch, and then sent together: one round
 // trip for all of them.
+//
+// The transaction begins with the first statement that must run: a batch
+// applied in memory while the one before it commits waits for that commit
+// only if it has to read or write before its own end.
 type txn struct {
-	ctx  context.Context
-	tx   *sql.Tx
-	d    Dialect
-	pipe Pipeliner // nil: each statement runs at once
+	ctx   context.Context
+	begin func() (*sql.Tx, error)
+	tx    *sql.Tx // nil until begun
+	d     Dialect
+	pipe  Pipeliner // nil: each statement runs at once
 
 	pending     strings.Builder // the statements held, separated by ";"
 	pendingArgs []any
@@ -125,14 +130,51 @@ const (
 	pipelineArgs  = 50_000
 )
 
-func newTxn(ctx context.Context, tx *sql.Tx, d Dialect) *txn {
-	t := &txn{ctx: ctx, tx: tx, d: d}
+func newTxn(ctx context.Context, begin func() (*sql.Tx, error), d Dialect) *txn {
+	t := &txn{ctx: ctx, begin: begin, d: d}
 	t.pipe, _ = d.(Pipeliner)
 	return t
 }
 
+// open begins the transaction unless it has begun.
+func (t *txn) open() error {
+	if t.tx != nil {
+		return nil
+	}
+	tx, err := t.begin()
+	if err != nil {
+		return fmt.Errorf("begin projection: %w", err)
+	}
+	t.tx = tx
+	return nil
+}
+
+// rollback ends the transaction, if it began, without its changes.
+func (t *txn) rollback() {
+	if t.tx != nil {
+		t.tx.Rollback()
+	}
+}
+
+// commit sends what is held and commits.
+func (t *txn) commit() error {
+	if _, err := t.sync(); err != nil {
+		return err
+	}
+	if err := t.open(); err != nil {
+		return err
+	}
+	if err := t.tx.Commit(); err != nil {
+		return fmt.Errorf("commit projection: %w", err)
+	}
+	return nil
+}
+
 func (t *txn) exec(q string, args ...any) error {
 	if t.pipe == nil {
+		if err := t.open(); err != nil {
+			return err
+		}
 		if _, err := t.tx.ExecContext(t.ctx, t.d.Rebind(q), args...); err != nil {
 			return fmt.Errorf("%s: %w", firstLine(q), err)
 		}
@@ -154,6 +196,9 @@ func (t *txn) exec(q string, args ...any) error {
 // q changed.
 func (t *txn) execCount(q string, args ...any) (int64, error) {
 	if t.pipe == nil {
+		if err := t.open(); err != nil {
+			return 0, err
+		}
 		res, err := t.tx.ExecContext(t.ctx, t.d.Rebind(q), args...)
 		if err != nil {
 			return 0, fmt.Errorf("%s: %w", firstLine(q), err)
@@ -177,6 +222,9 @@ func (t *txn) sync() (int64, error) {
 	t.pending.Reset()
 	clear(t.pendingArgs)
 	t.pendingArgs = t.pendingArgs[:0]
+	if err := t.open(); err != nil {
+		return 0, err
+	}
 	res, err := t.tx.ExecContext(t.ctx, q, args...)
 	if err != nil {
 		return 0, fmt.Errorf("%d statements sent together: %w", n, err)
@@ -187,6 +235,9 @@ func (t *txn) sync() (int64, error) {
 // query reads, after the statements held have run.
 func (t *txn) query(q string, args ...any) (*sql.Rows, error) {
 	if _, err := t.sync(); err != nil {
+		return nil, err
+	}
+	if err := t.open(); err != nil {
 		return nil, err
 	}
 	rows, err := t.tx.QueryContext(t.ctx, t.d.Rebind(q), args...)
@@ -200,6 +251,9 @@ func (t *txn) query(q string, args ...any) (*sql.Rows, error) {
 // returns sql.ErrNoRows when there is none.
 func (t *txn) scan(q string, args []any, dest ...any) error {
 	if _, err := t.sync(); err != nil {
+		return err
+	}
+	if err := t.open(); err != nil {
 		return err
 	}
 	return t.tx.QueryRowContext(t.ctx, t.d.Rebind(q), args...).Scan(dest...)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/helpdesk/messenger/domain"
 	"github.com/helpdesk/messenger/domain/conversation"
+	"github.com/helpdesk/messenger/domain/directory"
 )
 
 // batch gathers the row changes of the conversation events of one
@@ -38,7 +39,7 @@ type batch struct {
 	links [][]any // new links: conversation, item, position
 
 	users, customers, tokens [][]any           // new rows
-	customerDoc              map[string]string // customer id → "name email", of the customers of the batch's new conversations
+	customerDoc              map[string]string // customer id → "name email", of customers met in this batch and before
 }
 
 // convState is one conversation's row and read marks, as the batch has
@@ -96,8 +97,8 @@ type participantRow struct {
 
 // newBatch starts a batch in t over the conversations states known
 // already (which it adds to).
-func newBatch(t *txn, convs map[string]*convState) *batch {
-	b := &batch{t: t, convs: convs, customerDoc: map[string]string{}}
+func newBatch(t *txn, convs map[string]*convState, customers map[string]string) *batch {
+	b := &batch{t: t, convs: convs, customerDoc: customers}
 	b.reset()
 	return b
 }
@@ -119,18 +120,26 @@ func (b *batch) reset() {
 // (but for rare events: a deleted message's seq, an item's people).
 func (b *batch) prefetch(recs []domain.Recorded) error {
 	var ids, customers []string
-	seen := map[string]bool{}
+	seen, registered := map[string]bool{}, map[string]bool{}
 	for _, r := range recs {
-		if id := conversationID(r.Stream); id != "" && !seen[id] && b.convs[id] == nil {
+		if id := conversationID(r.Stream); id != "" && !seen[id] {
 			seen[id] = true
-			ids = append(ids, id)
+			// A conversation the batch starts has no rows yet.
+			if _, starts := r.Event.(conversation.Started); !starts && b.convs[id] == nil {
+				ids = append(ids, id)
+			}
 		}
-		if e, ok := r.Event.(conversation.Started); ok && e.CustomerID != "" {
-			customers = append(customers, e.CustomerID)
+		switch e := r.Event.(type) {
+		case directory.CustomerRegistered:
+			registered[e.CustomerID] = true
+		case conversation.Started:
+			if _, known := b.customerDoc[e.CustomerID]; e.CustomerID != "" && !known && !registered[e.CustomerID] {
+				customers = append(customers, e.CustomerID)
+			}
 		}
 	}
-	// The customers of new conversations, for their search documents (those
-	// registered in this batch are not there yet: apply adds them).
+	// The customers of new conversations, for their search documents, but
+	// those known already or registered in this batch (apply adds them).
 	customers = uniq(customers)
 	for start := 0; start < len(customers); start += 500 {
 		if err := b.loadCustomers(customers[start:min(start+500, len(customers))]); err != nil {

@@ -15,7 +15,7 @@ import (
 // seedLog appends convs live chats of msgs messages each (customers and two
 // agents taking turns, reads after replies), the way the product writes
 // them, and returns how many events the log holds.
-func seedLog(b *testing.B, e engine, convs, msgs int) int {
+func seedLog(b testing.TB, e engine, convs, msgs int) int {
 	b.Helper()
 	ctx := context.Background()
 	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)

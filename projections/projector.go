@@ -52,8 +52,9 @@ type Projector struct {
 	// so that a batch reads only those it has not met yet. Only Step uses
 	// it, and only while the checkpoint is still convsAt, where the last
 	// batch it committed left it.
-	convs   map[string]*convState
-	convsAt uint64
+	convs     map[string]*convState
+	customers map[string]string // customer id → "name email", for the search documents of new conversations
+	convsAt   uint64
 
 	applied  atomic.Uint64
 	running  atomic.Bool // Run is applying the log in this process
@@ -63,9 +64,12 @@ type Projector struct {
 	stopPoll func()        // stops their poller
 }
 
-// maxKnownConversations bounds the conversations' states a projector keeps
-// between batches; past it, it starts afresh.
-const maxKnownConversations = 100_000
+// maxKnownConversations and maxKnownCustomers bound the states a projector
+// keeps between batches; past them, it starts afresh.
+const (
+	maxKnownConversations = 100_000
+	maxKnownCustomers     = 100_000
+)
 
 // NewProjector returns a projector writing through db (which must already be
 // migrated, see Migrate), reading log, and publishing to pub (nil: none).
@@ -186,28 +190,51 @@ func (p *Projector) Step(ctx context.Context) (int, error) {
 // applyBatch applies recs, the events that follow the checkpoint, in one
 // transaction, and returns how many.
 func (p *Projector) applyBatch(ctx context.Context, recs []domain.Recorded) (int, error) {
-	from := p.Applied()
 	if len(recs) == 0 {
 		return 0, nil
 	}
-	tx, err := p.db.BeginTx(ctx, nil)
+	pr, err := p.prepare(ctx, recs, p.Applied(), func() (*sql.Tx, error) { return p.db.BeginTx(ctx, nil) })
 	if err != nil {
-		return 0, fmt.Errorf("begin projection: %w", err)
-	}
-	defer tx.Rollback()
-	t := newTxn(ctx, tx, p.d)
-	if p.convs == nil || p.convsAt != from || len(p.convs) > maxKnownConversations {
-		p.convs = map[string]*convState{}
-	}
-	b := newBatch(t, p.convs)
-	p.convs = nil // until this batch commits: its states may be ahead of the rows
-	if err := b.prefetch(recs); err != nil {
 		return 0, err
+	}
+	if err := p.commit(ctx, pr); err != nil {
+		p.forget()
+		return 0, err
+	}
+	return len(recs), nil
+}
+
+// prepared is a batch applied in memory, whose row changes its txn holds
+// or has sent, but not committed.
+type prepared struct {
+	t          *txn
+	recs       []domain.Recorded
+	changes    []Change
+	from, last uint64 // the checkpoint before and after
+}
+
+// prepare applies recs, the events that follow position from, through a
+// txn whose transaction begin begins, and leaves the projector's
+// conversation and customer states as of the batch's end (forget drops
+// them if the batch does not commit).
+func (p *Projector) prepare(ctx context.Context, recs []domain.Recorded, from uint64, begin func() (*sql.Tx, error)) (*prepared, error) {
+	t := newTxn(ctx, begin, p.d)
+	if p.convs == nil || p.convsAt != from || len(p.convs) > maxKnownConversations || len(p.customers) > maxKnownCustomers {
+		p.convs, p.customers = map[string]*convState{}, map[string]string{}
+	}
+	b := newBatch(t, p.convs, p.customers)
+	p.forget() // until this batch is applied: its states may be half-way
+	fail := func(err error) (*prepared, error) {
+		t.rollback()
+		return nil, err
+	}
+	if err := b.prefetch(recs); err != nil {
+		return fail(err)
 	}
 	var changes []Change
 	for _, rec := range recs {
 		if err := apply(t, b, rec); err != nil {
-			return 0, fmt.Errorf("project %s at %d (%s v%d): %w", rec.Type, rec.Position, rec.Stream, rec.Version, err)
+			return fail(fmt.Errorf("project %s at %d (%s v%d): %w", rec.Type, rec.Position, rec.Stream, rec.Version, err))
 		}
 		if p.pub != nil {
 			for _, ch := range ChangesOf(rec) {
@@ -218,36 +245,60 @@ func (p *Projector) applyBatch(ctx context.Context, recs []domain.Recorded) (int
 			}
 		}
 	}
-	if err := b.flush(); err != nil {
-		return 0, fmt.Errorf("project up to %d: %w", recs[len(recs)-1].Position, err)
-	}
 	last := recs[len(recs)-1].Position
-	n, err := t.execCount(`UPDATE checkpoints SET position = ? WHERE name = ? AND position = ?`, int64(last), Name, int64(from))
+	if err := b.flush(); err != nil {
+		return fail(fmt.Errorf("project up to %d: %w", last, err))
+	}
+	p.convs, p.customers, p.convsAt = b.convs, b.customerDoc, last
+	return &prepared{t: t, recs: recs, changes: changes, from: from, last: last}, nil
+}
+
+// forget drops the conversation and customer states kept between batches.
+func (p *Projector) forget() { p.convs, p.customers = nil, nil }
+
+// commit moves the checkpoint of pr, commits it, and tells of it. It does
+// not touch the states kept between batches: a caller whose commit failed
+// calls forget.
+func (p *Projector) commit(ctx context.Context, pr *prepared) error {
+	n, err := pr.t.execCount(`UPDATE checkpoints SET position = ? WHERE name = ? AND position = ?`, int64(pr.last), Name, int64(pr.from))
 	if err != nil {
-		return 0, fmt.Errorf("project up to %d: %w", last, err)
+		pr.t.rollback()
+		return fmt.Errorf("project up to %d: %w", pr.last, err)
 	}
 	if n != 1 {
 		// Another projector moved the checkpoint: re-read it and go on from there.
-		tx.Rollback()
+		pr.t.rollback()
 		if err := p.Load(ctx); err != nil {
-			return 0, err
+			return err
 		}
-		return 0, fmt.Errorf("checkpoint moved from %d by another projector", from)
+		return fmt.Errorf("checkpoint moved from %d by another projector", pr.from)
 	}
-	if err := tx.Commit(); err != nil {
-		return 0, fmt.Errorf("commit projection: %w", err)
+	if err := pr.t.commit(); err != nil {
+		pr.t.rollback()
+		return err
 	}
-	p.convs, p.convsAt = b.convs, last
-	p.advance(last)
+	p.advance(pr.last)
 	if p.cfg.OnBatch != nil {
-		p.cfg.OnBatch(len(recs), last)
+		p.cfg.OnBatch(len(pr.recs), pr.last)
 	}
-	if len(changes) > 0 {
-		if err := p.pub.Publish(ctx, changes); err != nil && p.cfg.OnError != nil {
-			p.cfg.OnError(fmt.Errorf("publish changes up to %d: %w", last, err))
+	if len(pr.changes) > 0 {
+		if err := p.pub.Publish(ctx, pr.changes); err != nil && p.cfg.OnError != nil {
+			p.cfg.OnError(fmt.Errorf("publish changes up to %d: %w", pr.last, err))
 		}
 	}
-	return len(recs), nil
+	return nil
+}
+
+// committing is a batch whose commit runs in the background.
+type committing struct {
+	done chan struct{}
+	err  error // once done is closed
+}
+
+// wait returns the commit's error once it is done.
+func (c *committing) wait() error {
+	<-c.done
+	return c.err
 }
 
 // page is a batch of the log as read ahead for the projector.
@@ -285,18 +336,59 @@ func (p *Projector) readAhead(ctx context.Context) <-chan page {
 }
 
 // CatchUp applies batches until the log holds nothing more. It reads the
-// next batch while it writes one.
+// next batch while it writes one, and applies a batch in memory while the
+// one before it is sent and committed: the batch's transaction begins after
+// that commit, or at once if it has to read before (a conversation or a
+// customer it does not know, or a rarer question), and none commits before
+// the one before it.
 func (p *Projector) CatchUp(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	var prev *committing
+	defer func() {
+		if prev != nil {
+			prev.wait() // the goroutine is done with the projector
+		}
+	}()
+	from := p.Applied()
 	for pg := range p.readAhead(ctx) {
 		if pg.err != nil {
 			return pg.err
 		}
 		if len(pg.recs) == 0 {
-			return nil
+			break
 		}
-		if _, err := p.applyBatch(ctx, pg.recs); err != nil {
+		before := prev
+		pr, err := p.prepare(ctx, pg.recs, from, func() (*sql.Tx, error) {
+			if before != nil {
+				if err := before.wait(); err != nil {
+					return nil, err
+				}
+			}
+			return p.db.BeginTx(ctx, nil)
+		})
+		if err == nil && before != nil {
+			if err = before.wait(); err != nil {
+				pr.t.rollback()
+			}
+		}
+		if err != nil {
+			p.forget()
+			return err
+		}
+		from = pr.last
+		c := &committing{done: make(chan struct{})}
+		go func() {
+			defer close(c.done)
+			c.err = p.commit(ctx, pr)
+		}()
+		prev = c
+	}
+	if prev != nil {
+		err := prev.wait()
+		prev = nil
+		if err != nil {
+			p.forget()
 			return err
 		}
 	}
