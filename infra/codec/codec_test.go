@@ -2,6 +2,7 @@ package codec
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -554,6 +555,47 @@ func FuzzDecode(f *testing.F) {
 		}
 		if _, _, data3, _ := Encode(ev2); !bytes.Equal(data2, data3) {
 			t.Fatalf("encoding is not stable: %s then %s", data2, data3)
+		}
+	})
+}
+
+// FuzzParseObject checks that parseObject, which scans valid JSON itself,
+// answers as parseObjectTokens, the decoder's tokens, on any input; and
+// that unquote and parseInt decode any member as json.Unmarshal does.
+func FuzzParseObject(f *testing.F) {
+	for _, s := range []string{`{}`, ` {"a" : "b\u00e9\"" , "n":-12,"l":[1,{"x":"]"}],"o":{"k":[]}} `, `{"a":1,"a":2}`,
+		`{"\u0061":1,"a":2}`, `{"t":true,"f":false,"z":null,"e":1e3,"d":-0.5}`, `[]`, `{"a":}`, `{"s":"\ud800"}`, "{\"s\":\"\xff\"}",
+		`{"n":01}`, `{"n":9223372036854775808}`, `{"n":-9223372036854775808}`, `{} x`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		got, err := parseObject(data)
+		want, wantErr := parseObjectTokens(data)
+		if (err != nil) != (wantErr != nil) {
+			t.Fatalf("parseObject(%q): error %v, the tokens' %v", data, err, wantErr)
+		}
+		if err != nil {
+			return
+		}
+		if len(got) != len(want) {
+			t.Fatalf("parseObject(%q) = %q, the tokens' %q", data, got, want)
+		}
+		for k, v := range want {
+			if !bytes.Equal(got[k], v) {
+				t.Fatalf("parseObject(%q)[%q] = %q, the tokens' %q", data, k, got[k], v)
+			}
+			s, err := unquote(v)
+			var ws string
+			werr := json.Unmarshal(v, &ws)
+			if (err != nil) != (werr != nil) || s != ws {
+				t.Fatalf("unquote(%s) = %q, %v; json.Unmarshal: %q, %v", v, s, err, ws, werr)
+			}
+			n, err := parseInt(v)
+			var wn int64
+			werr = json.Unmarshal(v, &wn)
+			if (err != nil) != (werr != nil) || n != wn {
+				t.Fatalf("parseInt(%s) = %d, %v; json.Unmarshal: %d, %v", v, n, err, wn, werr)
+			}
 		}
 	})
 }
