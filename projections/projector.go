@@ -48,10 +48,12 @@ type Projector struct {
 	pub Publisher
 	cfg Config
 
-	// convs holds the conversations' states as the read models hold them,
-	// so that a batch reads only those it has not met yet. Only Step uses
-	// it, and only while the checkpoint is still convsAt, where the last
-	// batch it committed left it.
+	// convs holds the conversations' states as the read models hold them
+	// once the last batch applied (convsAt) commits, so that a batch reads
+	// only those it has not met yet. The next batch uses them only if it
+	// follows convsAt; a batch whose commit fails drops them (forget), and
+	// so does one that fails half-way. Only the goroutine applying batches
+	// touches them, never a background commit.
 	convs     map[string]*convState
 	customers map[string]string // customer id → "name email", for the search documents of new conversations
 	convsAt   uint64
