@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 
@@ -116,7 +117,7 @@ func (Postgres) Rows(rows [][]any, width int) (string, []any, bool) {
 // quoteElement writes v as an element of an array literal: in double
 // quotes, with double quotes and backslashes escaped.
 func quoteElement(b *strings.Builder, v string) {
-	if !strings.ContainsAny(v, `"\\`) {
+	if strings.IndexByte(v, '"') < 0 && strings.IndexByte(v, '\\') < 0 {
 		b.WriteByte('"')
 		b.WriteString(v)
 		b.WriteByte('"')
@@ -167,9 +168,16 @@ func (Postgres) SearchSchema() []string {
 // PostgreSQL's [[:alnum:]] and its parser made of them before the words
 // were computed here. Documents and search terms go through it alike.
 func searchWords(text string) []string {
-	return strings.FieldsFunc(strings.ToLower(text), func(r rune) bool {
-		return !unicode.IsLetter(r) && !unicode.IsDigit(r) && !unicode.Is(unicode.Nl, r)
-	})
+	return strings.FieldsFunc(strings.ToLower(text), notWordRune)
+}
+
+// notWordRune reports whether r separates words: neither a letter, a digit
+// nor a letter-like numeral. ASCII is decided without the Unicode tables.
+func notWordRune(r rune) bool {
+	if r < utf8.RuneSelf {
+		return !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9')
+	}
+	return !unicode.IsLetter(r) && !unicode.IsDigit(r) && !unicode.Is(unicode.Nl, r)
 }
 
 // Limits of a tsvector: a lexeme's bytes, a position, the positions kept
@@ -234,7 +242,7 @@ func (Postgres) SearchWords(body string) any {
 // quoteLexeme writes w quoted for a tsvector or tsquery: in quotes, with
 // quotes doubled and backslashes escaped.
 func quoteLexeme(b *strings.Builder, w string) {
-	if !strings.ContainsAny(w, `'\\`) {
+	if strings.IndexByte(w, '\'') < 0 && strings.IndexByte(w, '\\') < 0 {
 		b.WriteByte('\'')
 		b.WriteString(w)
 		b.WriteByte('\'')
