@@ -115,22 +115,27 @@ func (Postgres) Rows(rows [][]any, width int) (string, []any, bool) {
 }
 
 // quoteElement writes v as an element of an array literal: in double
-// quotes, with double quotes and backslashes escaped.
-func quoteElement(b *strings.Builder, v string) {
-	if strings.IndexByte(v, '"') < 0 && strings.IndexByte(v, '\\') < 0 {
-		b.WriteByte('"')
+// quotes, with double quotes and backslashes escaped by a backslash.
+func quoteElement(b *strings.Builder, v string) { quote(b, v, '"', '\\') }
+
+// quote writes v between two q, with every q in it preceded by escape and
+// every backslash by a backslash.
+func quote(b *strings.Builder, v string, q, escape byte) {
+	b.WriteByte(q)
+	if strings.IndexByte(v, q) < 0 && strings.IndexByte(v, '\\') < 0 {
 		b.WriteString(v)
-		b.WriteByte('"')
-		return
-	}
-	b.WriteByte('"')
-	for j := 0; j < len(v); j++ {
-		if v[j] == '"' || v[j] == '\\' {
-			b.WriteByte('\\')
+	} else {
+		for j := 0; j < len(v); j++ {
+			switch v[j] {
+			case q:
+				b.WriteByte(escape)
+			case '\\':
+				b.WriteByte('\\')
+			}
+			b.WriteByte(v[j])
 		}
-		b.WriteByte(v[j])
 	}
-	b.WriteByte('"')
+	b.WriteByte(q)
 }
 
 // Rebind rewrites ? placeholders outside string literals into $1, $2, ….
@@ -239,27 +244,9 @@ func (Postgres) SearchWords(body string) any {
 	return tsvectorText(b.String())
 }
 
-// quoteLexeme writes w quoted for a tsvector or tsquery: in quotes, with
-// quotes doubled and backslashes escaped.
-func quoteLexeme(b *strings.Builder, w string) {
-	if strings.IndexByte(w, '\'') < 0 && strings.IndexByte(w, '\\') < 0 {
-		b.WriteByte('\'')
-		b.WriteString(w)
-		b.WriteByte('\'')
-		return
-	}
-	b.WriteByte('\'')
-	for j := 0; j < len(w); j++ {
-		switch w[j] {
-		case '\'':
-			b.WriteByte('\'')
-		case '\\':
-			b.WriteByte('\\')
-		}
-		b.WriteByte(w[j])
-	}
-	b.WriteByte('\'')
-}
+// quoteLexeme writes w quoted for a tsvector or tsquery: in single
+// quotes, with single quotes doubled and backslashes escaped.
+func quoteLexeme(b *strings.Builder, w string) { quote(b, w, '\'', '\'') }
 
 // SearchDrop drops search_docs and its index.
 func (Postgres) SearchDrop() []string { return []string{`DROP TABLE IF EXISTS search_docs`} }
