@@ -21,17 +21,24 @@ var searchTexts = []string{
 	"O'Brien's order ''quoted'' ", "a\u2028b\u2029c", "ǅemal ﬁne Ⅻ ½ ²", "under_score snake_case_word",
 }
 
+// connect opens a connection to a database of the test's own.
+func connect(t *testing.T) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), pgtest.NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
 // TestSearchWordsMatchPostgresParser checks that the tsvector SearchWords
 // computes in Go is the one PostgreSQL's own pipeline (lower, non-words to
 // spaces, the simple parser) gave the documents before, so that a search
 // finds the same documents as when the server computed it.
 func TestSearchWordsMatchPostgresParser(t *testing.T) {
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, pgtest.NewDatabase(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	conn := connect(t)
 	for _, text := range searchTexts {
 		words := string(Postgres{}.SearchWords(text).(tsvectorText))
 		var same bool
@@ -53,11 +60,7 @@ func TestSearchWordsMatchPostgresParser(t *testing.T) {
 // it; a word it lacks, or words out of order, do not.
 func TestSearchMatchFindsTheWords(t *testing.T) {
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, pgtest.NewDatabase(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	conn := connect(t)
 	const doc = "Ana O'Brien: the Ångström delivery #4521 arrives on 2026-11-26 back\\slash"
 	cases := map[string]bool{
 		"ana": true, "o'brien": true, "O'BRIEN": true, "ångström delivery": true, "ÅNGSTR": true, "4521": true,
