@@ -498,8 +498,9 @@ func Rebuild(ctx context.Context, db *sql.DB, d Dialect, log Log, progress func(
 	return finishRebuild(ctx, db, d, later)
 }
 
-// finishRebuild creates the indexes of later and refreshes the planner's
-// statistics, table by table, two tables at a time: a table's ANALYZE
+// finishRebuild creates the indexes of later, refreshes the planner's
+// statistics, table by table, two tables at a time, and runs the dialect's
+// maintenance: a table's ANALYZE
 // waits for its index builds anyway, but the tables need not wait for each
 // other, and the server has a core for each. The longest tables go first.
 func finishRebuild(ctx context.Context, db *sql.DB, d Dialect, later []string) error {
@@ -546,7 +547,21 @@ func finishRebuild(ctx context.Context, db *sql.DB, d Dialect, later []string) e
 			errs <- nil
 		}()
 	}
-	return errors.Join(<-errs, <-errs)
+	if err := errors.Join(<-errs, <-errs); err != nil {
+		return err
+	}
+	// The maintenance of the tables every post rewrites also leaves them
+	// ready for index-only scans (PostgreSQL's visibility map), which the
+	// inbox's covering indexes are for: freshly written, every row would
+	// be read from the table until a vacuum.
+	if m != nil {
+		for _, q := range m.Maintenance() {
+			if _, err := db.ExecContext(ctx, q); err != nil {
+				return fmt.Errorf("finish the rebuild: %s: %w", firstLine(q), err)
+			}
+		}
+	}
+	return nil
 }
 
 // indexTable returns the table of a CREATE INDEX statement.

@@ -277,6 +277,12 @@ func TestRebuildAnswersAlike(t *testing.T) {
 				if err := e.reader.QueryRow(`SELECT reltuples FROM pg_class WHERE relname = 'messages'`).Scan(&tuples); err != nil || tuples <= 0 {
 					t.Errorf("messages: %v rows known to the planner (%v) after a rebuild", tuples, err)
 				}
+				// and the tables of the inbox's covering indexes ready for
+				// index-only scans: all their pages visible to all.
+				var pages, visible int
+				if err := e.reader.QueryRow(`SELECT relpages, relallvisible FROM pg_class WHERE relname = 'members'`).Scan(&pages, &visible); err != nil || pages == 0 || visible != pages {
+					t.Errorf("members: %d of %d pages all-visible (%v) after a rebuild", visible, pages, err)
+				}
 			}
 			mine("rebuilt", "nora", w.convs[1])
 			mine("rebuilt", "fred", w.convs[0])
