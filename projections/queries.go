@@ -532,6 +532,12 @@ func (r *ReadModels) Inbox(ctx context.Context, p directory.Principal, q InboxQu
 	}
 	for _, term := range SearchTerms(q.Search) {
 		clause, arg := r.d.SearchMatch(term)
+		if sp, ok := r.d.(SearchPlanner); ok {
+			var err error
+			if clause, arg, err = sp.PlanSearch(ctx, r.db, term); err != nil {
+				return nil, "", err
+			}
+		}
 		where, args = append(where, clause), append(args, arg)
 	}
 	if q.Cursor != "" {

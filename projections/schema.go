@@ -9,7 +9,7 @@ import (
 
 // Name identifies the read models' shape. Changing it (with the schema or
 // the way events are projected) makes the next start rebuild them.
-const Name = "readmodel/v7"
+const Name = "readmodel/v8"
 
 // Dialect is what differs between the SQL engines holding read models. The
 // row changes and the queries are written once, in portable SQL with ?
@@ -31,6 +31,14 @@ type Dialect interface {
 	// and its one argument. A document's conversation number is its id
 	// shifted right by 24 bits, which spares reading the documents.
 	SearchMatch(term string) (clause string, arg string)
+}
+
+// SearchPlanner is implemented by a Dialect that chooses how to match a
+// term from what the engine knows of it, asking db: PlanSearch returns a
+// clause and its argument that hold for the same conversations as
+// SearchMatch's, and may differ only in how the engine finds them.
+type SearchPlanner interface {
+	PlanSearch(ctx context.Context, db *sql.DB, term string) (clause string, arg string, err error)
 }
 
 // Pipeliner is implemented by a Dialect whose engine is a round trip away:
@@ -159,7 +167,7 @@ func Migrate(ctx context.Context, db *sql.DB, d Dialect) (fresh bool, err error)
 var queryIndexes = map[string]bool{
 	"conversations_inbox": true, "conversations_customer": true, "participants_user": true, "reads_reader": true,
 	"members_unread": true, "members_inbox": true, "links_item": true, "item_people_user": true,
-	"search_docs_tsv": true,
+	"search_docs_tsv": true, "conversations_num": true,
 }
 
 // dropLaterIndexes drops the query indexes of fresh read models and

@@ -2,12 +2,15 @@ package readmodel
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/helpdesk/messenger/infra/postgres"
 	"github.com/helpdesk/messenger/infra/postgres/pgtest"
+	"github.com/helpdesk/messenger/projections"
 )
 
 // searchTexts are documents and terms for the tsvector tests: words of
@@ -88,5 +91,90 @@ func BenchmarkSearchWords(b *testing.B) {
 	body := "Hello, my parcel #4521 never arrived: the tracking page says it was delivered on Tuesday, but it wasn't. Can you check?"
 	for b.Loop() {
 		Postgres{}.SearchWords(body)
+	}
+}
+
+// TestPlanSearchAgreesWithSearchMatch fills the read models with 60,000
+// conversations whose documents all hold a few common words and some hold
+// rare ones, and checks that PlanSearch's clause finds the very
+// conversations SearchMatch's finds, for every kind of term; and that it
+// starts from the documents for an e-mail but not for a common word.
+func TestPlanSearchAgreesWithSearchMatch(t *testing.T) {
+	ctx := context.Background()
+	pg, err := postgres.Open(ctx, pgtest.NewDatabase(t), postgres.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pg.Close() })
+	db := pg.SQL()
+	if _, err := projections.Migrate(ctx, db, Postgres{}); err != nil {
+		t.Fatal(err)
+	}
+	const convs = 60_000
+	var convIDs, bodies, words []string
+	var nums, docIDs []int64
+	for c := 1; c <= convs; c++ {
+		body := fmt.Sprintf("order %d shipped to the customer", c)
+		switch {
+		case c%20_000 == 0:
+			body += " ana.silva@example.com"
+		case c%1000 == 0:
+			body += " ana.silva@example.org"
+		case c == 7:
+			body = "zebra crossing near the warehouse, order 7"
+		}
+		convIDs, nums = append(convIDs, fmt.Sprint("conv-", c)), append(nums, int64(c*10))
+		docIDs, bodies = append(docIDs, int64(c*10)<<24|2), append(bodies, body)
+		words = append(words, string(Postgres{}.SearchWords(body).(tsvectorText)))
+	}
+	if _, err := db.ExecContext(ctx, `INSERT INTO conversations (id, channel, subject, status, customer_id, created_at,
+		updated_at, last_seq, last_live_seq, last_message_id, first_message_id, position, version, num)
+		SELECT id, 'livechat', '', 'open', '', 0, num, 0, 0, '', '', num, 1, num FROM unnest($1::text[], $2::bigint[]) AS u(id, num)`,
+		convIDs, nums); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ExecContext(ctx, `INSERT INTO search_docs (id, body, tsv)
+		SELECT * FROM unnest($1::bigint[], $2::text[], $3::tsvector[])`, docIDs, bodies, words); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ExecContext(ctx, `ANALYZE conversations, search_docs`); err != nil {
+		t.Fatal(err)
+	}
+	ids := func(clause, arg string) []string {
+		t.Helper()
+		rows, err := db.QueryContext(ctx, Postgres{}.Rebind(`SELECT c.id FROM conversations c WHERE `+clause+` ORDER BY c.id`), arg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		var out []string
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, id)
+		}
+		return out
+	}
+	fromDocs := map[string]bool{}
+	for _, term := range []string{"shipped", "ship", "customer", "zebra", "zeb", "ana.silva@example.com", "ana.silva@example.co",
+		"ana.silva@example", "warehouse", "nothing", "order 7", "7", "!!!"} {
+		clause, arg, err := Postgres{}.PlanSearch(ctx, db, term)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fromDocs[term] = strings.HasPrefix(clause, "c.num IN")
+		wantClause, wantArg := Postgres{}.SearchMatch(term)
+		got, want := ids(clause, arg), ids(wantClause, wantArg)
+		if strings.Join(got, ",") != strings.Join(want, ",") {
+			t.Errorf("search %q: PlanSearch finds %d conversations, SearchMatch %d", term, len(got), len(want))
+		}
+		if term == "ana.silva@example.com" && len(want) != 3 {
+			t.Errorf("search %q finds %d conversations, want 3", term, len(want))
+		}
+	}
+	if !fromDocs["ana.silva@example.com"] || fromDocs["shipped"] {
+		t.Errorf("starts from the documents: %v; want it for the e-mail, not for the common word", fromDocs)
 	}
 }
