@@ -694,21 +694,38 @@ type sseConn struct {
 // first frame.
 func connectAll(tb testing.TB, addr string, n int, target func(i int) (path, token string), hub func(pos uint64) int64) []*sseConn {
 	tb.Helper()
-	out := make([]*sseConn, n)
+	out, err := openAll(n, func(i int) (*sseConn, error) {
+		path, token := target(i)
+		c, err := dialSSE(addr, path, token, hub)
+		if err != nil {
+			return nil, fmt.Errorf("client %d: %w", i, err)
+		}
+		return c, nil
+	})
+	if err != nil {
+		closeAll(out)
+		tb.Fatal(err)
+	}
+	return out
+}
+
+// openAll calls open for 0 … n-1, 64 calls at a time, and returns what
+// they opened, by index, and the first error, if any.
+func openAll[T any](n int, open func(i int) (T, error)) ([]T, error) {
+	out := make([]T, n)
 	sem := make(chan struct{}, 64)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
-	var firstErr error
+	var first error
 	for i := range n {
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			path, token := target(i)
-			c, err := dialSSE(addr, path, token, hub)
+			c, err := open(i)
 			if err != nil {
 				mu.Lock()
-				firstErr = cmpErr(firstErr, fmt.Errorf("client %d: %w", i, err))
+				first = cmpErr(first, err)
 				mu.Unlock()
 				return
 			}
@@ -716,11 +733,7 @@ func connectAll(tb testing.TB, addr string, n int, target func(i int) (path, tok
 		}()
 	}
 	wg.Wait()
-	if firstErr != nil {
-		closeAll(out)
-		tb.Fatal(firstErr)
-	}
-	return out
+	return out, first
 }
 
 func cmpErr(a, b error) error {

@@ -258,34 +258,20 @@ func TestIdleClientsChild(t *testing.T) {
 	raiseNoFile(t)
 	n, _ := strconv.Atoi(os.Getenv("READAPI_IDLE_N"))
 	mode := os.Getenv("READAPI_IDLE_MODE")
-	conns := make([]net.Conn, n)
-	sem := make(chan struct{}, 64)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var failed error
-	for i := range n {
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			path, token := "/", ""
-			if mode != "bare" {
-				path, token = "/v1/widget/stream", customerToken(i)
-				if i%idleAgentsEvery == 0 {
-					path, token = "/v1/stream", agentToken(i/idleAgentsEvery)
-				}
+	conns, failed := openAll(n, func(i int) (net.Conn, error) {
+		path, token := "/", ""
+		if mode != "bare" {
+			path, token = "/v1/widget/stream", customerToken(i)
+			if i%idleAgentsEvery == 0 {
+				path, token = "/v1/stream", agentToken(i/idleAgentsEvery)
 			}
-			c, err := openIdle(addr, path, token)
-			if err != nil {
-				mu.Lock()
-				failed = cmpErr(failed, fmt.Errorf("stream %d: %w", i, err))
-				mu.Unlock()
-				return
-			}
-			conns[i] = c
-		}()
-	}
-	wg.Wait()
+		}
+		c, err := openIdle(addr, path, token)
+		if err != nil {
+			return nil, fmt.Errorf("stream %d: %w", i, err)
+		}
+		return c, nil
+	})
 	if failed != nil {
 		fmt.Printf("failed %v\n", failed)
 		return
