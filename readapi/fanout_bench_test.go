@@ -757,9 +757,23 @@ func closeAll(clients []*sseConn) {
 // dialSSE opens path as the holder of token and returns once the stream's
 // first frame has arrived; a goroutine then reads the rest.
 func dialSSE(addr, path, token string, hub func(pos uint64) int64) (*sseConn, error) {
-	conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	conn, lr, err := openStream(addr, path, token, 10*time.Second, 30*time.Second, 16<<10, 32<<10)
 	if err != nil {
 		return nil, err
+	}
+	c := &sseConn{conn: conn, hubAt: hub}
+	go c.read(lr)
+	return c, nil
+}
+
+// openStream sends a GET of path as the holder of token, waiting at most
+// dial for the connection and answer for the headers and first frame, and returns
+// once the stream's first frame (an id, or a reset) has arrived, with the
+// reader of the rest. The buffers are of connBuf and bodyBuf bytes.
+func openStream(addr, path, token string, dial, answer time.Duration, connBuf, bodyBuf int) (net.Conn, *bufio.Reader, error) {
+	conn, err := net.DialTimeout("tcp", addr, dial)
+	if err != nil {
+		return nil, nil, err
 	}
 	req := "GET " + path + " HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n"
 	if token != "" {
@@ -767,35 +781,31 @@ func dialSSE(addr, path, token string, hub func(pos uint64) int64) (*sseConn, er
 	}
 	if _, err := io.WriteString(conn, req+"\r\n"); err != nil {
 		conn.Close()
-		return nil, err
+		return nil, nil, err
 	}
-	br := bufio.NewReaderSize(conn, 16<<10)
-	conn.SetReadDeadline(time.Now().Add(30 * time.Second))
-	resp, err := http.ReadResponse(br, nil)
+	conn.SetReadDeadline(time.Now().Add(answer))
+	resp, err := http.ReadResponse(bufio.NewReaderSize(conn, connBuf), nil)
 	if err != nil {
 		conn.Close()
-		return nil, err
+		return nil, nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
 		conn.Close()
-		return nil, fmt.Errorf("status %s", resp.Status)
+		return nil, nil, fmt.Errorf("status %s", resp.Status)
 	}
-	c := &sseConn{conn: conn, hubAt: hub}
-	lr := bufio.NewReaderSize(resp.Body, 32<<10)
-	// The first frame: an id, or a reset.
+	lr := bufio.NewReaderSize(resp.Body, bodyBuf)
 	for {
 		line, err := lr.ReadSlice('\n')
 		if err != nil {
 			conn.Close()
-			return nil, fmt.Errorf("first frame: %w", err)
+			return nil, nil, fmt.Errorf("first frame: %w", err)
 		}
 		if len(line) == 1 {
 			break
 		}
 	}
 	conn.SetReadDeadline(time.Time{})
-	go c.read(lr)
-	return c, nil
+	return conn, lr, nil
 }
 
 var (

@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"runtime"
@@ -284,42 +283,9 @@ func TestIdleClientsChild(t *testing.T) {
 	}
 }
 
-// openIdle opens a stream and reads its headers and first frame.
+// openIdle opens a stream and reads its headers and first frame, with
+// small buffers, which the connection keeps while it idles.
 func openIdle(addr, path, token string) (net.Conn, error) {
-	conn, err := net.DialTimeout("tcp", addr, 30*time.Second)
-	if err != nil {
-		return nil, err
-	}
-	req := "GET " + path + " HTTP/1.1\r\nHost: bench\r\n"
-	if token != "" {
-		req += "Authorization: Bearer " + token + "\r\n"
-	}
-	if _, err := io.WriteString(conn, req+"\r\n"); err != nil {
-		conn.Close()
-		return nil, err
-	}
-	conn.SetReadDeadline(time.Now().Add(60 * time.Second))
-	br := bufio.NewReaderSize(conn, 512)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		conn.Close()
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		conn.Close()
-		return nil, fmt.Errorf("status %s", resp.Status)
-	}
-	lr := bufio.NewReaderSize(resp.Body, 512)
-	for {
-		line, err := lr.ReadSlice('\n')
-		if err != nil {
-			conn.Close()
-			return nil, fmt.Errorf("first frame: %w", err)
-		}
-		if len(line) == 1 {
-			break
-		}
-	}
-	conn.SetReadDeadline(time.Time{})
-	return conn, nil
+	conn, _, err := openStream(addr, path, token, 30*time.Second, time.Minute, 512, 512)
+	return conn, err
 }
