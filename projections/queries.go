@@ -531,12 +531,14 @@ func (r *ReadModels) Inbox(ctx context.Context, p directory.Principal, q InboxQu
 		where, args = append(where, status), append(args, q.Status)
 	}
 	for _, term := range SearchTerms(q.Search) {
-		clause, arg := r.d.SearchMatch(term)
+		var clause, arg string
 		if sp, ok := r.d.(SearchPlanner); ok {
 			var err error
 			if clause, arg, err = sp.PlanSearch(ctx, r.db, term); err != nil {
 				return nil, "", err
 			}
+		} else {
+			clause, arg = r.d.SearchMatch(term)
 		}
 		where, args = append(where, clause), append(args, arg)
 	}
