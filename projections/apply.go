@@ -29,6 +29,10 @@ const (
 	// TokenIssued: a user's token was replaced; streams send nothing of
 	// it, servers forget the principals they keep (see httpkit.AuthCache).
 	TokenIssued ChangeKind = "token.issued"
+	// CountsChanged carries the unread counters of the customers section
+	// as a batch left them (Change.Counts); the projector publishes it
+	// first among the batch's changes, for streams to count with.
+	CountsChanged ChangeKind = "counts"
 )
 
 // Change is one thing a log event changed in the read models. Live streams
@@ -45,6 +49,17 @@ type Change struct {
 	// skip widget streams of other customers without reading anything;
 	// ChangesOf, a function of the event alone, leaves it unset.
 	Customer string `json:"customer,omitempty"`
+	// Counts is set on a CountsChanged change only.
+	Counts *Counts `json:"counts,omitempty"`
+}
+
+// Counts are the counters that the customers section's unread count of
+// each reader comes from (see ReadModels.Unread): that count is LiveChats
+// less the reader's caught-up count. CaughtUp holds the readers whose
+// count a batch moved, by actor key, with their new count.
+type Counts struct {
+	LiveChats int            `json:"live_chats"`
+	CaughtUp  map[string]int `json:"caught_up,omitempty"`
 }
 
 // ChangesOf returns what rec changes, in the order streams send it. It is a

@@ -4,6 +4,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -34,6 +35,13 @@ type batch struct {
 	caught   map[string]int // reader → change of caught_up.livechat
 	readers  []string
 	livechat int // change of counters.livechat
+
+	// Whether to tell the counters the batch leaves (see counts), and the
+	// readers whose caught_up it changed, by every flush.
+	wantCounts    bool
+	countsMoved   bool
+	movedReaders  []string
+	isMovedReader map[string]bool
 
 	added [][]any // new members: user, conversation
 	links [][]any // new links: conversation, item, position
@@ -610,8 +618,16 @@ func (b *batch) flush() error {
 	for _, r := range b.readers {
 		if n := b.caught[r]; n != 0 {
 			caught = append(caught, []any{r, n})
+			if b.wantCounts && !b.isMovedReader[r] {
+				if b.isMovedReader == nil {
+					b.isMovedReader = map[string]bool{}
+				}
+				b.isMovedReader[r] = true
+				b.movedReaders = append(b.movedReaders, r)
+			}
 		}
 	}
+	b.countsMoved = b.countsMoved || len(caught) > 0 || b.livechat != 0
 	if err := b.bulk(`INSERT INTO caught_up (reader, livechat)`, `ON CONFLICT (reader) DO UPDATE SET livechat = caught_up.livechat + excluded.livechat`,
 		2, caught); err != nil {
 		return err
@@ -624,6 +640,46 @@ func (b *batch) flush() error {
 	}
 	b.reset()
 	return nil
+}
+
+// counts reads the counters as the batch leaves them, once flushed, if it
+// moved any: the number of live chats and the caught-up counts of the
+// readers it changed. nil if it moved none.
+func (b *batch) counts() (*Counts, error) {
+	if !b.countsMoved {
+		return nil, nil
+	}
+	c := &Counts{}
+	if err := b.t.scan(`SELECT COALESCE((SELECT value FROM counters WHERE name = 'livechat'), 0)`, nil, &c.LiveChats); err != nil {
+		return nil, fmt.Errorf("read the live chats counter: %w", err)
+	}
+	if len(b.movedReaders) > 0 {
+		c.CaughtUp = make(map[string]int, len(b.movedReaders))
+	}
+	for chunk := range slices.Chunk(b.movedReaders, 500) {
+		args := make([]any, len(chunk))
+		for i, r := range chunk {
+			args[i] = r
+		}
+		rows, err := b.t.query(`SELECT reader, livechat FROM caught_up WHERE reader IN (`+placeholders(len(chunk))+`)`, args...)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var reader string
+			var n int
+			if err := rows.Scan(&reader, &n); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			c.CaughtUp[reader] = n
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
 }
 
 // unreadOf is 1 when a conversation whose newest message not deleted is

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -225,6 +226,7 @@ func (p *Projector) prepare(ctx context.Context, recs []domain.Recorded, from ui
 		p.convs, p.customers = map[string]*convState{}, map[string]string{}
 	}
 	b := newBatch(t, p.convs, p.customers)
+	b.wantCounts = p.pub != nil
 	p.forget() // until this batch is applied: its states may be half-way
 	fail := func(err error) (*prepared, error) {
 		t.rollback()
@@ -250,6 +252,21 @@ func (p *Projector) prepare(ctx context.Context, recs []domain.Recorded, from ui
 	last := recs[len(recs)-1].Position
 	if err := b.flush(); err != nil {
 		return fail(fmt.Errorf("project up to %d: %w", last, err))
+	}
+	if p.pub != nil {
+		counts, err := b.counts()
+		if err != nil {
+			return fail(fmt.Errorf("project up to %d: %w", last, err))
+		}
+		if counts != nil {
+			// First, at the batch's first position, so that a stream
+			// counts with them as it renders the batch's changes.
+			first := recs[0].Position
+			if len(changes) > 0 {
+				first = changes[0].Position
+			}
+			changes = slices.Insert(changes, 0, Change{Position: first, Kind: CountsChanged, Counts: counts})
+		}
 	}
 	p.convs, p.customers, p.convsAt = b.convs, b.customerDoc, last
 	return &prepared{t: t, recs: recs, changes: changes, from: from, last: last}, nil

@@ -661,23 +661,32 @@ func (r *ReadModels) Unread(ctx context.Context, p directory.Principal) (custome
 	return customers, mineN, nil
 }
 
-// UnreadConversations returns the ids of the conversations of each section
-// with messages p has not read; customers is nil for those who do not see
-// that section. Live streams keep these sets to count without asking again.
-func (r *ReadModels) UnreadConversations(ctx context.Context, p directory.Principal) (customers, mineIDs []string, err error) {
-	key := p.Actor().Key()
+// UnreadState is what a live stream starts counting from: the counters of
+// the customers section (its count is LiveChats less CaughtUp; both 0 for
+// those who do not see that section) and the ids of the conversations of
+// My conversations with messages the principal has not read. The stream
+// then follows the counters from the projector's CountsChanged, and the
+// set from the conversations' snapshots.
+type UnreadState struct {
+	LiveChats, CaughtUp int
+	Mine                []string
+}
+
+// UnreadState returns p's UnreadState.
+func (r *ReadModels) UnreadState(ctx context.Context, p directory.Principal) (UnreadState, error) {
+	var u UnreadState
 	if p.SeesCustomers() {
-		customers, err = r.strings(ctx, `SELECT c.id FROM conversations c LEFT JOIN reads r ON r.conversation_id = c.id AND r.reader = ?
-			WHERE c.channel = 'livechat' AND c.last_live_seq > COALESCE(r.seq, 0)`, key)
-		if err != nil {
-			return nil, nil, fmt.Errorf("unread customer conversations: %w", err)
+		if err := r.row(ctx, `SELECT COALESCE((SELECT value FROM counters WHERE name = 'livechat'), 0),
+			COALESCE((SELECT livechat FROM caught_up WHERE reader = ?), 0)`, p.Actor().Key()).Scan(&u.LiveChats, &u.CaughtUp); err != nil {
+			return u, fmt.Errorf("read unread counters: %w", err)
 		}
 	}
-	mineIDs, err = r.strings(ctx, `SELECT conversation_id FROM members WHERE user_id = ? AND unread = 1`, p.ID)
+	var err error
+	u.Mine, err = r.strings(ctx, `SELECT conversation_id FROM members WHERE user_id = ? AND unread = 1`, p.ID)
 	if err != nil {
-		return nil, nil, fmt.Errorf("unread conversations of mine: %w", err)
+		return u, fmt.Errorf("unread conversations of mine: %w", err)
 	}
-	return customers, mineIDs, nil
+	return u, nil
 }
 
 // UnreadIn counts the messages of conversation id that p has not read.

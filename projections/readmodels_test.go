@@ -65,11 +65,17 @@ func project(t *testing.T, e engine) *projections.Projector {
 // before the test ends.
 func startProjector(t *testing.T, e engine) (*projections.Projector, func()) {
 	t.Helper()
+	return startPublishing(t, e, nil)
+}
+
+// startPublishing is startProjector with a publisher.
+func startPublishing(t *testing.T, e engine, pub projections.Publisher) (*projections.Projector, func()) {
+	t.Helper()
 	ctx := context.Background()
 	if _, err := projections.Migrate(ctx, e.writer, e.dialect); err != nil {
 		t.Fatal(err)
 	}
-	proj := projections.NewProjector(e.writer, e.dialect, e.store, nil, projections.Config{})
+	proj := projections.NewProjector(e.writer, e.dialect, e.store, pub, projections.Config{})
 	if err := proj.Load(ctx); err != nil {
 		t.Fatal(err)
 	}

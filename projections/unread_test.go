@@ -3,8 +3,11 @@ package projections_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math/rand/v2"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/helpdesk/messenger/commands"
 	"github.com/helpdesk/messenger/domain"
@@ -34,8 +37,9 @@ func unreadCounters(t *testing.T, e engine, live bool) {
 	ctx := context.Background()
 	rm := projections.NewReadModels(e.reader, e.dialect)
 	var waiter commands.Waiter
+	counts := &countsRecorder{caughtUp: map[string]int{}}
 	if live {
-		waiter = project(t, e)
+		waiter, _ = startPublishing(t, e, counts)
 	} else if _, err := projections.Migrate(ctx, e.writer, e.dialect); err != nil {
 		t.Fatal(err)
 	}
@@ -115,10 +119,21 @@ func unreadCounters(t *testing.T, e engine, live bool) {
 			if gotC != wantCustomers || gotM != wantMine {
 				t.Fatalf("step %d: Unread(%s) = customers %d mine %d, want %d and %d", step, p.ID, gotC, gotM, wantCustomers, wantMine)
 			}
-			c, m, err := rm.UnreadConversations(ctx, p)
+			// The projector publishes just after the commit that the
+			// command waited for.
+			for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+				got, err := counts.customers(p)
+				if err == nil && got == gotC {
+					break
+				}
+				if err != nil || time.Now().After(deadline) {
+					t.Fatalf("step %d: the published counters give %s customers %d (%v), want %d", step, p.ID, got, err, gotC)
+				}
+			}
+			u, err := rm.UnreadState(ctx, p)
 			must(err)
-			if len(c) != wantCustomers || len(m) != wantMine {
-				t.Fatalf("step %d: UnreadConversations(%s) = %d and %d ids, want %d and %d", step, p.ID, len(c), len(m), wantCustomers, wantMine)
+			if u.LiveChats-u.CaughtUp != wantCustomers || len(u.Mine) != wantMine {
+				t.Fatalf("step %d: UnreadState(%s) = %d-%d customers and %d ids, want %d and %d", step, p.ID, u.LiveChats, u.CaughtUp, len(u.Mine), wantCustomers, wantMine)
 			}
 		}
 	}
@@ -150,7 +165,9 @@ func unreadCounters(t *testing.T, e engine, live bool) {
 		check(step)
 	}
 	if !live {
-		proj := project(t, e)
+		// The batched projection publishes the counters it moved, which
+		// holds every staff reader's: none has read or written before.
+		proj, _ := startPublishing(t, e, counts)
 		recs, err := e.store.ReadAll(ctx, 0, 100_000)
 		must(err)
 		must(proj.WaitFor(ctx, recs[len(recs)-1].Position))
@@ -171,4 +188,47 @@ func bruteUnread(t *testing.T, e engine, conv string, p directory.Principal) int
 		t.Fatal(err)
 	}
 	return n
+}
+
+// countsRecorder is a Publisher that keeps the unread counters of the
+// customers section as the projector publishes them, the way a live stream
+// does, and checks that they come first in their batch.
+type countsRecorder struct {
+	mu        sync.Mutex
+	liveChats int
+	caughtUp  map[string]int
+	err       error
+}
+
+func (r *countsRecorder) Publish(_ context.Context, changes []projections.Change) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i, ch := range changes {
+		if ch.Kind != projections.CountsChanged {
+			continue
+		}
+		switch {
+		case i != 0:
+			r.err = fmt.Errorf("counters published as change %d of %d, want first", i, len(changes))
+		case len(changes) > 1 && ch.Position != changes[1].Position:
+			r.err = fmt.Errorf("counters at position %d, the batch's first change at %d", ch.Position, changes[1].Position)
+		case ch.Counts == nil:
+			r.err = fmt.Errorf("counters change without counts")
+		default:
+			r.liveChats = ch.Counts.LiveChats
+			maps.Copy(r.caughtUp, ch.Counts.CaughtUp)
+		}
+	}
+	return nil
+}
+
+// customers returns p's unread count of the customers section, from the
+// counters published.
+func (r *countsRecorder) customers(p directory.Principal) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !p.SeesCustomers() {
+		return 0, r.err
+	}
+	return r.liveChats - r.caughtUp[p.Actor().Key()], r.err
 }

@@ -116,11 +116,14 @@ type stream struct {
 	cur  uint64 // the position of the last log event whose changes were taken
 	done uint64 // every log event up to here has been sent, or was not for p
 
-	// The conversations with messages p has not read, of each section of
-	// the agent inbox (customers stays empty for those who do not see that
-	// section): what unread.changed counts. Read at connection, then kept
-	// from the changes' snapshots. Agents only.
-	customers, mine convSet
+	// What unread.changed counts, agents only. The customers section's
+	// count is liveChats less caughtUp (see projections.Counts), read at
+	// connection, then kept from the projector's CountsChanged: a stream
+	// holds two numbers, however many chats wait. mine is the set of
+	// conversations of My conversations with messages p has not read,
+	// read at connection, then kept from the changes' snapshots.
+	liveChats, caughtUp int
+	mine                convSet
 
 	// What see said of the last conversation view it was given, and the
 	// position it was asked for: the changes of one log event mostly
@@ -338,21 +341,25 @@ func (s *Streams) tooFar(ctx context.Context, from, to uint64) (bool, error) {
 	return false, nil
 }
 
-// loadUnread reads the conversations of each section with messages the
-// principal has not read.
+// loadUnread reads what the stream's unread counts start from.
 func (st *stream) loadUnread(ctx context.Context) error {
-	customers, mine, err := st.rm.UnreadConversations(ctx, st.p)
+	u, err := st.rm.UnreadState(ctx, st.p)
 	if err != nil {
 		return err
 	}
-	st.customers, st.mine = nil, nil
-	for _, id := range customers {
-		st.customers = st.customers.with(unique.Make(id))
-	}
-	for _, id := range mine {
+	st.liveChats, st.caughtUp, st.mine = u.LiveChats, u.CaughtUp, nil
+	for _, id := range u.Mine {
 		st.mine = st.mine.with(unique.Make(id))
 	}
 	return nil
+}
+
+// customers is p's count of unread conversations in From customers.
+func (st *stream) customers() int {
+	if !st.p.SeesCustomers() {
+		return 0
+	}
+	return max(st.liveChats-st.caughtUp, 0)
 }
 
 func (s convSet) with(id unique.Handle[string]) convSet {
@@ -434,6 +441,14 @@ type helpdeskStatus struct {
 func (st *stream) render(ctx context.Context, ch projections.Change) error {
 	r := st.shared
 	switch ch.Kind {
+	case projections.CountsChanged:
+		if c := ch.Counts; c != nil && !st.widget {
+			st.liveChats = c.LiveChats
+			if n, ok := c.CaughtUp[st.p.Actor().Key()]; ok {
+				st.caughtUp = n
+			}
+		}
+		return nil
 	case projections.HelpdeskChanged:
 		data, err := r.helpdesk(ctx, ch.Position)
 		if err != nil {
@@ -503,9 +518,8 @@ func (st *stream) render(ctx context.Context, ch projections.Change) error {
 
 // see reports whether the principal may see cv's conversation, asked for
 // the change at pos, and how many of its messages they have not read. It
-// keeps the unread sets of an agent's stream: the conversation is in a
-// section's set when it belongs to that section and p has not read all of
-// it, as its snapshot says (both sections hold only what p may see).
+// keeps the mine set of an agent's stream: the conversation is in it when
+// it is p's and p has not read all of it, as its snapshot says.
 func (st *stream) see(pos uint64, cv *convView) (unread int, ok bool) {
 	if cv == st.seen.cv {
 		st.seen.pos = pos
@@ -515,7 +529,6 @@ func (st *stream) see(pos uint64, cv *convView) (unread int, ok bool) {
 		unread, ok = cv.snap.Unread(st.p), true
 	}
 	if !st.widget {
-		st.customers = st.customers.set(cv.id, unread > 0 && st.p.SeesCustomers() && cv.snap.LiveChat())
 		st.mine = st.mine.set(cv.id, unread > 0 && cv.snap.Mine(st.p))
 	}
 	st.seen.cv, st.seen.unread, st.seen.ok, st.seen.pos = cv, unread, ok, pos
@@ -563,7 +576,7 @@ func (st *stream) unread(pos uint64, cv *convView, n int) {
 	b = strconv.AppendInt(b, int64(n), 10)
 	if !st.widget {
 		b = append(b, `,"customers":`...)
-		b = strconv.AppendInt(b, int64(len(st.customers)), 10)
+		b = strconv.AppendInt(b, int64(st.customers()), 10)
 		b = append(b, `,"mine":`...)
 		b = strconv.AppendInt(b, int64(len(st.mine)), 10)
 	}
