@@ -264,6 +264,12 @@ type convRow struct {
 	id, channel, subject, status, customerID, lastMessageID string
 	createdAt, updatedAt, position                          int64
 	unread                                                  int
+
+	// With joined, the query read the customer and the last message too
+	// (nil when there is none), and hydrate does not look them up.
+	joined   bool
+	customer *CustomerRef
+	last     *LastMessage
 }
 
 // Conversation returns conversation id without its messages.
@@ -550,8 +556,18 @@ func (r *ReadModels) Inbox(ctx context.Context, p directory.Principal, q InboxQu
 		where, args = append(where, `(`+at+` < ? OR (`+at+` = ? AND `+id+` < ?))`), append(args, after, after, afterID)
 	}
 	args = append(args, q.Limit+1)
-	rows, err := r.query(ctx, `SELECT c.id, c.channel, c.subject, c.status, c.customer_id, c.last_message_id, c.updated_at, `+unread+`
-		FROM `+from+` WHERE `+strings.Join(where, " AND ")+` ORDER BY `+order+` LIMIT ?`, args...)
+	// The page first, then, for its rows only, the customer and the last
+	// message with its author's name: one round trip instead of three.
+	rows, err := r.query(ctx, `SELECT x.id, x.channel, x.subject, x.status, x.customer_id, x.last_message_id, x.updated_at, x.unread,
+			cu.id, cu.name, cu.email, m.id, m.author_kind, m.author_id, m.body, m.created_at, COALESCE(u.name, mc.name, '')
+		FROM (SELECT c.id, c.channel, c.subject, c.status, c.customer_id, c.last_message_id, c.updated_at, `+unread+` AS unread,
+				`+at+` AS sort_at, `+id+` AS sort_id
+			FROM `+from+` WHERE `+strings.Join(where, " AND ")+` ORDER BY `+order+` LIMIT ?) x
+		LEFT JOIN customers cu ON cu.id = x.customer_id
+		LEFT JOIN messages m ON m.id = x.last_message_id
+		LEFT JOIN users u ON m.author_kind <> 'customer' AND u.id = m.author_id
+		LEFT JOIN customers mc ON m.author_kind = 'customer' AND mc.id = m.author_id
+		ORDER BY x.sort_at DESC, x.sort_id DESC`, args...)
 	if err != nil {
 		return nil, "", err
 	}
@@ -560,8 +576,20 @@ func (r *ReadModels) Inbox(ctx context.Context, p directory.Principal, q InboxQu
 		defer rows.Close()
 		for rows.Next() {
 			var c convRow
-			if err = rows.Scan(&c.id, &c.channel, &c.subject, &c.status, &c.customerID, &c.lastMessageID, &c.updatedAt, &c.unread); err != nil {
+			var cuID, cuName, cuEmail, mID, mKind, mAuthor, mBody sql.NullString
+			var mAt sql.NullInt64
+			var mName string
+			if err = rows.Scan(&c.id, &c.channel, &c.subject, &c.status, &c.customerID, &c.lastMessageID, &c.updatedAt, &c.unread,
+				&cuID, &cuName, &cuEmail, &mID, &mKind, &mAuthor, &mBody, &mAt, &mName); err != nil {
 				return
+			}
+			c.joined = true
+			if cuID.Valid {
+				c.customer = &CustomerRef{ID: cuID.String, Name: cuName.String, Email: cuEmail.String}
+			}
+			if mID.Valid {
+				c.last = &LastMessage{ID: mID.String, Author: Author{Kind: mKind.String, ID: mAuthor.String, Name: mName},
+					Excerpt: Excerpt(mBody.String, ExcerptLen), CreatedAt: fromMillis(mAt.Int64)}
 			}
 			cs = append(cs, c)
 		}
@@ -605,6 +633,9 @@ func (r *ReadModels) hydrate(ctx context.Context, cs []convRow) ([]InboxRow, err
 	var ids, customers, lasts []string
 	for _, c := range cs {
 		ids = append(ids, c.id)
+		if c.joined {
+			continue
+		}
 		if c.customerID != "" {
 			customers = append(customers, c.customerID)
 		}
@@ -630,11 +661,16 @@ func (r *ReadModels) hydrate(ctx context.Context, cs []convRow) ([]InboxRow, err
 		if row.Links == nil {
 			row.Links = []Link{}
 		}
-		if c.customerID != "" {
-			row.Customer = refs[c.customerID]
-		}
-		if m, ok := last[c.lastMessageID]; ok {
-			row.LastMessage = &LastMessage{ID: m.ID, Author: m.Author, Excerpt: Excerpt(m.Body, ExcerptLen), CreatedAt: m.CreatedAt}
+		switch {
+		case c.joined:
+			row.Customer, row.LastMessage = c.customer, c.last
+		default:
+			if c.customerID != "" {
+				row.Customer = refs[c.customerID]
+			}
+			if m, ok := last[c.lastMessageID]; ok {
+				row.LastMessage = &LastMessage{ID: m.ID, Author: m.Author, Excerpt: Excerpt(m.Body, ExcerptLen), CreatedAt: m.CreatedAt}
+			}
 		}
 		out = append(out, row)
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
@@ -191,6 +192,7 @@ func answers(t *testing.T, w world) map[string]string {
 		b, _ := json.Marshal(v)
 		out[key] = string(b)
 	}
+	withLast, withCustomer := 0, 0
 	searches := []string{"", "refund", "REFUND", "alice@example.com", "ångström", "tracking 7731", "wrong", "pass", "lunch", "42", "nothing-like-this", "helpline", "hotline"}
 	for _, who := range []string{"admin", "sam", "nora", "fred", "ada"} {
 		p := w.people[who]
@@ -198,7 +200,22 @@ func answers(t *testing.T, w world) map[string]string {
 			for _, status := range []string{"open", "closed"} {
 				for _, q := range searches {
 					rows, next, err := w.rm.Inbox(ctx, p, projections.InboxQuery{Section: section, Status: status, Search: q, Limit: 2})
-					put(fmt.Sprintf("inbox/%s/%s/%s/%q", who, section, status, q), []any{rows, next}, err)
+					key := fmt.Sprintf("inbox/%s/%s/%s/%q", who, section, status, q)
+					put(key, []any{rows, next}, err)
+					// A page reads its customers and last messages with its
+					// rows; one row looks them up: the same row.
+					for _, row := range rows {
+						one, ok, err := w.rm.InboxRow(ctx, p, row.ID)
+						if err != nil || !ok || !reflect.DeepEqual(one, row) {
+							t.Errorf("%s: row %+v, but InboxRow gives %+v (%v, %v)", key, row, one, ok, err)
+						}
+						if row.LastMessage != nil {
+							withLast++
+						}
+						if row.Customer != nil {
+							withCustomer++
+						}
+					}
 				}
 			}
 		}
@@ -222,6 +239,9 @@ func answers(t *testing.T, w world) map[string]string {
 	for _, id := range w.items {
 		it, _, err := w.rm.Item(ctx, id)
 		put("item/"+id, it, err)
+	}
+	if withLast == 0 || withCustomer == 0 {
+		t.Errorf("inbox rows with a last message: %d, with a customer: %d; want some of each", withLast, withCustomer)
 	}
 	return out
 }
