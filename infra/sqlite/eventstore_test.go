@@ -207,6 +207,41 @@ func TestBatchIsolatesRequests(t *testing.T) {
 	}
 }
 
+// TestRefusedRequestFailsAlone: when SQLite refuses one request's insert
+// for a reason no check before it can see (here a trigger), only that
+// request fails; the others of its batch commit.
+func TestRefusedRequestFailsAlone(t *testing.T) {
+	s, db := openStore(t, dbPath(t), EventStoreConfig{})
+	ctx := ctxFor(t, 10*time.Second)
+	if _, err := db.writer.ExecContext(ctx, `CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.stream = 'bad'
+		BEGIN SELECT RAISE(ABORT, 'refused by the test'); END`); err != nil {
+		t.Fatal(err)
+	}
+	batch := []*appendReq{
+		request(t, "good1", domain.NoStream, posted(2)),
+		request(t, "bad", domain.NoStream, posted(1)),
+		request(t, "good2", domain.NoStream, posted(1)),
+	}
+	s.commit(batch)
+	for i, r := range batch {
+		got := <-r.reply
+		if bad := i == 1; bad != (got.err != nil) {
+			t.Errorf("request %d (%s): err %v", i, r.stream, got.err)
+		}
+	}
+	all, err := s.ReadAll(ctx, 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range all {
+		got = append(got, fmt.Sprintf("%d %s v%d", r.Position, r.Stream, r.Version))
+	}
+	if want := []string{"1 good1 v1", "2 good1 v2", "3 good2 v1"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("log: got %q, want %q", got, want)
+	}
+}
+
 // TestAppendsAreGrouped holds the writer connection while appends queue up,
 // then checks that they are committed in fewer transactions than requests.
 func TestAppendsAreGrouped(t *testing.T) {
