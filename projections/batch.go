@@ -21,6 +21,7 @@ import (
 // portable SQL, for every engine.
 type batch struct {
 	t     *txn
+	docsT *txn                  // nil: the search documents go through t too (see Config.SplitSearch)
 	convs map[string]*convState // every conversation the batch has touched (and more), as it stands
 	dirty []*convState          // those whose rows to write, each once
 
@@ -339,7 +340,17 @@ func (b *batch) applyConversation(conv string, rec domain.Recorded) error {
 			e.Body, pos, e.MessageID, conv); err != nil {
 			return err
 		}
-		b.index(conv, "m:"+e.MessageID, docChange{num: c.num, msgID: e.MessageID, body: &e.Body})
+		d := docChange{num: c.num, msgID: e.MessageID, body: &e.Body}
+		if _, ok := b.inserted[e.MessageID]; !ok && b.docsT != nil {
+			// The documents' transaction cannot see a message this batch
+			// wrote before a flush: find its document here.
+			var seq int
+			if err := b.t.scan(`SELECT seq FROM messages WHERE id = ?`, []any{e.MessageID}, &seq); err != nil {
+				return fmt.Errorf("message %s: %w", e.MessageID, err)
+			}
+			d.id = docID(c.num, seq+1)
+		}
+		b.index(conv, "m:"+e.MessageID, d)
 	case conversation.MessageDeleted:
 		var seq int
 		if i, ok := b.inserted[e.MessageID]; ok {
@@ -463,10 +474,15 @@ func (b *batch) countDelete(c *convState, seq int) error {
 // with an ON CONFLICT clause or ") AS v WHERE …"; both forms name the
 // columns v.column1, v.column2, ….
 func (b *batch) bulk(head, tail string, width int, rows [][]any, constants ...string) error {
+	return b.bulkIn(b.t, head, tail, width, rows, constants...)
+}
+
+// bulkIn is bulk through t.
+func (b *batch) bulkIn(t *txn, head, tail string, width int, rows [][]any, constants ...string) error {
 	if len(rows) == 0 {
 		return nil
 	}
-	if bk, ok := b.t.d.(Bulker); ok {
+	if bk, ok := t.d.(Bulker); ok {
 		if from, args, ok := bk.Rows(rows, width); ok {
 			var q strings.Builder
 			q.WriteString(head)
@@ -481,7 +497,7 @@ func (b *batch) bulk(head, tail string, width int, rows [][]any, constants ...st
 				q.WriteString(", " + c)
 			}
 			q.WriteString(" FROM " + from + " " + tail)
-			return b.t.exec(q.String(), args...)
+			return t.exec(q.String(), args...)
 		}
 	}
 	const chunk = 400
@@ -504,7 +520,7 @@ func (b *batch) bulk(head, tail string, width int, rows [][]any, constants ...st
 		}
 		q.WriteString(" ")
 		q.WriteString(tail)
-		if err := b.t.exec(q.String(), args...); err != nil {
+		if err := t.exec(q.String(), args...); err != nil {
 			return err
 		}
 	}
@@ -587,12 +603,16 @@ func (b *batch) flush() error {
 	if words {
 		docCols, docWidth, docSet, setWords = `id, body, tsv`, 3, `body = excluded.body, tsv = excluded.tsv`, `, tsv = ?`
 	}
+	dt := b.t
+	if b.docsT != nil {
+		dt = b.docsT
+	}
 	var docs [][]any
 	for _, k := range b.docKeys {
 		d := b.docs[k]
 		switch {
 		case d.body == nil:
-			if err := b.t.exec(`DELETE FROM search_docs WHERE id = ?`, d.id); err != nil {
+			if err := dt.exec(`DELETE FROM search_docs WHERE id = ?`, d.id); err != nil {
 				return err
 			}
 		case d.id == 0:
@@ -601,7 +621,7 @@ func (b *batch) flush() error {
 				args = append(args, worder.SearchWords(*d.body))
 			}
 			args = append(args, d.num, d.msgID)
-			if err := b.t.exec(`UPDATE search_docs SET body = ?`+setWords+` WHERE id = CAST(? AS BIGINT) * `+strconv.Itoa(1<<docIDBits)+`
+			if err := dt.exec(`UPDATE search_docs SET body = ?`+setWords+` WHERE id = CAST(? AS BIGINT) * `+strconv.Itoa(1<<docIDBits)+`
 				+ (SELECT seq + 1 FROM messages WHERE id = ?)`, args...); err != nil {
 				return err
 			}
@@ -611,7 +631,7 @@ func (b *batch) flush() error {
 			docs = append(docs, []any{d.id, *d.body})
 		}
 	}
-	if err := b.bulk(`INSERT INTO search_docs (`+docCols+`)`, `ON CONFLICT (id) DO UPDATE SET `+docSet, docWidth, docs); err != nil {
+	if err := b.bulkIn(dt, `INSERT INTO search_docs (`+docCols+`)`, `ON CONFLICT (id) DO UPDATE SET `+docSet, docWidth, docs); err != nil {
 		return err
 	}
 	var caught [][]any

@@ -37,6 +37,14 @@ type Config struct {
 	// PollCheckpoint, if set, makes WaitFor also read the stored checkpoint
 	// this often: for replicas whose read models another process projects.
 	PollCheckpoint time.Duration
+	// SplitSearch, with a dialect whose engine serves each connection with
+	// a process of its own (a Pipeliner), writes a batch's search
+	// documents in a second transaction, on a second connection, which
+	// the engine runs beside the first and commits just before it. A crash
+	// between the two commits leaves documents of events past the
+	// checkpoint, which applying those events again rewrites; never fewer.
+	// For Rebuild, which writes the most documents; ignored by Run.
+	SplitSearch bool
 }
 
 // Projector applies the log to the read models: one transaction per batch of
@@ -211,6 +219,7 @@ func (p *Projector) applyBatch(ctx context.Context, recs []domain.Recorded) (int
 // or has sent, but not committed.
 type prepared struct {
 	t          *txn
+	docs       *txn // the search documents' own, with Config.SplitSearch; else nil
 	recs       []domain.Recorded
 	changes    []Change
 	from, last uint64 // the checkpoint before and after
@@ -227,9 +236,15 @@ func (p *Projector) prepare(ctx context.Context, recs []domain.Recorded, from ui
 	}
 	b := newBatch(t, p.convs, p.customers)
 	b.wantCounts = p.pub != nil
+	if _, pipes := p.d.(Pipeliner); p.cfg.SplitSearch && pipes && !p.running.Load() {
+		b.docsT = newTxn(ctx, begin, p.d)
+	}
 	p.forget() // until this batch is applied: its states may be half-way
 	fail := func(err error) (*prepared, error) {
 		t.rollback()
+		if b.docsT != nil {
+			b.docsT.rollback()
+		}
 		return nil, err
 	}
 	if err := b.prefetch(recs); err != nil {
@@ -269,7 +284,7 @@ func (p *Projector) prepare(ctx context.Context, recs []domain.Recorded, from ui
 		}
 	}
 	p.convs, p.customers, p.convsAt = b.convs, b.customerDoc, last
-	return &prepared{t: t, recs: recs, changes: changes, from: from, last: last}, nil
+	return &prepared{t: t, docs: b.docsT, recs: recs, changes: changes, from: from, last: last}, nil
 }
 
 // forget drops the conversation and customer states kept between batches.
@@ -279,7 +294,19 @@ func (p *Projector) forget() { p.convs, p.customers = nil, nil }
 // not touch the states kept between batches: a caller whose commit failed
 // calls forget.
 func (p *Projector) commit(ctx context.Context, pr *prepared) error {
+	// The documents' transaction runs beside the batch's and commits first.
+	var docs chan error
+	if pr.docs != nil {
+		docs = make(chan error, 1)
+		go func() { docs <- pr.docs.commit() }()
+	}
 	n, err := pr.t.execCount(`UPDATE checkpoints SET position = ? WHERE name = ? AND position = ?`, int64(pr.last), Name, int64(pr.from))
+	if docs != nil {
+		if docsErr := <-docs; docsErr != nil {
+			pr.docs.rollback()
+			err = errors.Join(err, fmt.Errorf("search documents: %w", docsErr))
+		}
+	}
 	if err != nil {
 		pr.t.rollback()
 		return fmt.Errorf("project up to %d: %w", pr.last, err)
@@ -503,7 +530,7 @@ func Rebuild(ctx context.Context, db *sql.DB, d Dialect, log Log, progress func(
 		return err
 	}
 	total := 0
-	p := NewProjector(db, d, log, nil, Config{BatchSize: 5000, OnBatch: func(n int, pos uint64) {
+	p := NewProjector(db, d, log, nil, Config{BatchSize: 5000, SplitSearch: true, OnBatch: func(n int, pos uint64) {
 		total += n
 		if progress != nil {
 			progress(total, pos)

@@ -174,6 +174,21 @@ func build(t *testing.T, e engine) world {
 	must(err)
 	_, err = svc.Link(ctx, sam, w.convs[1], task)
 	must(err)
+	// An unlink writes what its batch holds so far: a rebuild, which
+	// applies all of this in one batch, then edits and deletes messages it
+	// wrote before that flush.
+	depot, _, err := svc.PostMessage(ctx, sam, w.convs[1], "The courier says the depot has it", "")
+	must(err)
+	wrong, _, err := svc.PostMessage(ctx, sam, w.convs[1], "Ignore this: meant for another customer", "")
+	must(err)
+	_, err = svc.Unlink(ctx, sam, w.convs[1], task)
+	must(err)
+	_, err = svc.EditMessage(ctx, sam, w.convs[1], depot, "The courier says the Zanzibar depot has it")
+	must(err)
+	_, err = svc.DeleteMessage(ctx, sam, w.convs[1], wrong)
+	must(err)
+	_, err = svc.Link(ctx, sam, w.convs[1], task)
+	must(err)
 	w.items = []string{ticket, task}
 	return w
 }
@@ -193,7 +208,7 @@ func answers(t *testing.T, w world) map[string]string {
 		out[key] = string(b)
 	}
 	withLast, withCustomer := 0, 0
-	searches := []string{"", "refund", "REFUND", "alice@example.com", "ångström", "tracking 7731", "wrong", "pass", "lunch", "42", "nothing-like-this", "helpline", "hotline"}
+	searches := []string{"", "refund", "REFUND", "alice@example.com", "ångström", "tracking 7731", "wrong", "pass", "lunch", "42", "nothing-like-this", "helpline", "hotline", "zanzibar", "courier", "ignore"}
 	for _, who := range []string{"admin", "sam", "nora", "fred", "ada"} {
 		p := w.people[who]
 		for _, section := range []projections.Section{projections.Customers, projections.Mine} {
