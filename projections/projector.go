@@ -287,6 +287,14 @@ func (p *Projector) prepare(ctx context.Context, recs []domain.Recorded, from ui
 	return &prepared{t: t, docs: b.docsT, recs: recs, changes: changes, from: from, last: last}, nil
 }
 
+// rollback ends pr's transactions without their changes.
+func (pr *prepared) rollback() {
+	pr.t.rollback()
+	if pr.docs != nil {
+		pr.docs.rollback()
+	}
+}
+
 // forget drops the conversation and customer states kept between batches.
 func (p *Projector) forget() { p.convs, p.customers = nil, nil }
 
@@ -415,7 +423,7 @@ func (p *Projector) CatchUp(ctx context.Context) error {
 		})
 		if err == nil && before != nil {
 			if err = before.wait(); err != nil {
-				pr.t.rollback()
+				pr.rollback()
 			}
 		}
 		if err != nil {
