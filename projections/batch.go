@@ -4,6 +4,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -37,12 +38,11 @@ type batch struct {
 	readers  []string
 	livechat int // change of counters.livechat
 
-	// Whether to tell the counters the batch leaves (see counts), and the
-	// readers whose caught_up it changed, by every flush.
-	wantCounts    bool
-	countsMoved   bool
-	movedReaders  []string
-	isMovedReader map[string]bool
+	// The readers whose caught_up the batch's flushes changed, when the
+	// counters it leaves are to be told (see counts; nil: not), and whether
+	// any counter moved.
+	movedReaders map[string]bool
+	countsMoved  bool
 
 	added [][]any // new members: user, conversation
 	links [][]any // new links: conversation, item, position
@@ -638,12 +638,8 @@ func (b *batch) flush() error {
 	for _, r := range b.readers {
 		if n := b.caught[r]; n != 0 {
 			caught = append(caught, []any{r, n})
-			if b.wantCounts && !b.isMovedReader[r] {
-				if b.isMovedReader == nil {
-					b.isMovedReader = map[string]bool{}
-				}
-				b.isMovedReader[r] = true
-				b.movedReaders = append(b.movedReaders, r)
+			if b.movedReaders != nil {
+				b.movedReaders[r] = true
 			}
 		}
 	}
@@ -676,7 +672,7 @@ func (b *batch) counts() (*Counts, error) {
 	if len(b.movedReaders) > 0 {
 		c.CaughtUp = make(map[string]int, len(b.movedReaders))
 	}
-	for chunk := range slices.Chunk(b.movedReaders, 500) {
+	for chunk := range slices.Chunk(slices.Collect(maps.Keys(b.movedReaders)), 500) {
 		args := make([]any, len(chunk))
 		for i, r := range chunk {
 			args[i] = r

@@ -235,7 +235,9 @@ func (p *Projector) prepare(ctx context.Context, recs []domain.Recorded, from ui
 		p.convs, p.customers = map[string]*convState{}, map[string]string{}
 	}
 	b := newBatch(t, p.convs, p.customers)
-	b.wantCounts = p.pub != nil
+	if p.pub != nil {
+		b.movedReaders = map[string]bool{}
+	}
 	if _, pipes := p.d.(Pipeliner); p.cfg.SplitSearch && pipes && !p.running.Load() {
 		b.docsT = newTxn(ctx, begin, p.d)
 	}
