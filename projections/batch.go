@@ -660,26 +660,36 @@ func (b *batch) flush() error {
 
 // counts reads the counters as the batch leaves them, once flushed, if it
 // moved any: the number of live chats and the caught-up counts of the
-// readers it changed. nil if it moved none.
+// readers it changed, in one statement for up to 500 readers. nil if it
+// moved none.
 func (b *batch) counts() (*Counts, error) {
 	if !b.countsMoved {
 		return nil, nil
 	}
 	c := &Counts{}
-	if err := b.t.scan(`SELECT COALESCE((SELECT value FROM counters WHERE name = 'livechat'), 0)`, nil, &c.LiveChats); err != nil {
-		return nil, fmt.Errorf("read the live chats counter: %w", err)
-	}
 	if len(b.movedReaders) > 0 {
 		c.CaughtUp = make(map[string]int, len(b.movedReaders))
 	}
-	for chunk := range slices.Chunk(slices.Collect(maps.Keys(b.movedReaders)), 500) {
+	// The live chats' row comes first, with an empty reader, which no
+	// reader's key is.
+	stmt := `SELECT '', COALESCE((SELECT value FROM counters WHERE name = 'livechat'), 0)`
+	readers := slices.Collect(maps.Keys(b.movedReaders))
+	for {
+		chunk := readers[:min(len(readers), 500)]
+		readers = readers[len(chunk):]
 		args := make([]any, len(chunk))
 		for i, r := range chunk {
 			args[i] = r
 		}
-		rows, err := b.t.query(`SELECT reader, livechat FROM caught_up WHERE reader IN (`+placeholders(len(chunk))+`)`, args...)
+		if len(chunk) > 0 {
+			if stmt != `` {
+				stmt += ` UNION ALL `
+			}
+			stmt += `SELECT reader, livechat FROM caught_up WHERE reader IN (` + placeholders(len(chunk)) + `)`
+		}
+		rows, err := b.t.query(stmt, args...)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("read the counters: %w", err)
 		}
 		for rows.Next() {
 			var reader string
@@ -688,14 +698,21 @@ func (b *batch) counts() (*Counts, error) {
 				rows.Close()
 				return nil, err
 			}
-			c.CaughtUp[reader] = n
+			if reader == "" {
+				c.LiveChats = n
+			} else {
+				c.CaughtUp[reader] = n
+			}
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("read the counters: %w", err)
 		}
+		if len(readers) == 0 {
+			return c, nil
+		}
+		stmt = ``
 	}
-	return c, nil
 }
 
 // unreadOf is 1 when a conversation whose newest message not deleted is

@@ -95,3 +95,70 @@ func BenchmarkRebuildSQLite(b *testing.B) { benchRebuild(b, sqliteEngine) }
 
 // BenchmarkRebuildPostgres is BenchmarkRebuildSQLite on PostgreSQL.
 func BenchmarkRebuildPostgres(b *testing.B) { benchRebuild(b, postgresEngine) }
+
+// discard is a Publisher that drops the changes: the live projector's
+// benchmarks publish, so that they read the counters as the server does.
+type discard struct{}
+
+func (discard) Publish(context.Context, []projections.Change) error { return nil }
+
+// benchLiveBatch times the live projector's steps, each a batch of 32
+// events as the server sees them under a few thousand posts a second:
+// customers' messages and agents' replies spread over 200 live chats, the
+// agents reading what they answer.
+func benchLiveBatch(b *testing.B, open func(testing.TB) engine) {
+	e := open(b)
+	const convs, batch = 200, 32
+	seedLog(b, e, convs, 4)
+	ctx := context.Background()
+	if _, err := projections.Migrate(ctx, e.writer, e.dialect); err != nil {
+		b.Fatal(err)
+	}
+	proj := projections.NewProjector(e.writer, e.dialect, e.store, discard{}, projections.Config{})
+	if err := proj.CatchUp(ctx); err != nil {
+		b.Fatal(err)
+	}
+	agents := []domain.Actor{{Kind: domain.ActorUser, ID: "agent-1"}, {Kind: domain.ActorUser, ID: "agent-2"}}
+	at := time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC)
+	n := 0
+	post := func() {
+		c := n % convs
+		id := fmt.Sprintf("conv-%06d", c)
+		n++
+		at = at.Add(time.Millisecond)
+		who := domain.Actor{Kind: domain.ActorCustomer, ID: fmt.Sprintf("cust-%d", c)}
+		evs := []domain.Pending{{EventID: fmt.Sprintf("00000000-0000-7000-a000-%012d", n)}}
+		if n%3 == 0 {
+			who = agents[c%2]
+		}
+		evs[0].Event = conversation.MessagePosted{Meta: domain.Meta{At: at, Actor: who}, MessageID: fmt.Sprintf("live-%d", n),
+			Body: fmt.Sprintf("live message %d about order %d", n, c)}
+		if _, err := e.store.Append(ctx, conversation.Stream(id), domain.AnyVersion, evs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var events int
+	for b.Loop() {
+		b.StopTimer()
+		for range batch {
+			post()
+		}
+		b.StartTimer()
+		got, err := proj.Step(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if got != batch {
+			b.Fatalf("a step applied %d events, want %d", got, batch)
+		}
+		events += got
+	}
+	b.ReportMetric(float64(events)/b.Elapsed().Seconds(), "events/s")
+}
+
+// BenchmarkLiveBatchSQLite times the live projector's batches of 32 posts
+// on SQLite: what a post waits for, after its append, to be read back.
+func BenchmarkLiveBatchSQLite(b *testing.B) { benchLiveBatch(b, sqliteEngine) }
+
+// BenchmarkLiveBatchPostgres is BenchmarkLiveBatchSQLite on PostgreSQL.
+func BenchmarkLiveBatchPostgres(b *testing.B) { benchLiveBatch(b, postgresEngine) }

@@ -199,45 +199,69 @@ func TestSearchFollowsEditsAndDeletes(t *testing.T) {
 // TestCatchUpStopsAtAFailedCommit moves the checkpoint behind the
 // projector's back once its second batch has committed, while the third
 // commits and the fourth is applied in memory: CatchUp returns the third's
-// error, and neither the third nor the fourth commits.
+// error, and neither the third nor the fourth commits, nor are their
+// changes published. A publishing projector sends the checkpoint with the
+// batch's rows, before it reads the counters; it must fail alike.
 func TestCatchUpStopsAtAFailedCommit(t *testing.T) {
 	for name, open := range map[string]func(testing.TB) engine{"sqlite": sqliteEngine, "postgres": postgresEngine} {
-		t.Run(name, func(t *testing.T) {
-			e := open(t)
-			ctx := context.Background()
-			seedLog(t, e, 20, 4)
-			if _, err := projections.Migrate(ctx, e.writer, e.dialect); err != nil {
-				t.Fatal(err)
-			}
-			const moved = 1 << 40
-			batches := 0
-			p := projections.NewProjector(e.writer, e.dialect, e.store, nil, projections.Config{BatchSize: 10,
-				OnBatch: func(int, uint64) {
-					batches++
-					if batches == 2 {
-						if _, err := e.writer.Exec(e.dialect.Rebind(`UPDATE checkpoints SET position = ? WHERE name = ?`), moved, projections.Name); err != nil {
-							t.Error(err)
+		for _, publish := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/publish=%v", name, publish), func(t *testing.T) {
+				e := open(t)
+				ctx := context.Background()
+				seedLog(t, e, 20, 4)
+				if _, err := projections.Migrate(ctx, e.writer, e.dialect); err != nil {
+					t.Fatal(err)
+				}
+				const moved = 1 << 40
+				batches := 0
+				var committed uint64
+				var pub projections.Publisher
+				rec := &lastPublished{}
+				if publish {
+					pub = rec
+				}
+				p := projections.NewProjector(e.writer, e.dialect, e.store, pub, projections.Config{BatchSize: 10,
+					OnBatch: func(_ int, pos uint64) {
+						batches++
+						if batches == 2 {
+							committed = pos
+							if _, err := e.writer.Exec(e.dialect.Rebind(`UPDATE checkpoints SET position = ? WHERE name = ?`), moved, projections.Name); err != nil {
+								t.Error(err)
+							}
 						}
-					}
-				}})
-			if err := p.Load(ctx); err != nil {
-				t.Fatal(err)
-			}
-			err := p.CatchUp(ctx)
-			if err == nil || !strings.Contains(err.Error(), "checkpoint moved") {
-				t.Fatalf("CatchUp = %v, want the third batch's conflict on the checkpoint", err)
-			}
-			if batches != 2 {
-				t.Errorf("%d batches committed, want 2", batches)
-			}
-			if pos, err := projections.Checkpoint(ctx, e.writer, e.dialect); err != nil || pos != moved {
-				t.Errorf("checkpoint %d, %v; want %d, where it was moved", pos, err, uint64(moved))
-			}
-			if p.Applied() != moved {
-				t.Errorf("Applied() = %d, want %d, as read back", p.Applied(), uint64(moved))
-			}
-		})
+					}})
+				if err := p.Load(ctx); err != nil {
+					t.Fatal(err)
+				}
+				err := p.CatchUp(ctx)
+				if err == nil || !strings.Contains(err.Error(), "checkpoint moved") {
+					t.Fatalf("CatchUp = %v, want the third batch's conflict on the checkpoint", err)
+				}
+				if batches != 2 {
+					t.Errorf("%d batches committed, want 2", batches)
+				}
+				if pos, err := projections.Checkpoint(ctx, e.writer, e.dialect); err != nil || pos != moved {
+					t.Errorf("checkpoint %d, %v; want %d, where it was moved", pos, err, uint64(moved))
+				}
+				if p.Applied() != moved {
+					t.Errorf("Applied() = %d, want %d, as read back", p.Applied(), uint64(moved))
+				}
+				if publish && (rec.last == 0 || rec.last > committed) {
+					t.Errorf("changes published up to %d, want some, none past the second batch's %d", rec.last, committed)
+				}
+			})
+		}
 	}
+}
+
+// lastPublished is a Publisher that keeps the position of the last change.
+type lastPublished struct{ last uint64 }
+
+func (l *lastPublished) Publish(_ context.Context, changes []projections.Change) error {
+	for _, ch := range changes {
+		l.last = max(l.last, ch.Position)
+	}
+	return nil
 }
 
 // TestSplitSearchSurvivesAFailedCommit: with the search documents in their

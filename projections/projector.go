@@ -223,6 +223,9 @@ type prepared struct {
 	recs       []domain.Recorded
 	changes    []Change
 	from, last uint64 // the checkpoint before and after
+	// moved is how many rows the checkpoint's update changed if prepare
+	// sent it (1, or 0 if another projector moved it), else -1.
+	moved int64
 }
 
 // prepare applies recs, the events that follow position from, through a
@@ -270,7 +273,14 @@ func (p *Projector) prepare(ctx context.Context, recs []domain.Recorded, from ui
 	if err := b.flush(); err != nil {
 		return fail(fmt.Errorf("project up to %d: %w", last, err))
 	}
+	var moved int64 = -1
 	if p.pub != nil {
+		var err error
+		// The counts read the batch's rows, so these are sent now: the
+		// checkpoint goes with them, in the same round trip.
+		if moved, err = t.execCount(checkpointSQL, int64(last), Name, int64(from)); err != nil {
+			return fail(fmt.Errorf("project up to %d: %w", last, err))
+		}
 		counts, err := b.counts()
 		if err != nil {
 			return fail(fmt.Errorf("project up to %d: %w", last, err))
@@ -286,7 +296,7 @@ func (p *Projector) prepare(ctx context.Context, recs []domain.Recorded, from ui
 		}
 	}
 	p.convs, p.customers, p.convsAt = b.convs, b.customerDoc, last
-	return &prepared{t: t, docs: b.docsT, recs: recs, changes: changes, from: from, last: last}, nil
+	return &prepared{t: t, docs: b.docsT, recs: recs, changes: changes, from: from, last: last, moved: moved}, nil
 }
 
 // rollback ends pr's transactions without their changes.
@@ -300,7 +310,11 @@ func (pr *prepared) rollback() {
 // forget drops the conversation and customer states kept between batches.
 func (p *Projector) forget() { p.convs, p.customers = nil, nil }
 
-// commit moves the checkpoint of pr, commits it, and tells of it. It does
+// checkpointSQL moves the checkpoint from the position a batch follows to
+// its last: it changes no row if another projector moved it meanwhile.
+const checkpointSQL = `UPDATE checkpoints SET position = ? WHERE name = ? AND position = ?`
+
+// commit moves the checkpoint of pr, unless prepare did, commits it, and tells of it. It does
 // not touch the states kept between batches: a caller whose commit failed
 // calls forget.
 func (p *Projector) commit(ctx context.Context, pr *prepared) error {
@@ -310,7 +324,10 @@ func (p *Projector) commit(ctx context.Context, pr *prepared) error {
 		docs = make(chan error, 1)
 		go func() { docs <- pr.docs.commit() }()
 	}
-	n, err := pr.t.execCount(`UPDATE checkpoints SET position = ? WHERE name = ? AND position = ?`, int64(pr.last), Name, int64(pr.from))
+	n, err := pr.moved, error(nil)
+	if n < 0 {
+		n, err = pr.t.execCount(checkpointSQL, int64(pr.last), Name, int64(pr.from))
+	}
 	if docs != nil {
 		if docsErr := <-docs; docsErr != nil {
 			pr.docs.rollback()
