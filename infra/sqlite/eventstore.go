@@ -62,6 +62,11 @@ type EventStore struct {
 	// events. Only the writer goroutine replaces it.
 	changed atomic.Pointer[chan struct{}]
 
+	// prepared holds the writer's statements, compiled once on the one
+	// writer connection and used by every batch's transaction; only the
+	// writer goroutine touches it. nil until the first batch.
+	prepared *stmts
+
 	// onBatch, when set by a test before the first append, is called by the
 	// writer goroutine with the size of every batch it takes.
 	onBatch func(size int)
@@ -96,6 +101,9 @@ func NewEventStore(db *DB, cfg EventStoreConfig) *EventStore {
 func (s *EventStore) Close() error {
 	s.closeOnce.Do(func() { close(s.done) })
 	<-s.stopped
+	if s.prepared != nil {
+		s.prepared.close()
+	}
 	return nil
 }
 
@@ -288,6 +296,12 @@ func (s *EventStore) commit(batch []*appendReq) {
 // answer to reqs[i]; an error it returns is the whole batch's, none of whose
 // writes were committed.
 func (s *EventStore) applyBatch(ctx context.Context, reqs []*appendReq, results []appendResult) (wrote bool, err error) {
+	if s.prepared == nil {
+		// Before the transaction, which holds the one writer connection.
+		if s.prepared, err = prepareStmts(ctx, s.db.writer); err != nil {
+			return false, err
+		}
+	}
 	tx, err := s.db.writer.BeginTx(ctx, nil)
 	if err != nil {
 		return false, fmt.Errorf("begin: %w", err)
@@ -299,26 +313,23 @@ func (s *EventStore) applyBatch(ctx context.Context, reqs []*appendReq, results 
 			}
 		}
 	}()
-	st, err := prepareStmts(ctx, tx)
-	if err != nil {
-		return false, err
-	}
+	st := s.prepared.in(ctx, tx)
 	// A lone request needs no savepoint: if it fails, nothing is committed.
 	savepoints := len(reqs) > 1
 	for i, r := range reqs {
 		if savepoints {
-			if _, err := tx.ExecContext(ctx, "SAVEPOINT append"); err != nil {
+			if _, err := st.savepoint.ExecContext(ctx); err != nil {
 				return false, fmt.Errorf("savepoint: %w", err)
 			}
 		}
 		results[i] = st.apply(ctx, r)
 		if results[i].err != nil && savepoints {
-			if _, err := tx.ExecContext(ctx, "ROLLBACK TO append"); err != nil {
+			if _, err := st.rollbackTo.ExecContext(ctx); err != nil {
 				return false, fmt.Errorf("rollback to savepoint: %w", err)
 			}
 		}
 		if savepoints {
-			if _, err := tx.ExecContext(ctx, "RELEASE append"); err != nil {
+			if _, err := st.release.ExecContext(ctx); err != nil {
 				return false, fmt.Errorf("release savepoint: %w", err)
 			}
 		}
@@ -335,14 +346,17 @@ func (s *EventStore) applyBatch(ctx context.Context, reqs []*appendReq, results 
 	return true, nil
 }
 
-// stmts are the statements of one batch's transaction.
+// stmts are the statements of the writer: prepared once on the writer
+// connection (prepareStmts), then bound to each batch's transaction (in).
+// SQLite compiles a statement each time it is prepared, which costs more
+// than running these.
 type stmts struct {
-	byID, version, insert *sql.Stmt
+	byID, version, insert, savepoint, rollbackTo, release *sql.Stmt
 }
 
 const columns = `position, stream, version, event_id, type, schema, at, actor_kind, actor_id, data`
 
-func prepareStmts(ctx context.Context, tx *sql.Tx) (*stmts, error) {
+func prepareStmts(ctx context.Context, db *sql.DB) (*stmts, error) {
 	var st stmts
 	for _, p := range []struct {
 		stmt **sql.Stmt
@@ -352,14 +366,36 @@ func prepareStmts(ctx context.Context, tx *sql.Tx) (*stmts, error) {
 		{&st.version, `SELECT COALESCE(MAX(version), 0) FROM events WHERE stream = ?`},
 		{&st.insert, `INSERT INTO events (stream, version, event_id, type, schema, at, actor_kind, actor_id, data)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`},
+		{&st.savepoint, `SAVEPOINT append`},
+		{&st.rollbackTo, `ROLLBACK TO append`},
+		{&st.release, `RELEASE append`},
 	} {
-		stmt, err := tx.PrepareContext(ctx, p.sql)
+		stmt, err := db.PrepareContext(ctx, p.sql)
 		if err != nil {
+			st.close()
 			return nil, fmt.Errorf("prepare: %w", err)
 		}
 		*p.stmt = stmt
 	}
 	return &st, nil
+}
+
+// in returns the statements bound to tx, which runs on the connection they
+// were prepared on (the writer pool holds one), so none is compiled again.
+func (st *stmts) in(ctx context.Context, tx *sql.Tx) *stmts {
+	return &stmts{
+		byID: tx.StmtContext(ctx, st.byID), version: tx.StmtContext(ctx, st.version), insert: tx.StmtContext(ctx, st.insert),
+		savepoint: tx.StmtContext(ctx, st.savepoint), rollbackTo: tx.StmtContext(ctx, st.rollbackTo), release: tx.StmtContext(ctx, st.release),
+	}
+}
+
+// close closes the statements prepared.
+func (st *stmts) close() {
+	for _, s := range []*sql.Stmt{st.byID, st.version, st.insert, st.savepoint, st.rollbackTo, st.release} {
+		if s != nil {
+			s.Close()
+		}
+	}
 }
 
 // apply appends r's events, or finds them already in the log. It reads the
