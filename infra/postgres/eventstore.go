@@ -18,6 +18,7 @@ import (
 	"github.com/helpdesk/messenger/commands"
 	"github.com/helpdesk/messenger/domain"
 	"github.com/helpdesk/messenger/infra/codec"
+	"github.com/helpdesk/messenger/infra/eventstore"
 	"github.com/helpdesk/messenger/projections"
 )
 
@@ -52,6 +53,10 @@ type EventStoreConfig struct {
 	// statement to the commit, so that a stuck server cannot hold the
 	// writers forever. 0 means 30s.
 	CommitTimeout time.Duration
+	// TailSize is how many of the newest events appended through this
+	// store ReadAll serves from memory (see eventstore.Tail); 0 means
+	// eventstore.DefaultTailSize, below 0 none.
+	TailSize int
 }
 
 // EventStore is the event log in PostgreSQL.
@@ -130,6 +135,7 @@ type EventStore struct {
 	changed atomic.Pointer[chan struct{}]
 
 	versions versionCache
+	tail     *eventstore.Tail // nil: every read goes to the database
 
 	listenMu      sync.Mutex
 	listenStarted bool               // guarded by listenMu
@@ -171,6 +177,9 @@ func NewEventStore(db *DB, cfg EventStoreConfig) *EventStore {
 		turn:          make(chan struct{}, 1),
 		done:          make(chan struct{}),
 		listenDone:    make(chan struct{}),
+	}
+	if cfg.TailSize >= 0 {
+		s.tail = eventstore.NewTail(cfg.TailSize)
 	}
 	ch := make(chan struct{})
 	s.changed.Store(&ch)
@@ -224,6 +233,7 @@ type appendReq struct {
 	stream   string
 	expected int64
 	rows     []row             // position and version unset
+	recs     []domain.Recorded // the rows as recorded; position and version unset
 	reply    chan appendResult // buffered: the writer never waits on it
 }
 
@@ -252,7 +262,7 @@ func (s *EventStore) Append(ctx context.Context, stream string, expected int64, 
 	if err != nil {
 		return nil, fmt.Errorf("append to %s: %w", stream, err)
 	}
-	req := &appendReq{ctx: ctx, stream: stream, expected: expected, rows: rows, reply: make(chan appendResult, 1)}
+	req := &appendReq{ctx: ctx, stream: stream, expected: expected, rows: rows, recs: recs, reply: make(chan appendResult, 1)}
 	select {
 	case <-s.done:
 		return nil, fmt.Errorf("append to %s: %w", stream, ErrClosed)
@@ -449,11 +459,36 @@ func (w *writer) commit(batch []*appendReq, pass func()) {
 		if err != nil {
 			results[i] = appendResult{err: batchError(r, err)}
 		}
+	}
+	if wrote && s.tail != nil {
+		s.keep(live, results)
+	}
+	for i, r := range live {
 		r.reply <- results[i]
 	}
 	if wrote {
 		s.broadcast()
 	}
+}
+
+// keep adds the events that reqs appended, as results say, to the tail,
+// before their callers or any reader hear of them.
+func (s *EventStore) keep(reqs []*appendReq, results []appendResult) {
+	var kept []domain.Recorded
+	for i, r := range reqs {
+		res := results[i]
+		if res.err != nil || res.stored != nil || len(res.positions) != len(r.recs) {
+			continue
+		}
+		for j, rec := range r.recs {
+			rec.Position, rec.Version = uint64(res.positions[j]), res.version+int64(j)
+			kept = append(kept, rec)
+		}
+	}
+	// Requests are decided, and numbered, in order; should the one-by-one
+	// fallback leave a gap (another process committing in between), Add
+	// keeps nothing of them.
+	s.tail.Add(kept)
 }
 
 // batchError is the answer to r when its batch failed with err.
@@ -1019,6 +1054,11 @@ func (s *EventStore) ReadAll(ctx context.Context, after uint64, limit int) ([]do
 	}
 	if after >= math.MaxInt64 {
 		return nil, nil
+	}
+	if s.tail != nil {
+		if recs, ok := s.tail.Read(after, limit); ok {
+			return recs, nil
+		}
 	}
 	recs, err := s.query(ctx, `SELECT `+columns+` FROM events WHERE position > $1 ORDER BY position LIMIT $2`, int64(after), limit)
 	if err != nil {

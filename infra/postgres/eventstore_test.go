@@ -860,3 +860,47 @@ func TestStaleVersions(t *testing.T) {
 		t.Errorf("the stream holds %d events, want 6", len(recs))
 	}
 }
+
+// TestTailReadsAsTheDatabase appends every type of event, from writers at
+// once, and reads the log back both from the tail and from the database:
+// the records must be the same, to the event's last field, since the live
+// projector reads the one and a rebuild the other.
+func TestTailReadsAsTheDatabase(t *testing.T) {
+	t.Parallel()
+	s, _ := newStore(t, EventStoreConfig{})
+	ctx := ctxFor(t, 30*time.Second)
+	examples := storetest.Examples(t)
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for i, e := range examples {
+				ev := []domain.Pending{{EventID: uuid.NewString(), Event: e}}
+				if _, err := s.Append(ctx, fmt.Sprintf("tail-%d", w), int64(i), ev); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	total := 8 * len(examples)
+	if _, ok := s.tail.Read(0, total); !ok {
+		t.Fatal("the tail holds none of the events appended")
+	}
+	fromTail, err := s.ReadAll(ctx, 0, total)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromDB, err := s.query(ctx, `SELECT `+columns+` FROM events WHERE position > 0 ORDER BY position`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fromTail) != total || len(fromDB) != total {
+		t.Fatalf("%d events from the tail, %d from the database, want %d", len(fromTail), len(fromDB), total)
+	}
+	for i := range fromDB {
+		if !reflect.DeepEqual(fromTail[i], fromDB[i]) {
+			t.Errorf("at %d:\ntail     %#v\ndatabase %#v", fromDB[i].Position, fromTail[i], fromDB[i])
+		}
+	}
+}

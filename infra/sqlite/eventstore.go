@@ -16,6 +16,7 @@ import (
 	"github.com/helpdesk/messenger/commands"
 	"github.com/helpdesk/messenger/domain"
 	"github.com/helpdesk/messenger/infra/codec"
+	"github.com/helpdesk/messenger/infra/eventstore"
 	"github.com/helpdesk/messenger/projections"
 )
 
@@ -39,6 +40,10 @@ type EventStoreConfig struct {
 	// PollInterval is how often Wait looks for events appended by another
 	// process; in-process appends wake it at once. 0 means 500ms.
 	PollInterval time.Duration
+	// TailSize is how many of the newest events appended through this
+	// store ReadAll serves from memory (see eventstore.Tail); 0 means
+	// eventstore.DefaultTailSize, below 0 none.
+	TailSize int
 }
 
 // EventStore is the event log in a SQLite file. Appends are group
@@ -61,6 +66,8 @@ type EventStore struct {
 	// changed is closed, and replaced, after every commit that appended
 	// events. Only the writer goroutine replaces it.
 	changed atomic.Pointer[chan struct{}]
+
+	tail *eventstore.Tail // nil: every read goes to the database
 
 	// prepared holds the writer's statements, compiled once on the one
 	// writer connection and used by every batch's transaction; only the
@@ -88,6 +95,9 @@ func NewEventStore(db *DB, cfg EventStoreConfig) *EventStore {
 		reqs:     make(chan *appendReq),
 		done:     make(chan struct{}),
 		stopped:  make(chan struct{}),
+	}
+	if cfg.TailSize >= 0 {
+		s.tail = eventstore.NewTail(cfg.TailSize)
 	}
 	ch := make(chan struct{})
 	s.changed.Store(&ch)
@@ -127,6 +137,7 @@ type appendReq struct {
 	stream   string
 	expected int64
 	rows     []row             // position and version unset
+	recs     []domain.Recorded // the rows as recorded; position and version unset
 	reply    chan appendResult // buffered: the writer never waits on it
 }
 
@@ -153,7 +164,7 @@ func (s *EventStore) Append(ctx context.Context, stream string, expected int64, 
 	if err != nil {
 		return nil, fmt.Errorf("append to %s: %w", stream, err)
 	}
-	req := &appendReq{ctx: ctx, stream: stream, expected: expected, rows: rows, reply: make(chan appendResult, 1)}
+	req := &appendReq{ctx: ctx, stream: stream, expected: expected, rows: rows, recs: recs, reply: make(chan appendResult, 1)}
 	select {
 	case s.reqs <- req:
 	case <-s.done:
@@ -283,12 +294,35 @@ func (s *EventStore) commit(batch []*appendReq) {
 		if err != nil {
 			results[i] = appendResult{err: fmt.Errorf("append to %s: %w", r.stream, err)}
 		}
+	}
+	if wrote && err == nil && s.tail != nil {
+		s.keep(live, results)
+	}
+	for i, r := range live {
 		r.reply <- results[i]
 	}
 	if wrote && err == nil {
 		ch := make(chan struct{})
 		close(*s.changed.Swap(&ch))
 	}
+}
+
+// keep adds the events that reqs appended, as results say, to the tail,
+// before their callers or any reader hear of them. One transaction numbers
+// them in the order of the requests.
+func (s *EventStore) keep(reqs []*appendReq, results []appendResult) {
+	var kept []domain.Recorded
+	for i, r := range reqs {
+		res := results[i]
+		if res.err != nil || res.stored != nil || len(res.positions) != len(r.recs) {
+			continue
+		}
+		for j, rec := range r.recs {
+			rec.Position, rec.Version = uint64(res.positions[j]), res.version+int64(j)
+			kept = append(kept, rec)
+		}
+	}
+	s.tail.Add(kept)
 }
 
 // applyBatch applies each request in its own savepoint, so that a failing
@@ -498,6 +532,11 @@ func (s *EventStore) ReadAll(ctx context.Context, after uint64, limit int) ([]do
 	}
 	if after >= math.MaxInt64 {
 		return nil, nil
+	}
+	if s.tail != nil {
+		if recs, ok := s.tail.Read(after, limit); ok {
+			return recs, nil
+		}
 	}
 	recs, err := s.query(ctx, `SELECT `+columns+` FROM events WHERE position > ? ORDER BY position LIMIT ?`, int64(after), limit)
 	if err != nil {
