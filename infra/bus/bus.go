@@ -130,8 +130,8 @@ const maxHeld = 4096
 // subscription before ctx is done.
 var ErrClosed = errors.New("change feed subscription closed")
 
-// Consume subscribes to topic and calls deliver with each batch of changes,
-// in log order, until ctx is done (it then returns ctx's error) or the
+// Consume subscribes to topic and calls deliver with the batches of changes,
+// in log order (those that arrived together in one call), until ctx is done (it then returns ctx's error) or the
 // subscription closes (ErrClosed). deliver must not block: it runs on the
 // one goroutine that reads the subscription. Each message is acked once
 // handed over; a malformed one is logged and acked, never redelivered.
@@ -157,6 +157,14 @@ func ConsumeFrom(ctx context.Context, msgs <-chan *message.Message, topic string
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
+	take := func(msg *message.Message) {
+		if b, err := decode(msg); err != nil {
+			slog.WarnContext(ctx, "dropping malformed change-feed message", "topic", topic, "uuid", msg.UUID, "err", err)
+		} else {
+			o.add(b, time.Now())
+		}
+		msg.Ack()
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -172,13 +180,24 @@ func ConsumeFrom(ctx context.Context, msgs <-chan *message.Message, topic string
 				}
 				return fmt.Errorf("consume %s: %w", topic, ErrClosed)
 			}
-			if b, err := decode(msg); err != nil {
-				slog.WarnContext(ctx, "dropping malformed change-feed message", "topic", topic, "uuid", msg.UUID, "err", err)
-			} else {
-				o.add(b, time.Now())
+			take(msg)
+			// What came meanwhile goes with it, in one call of deliver:
+			// a deliver that reads for its batch (the streams render
+			// what changed) keeps up by reading for more at once.
+		drain:
+			for range maxDrain {
+				select {
+				case msg, ok := <-msgs:
+					if !ok {
+						break drain // the next round ends
+					}
+					take(msg)
+				default:
+					break drain
+				}
 			}
-			msg.Ack()
 		}
+		o.emit()
 		if d, ok := o.deadline(); ok {
 			timer.Reset(max(time.Until(d), 0))
 		} else {
@@ -186,6 +205,9 @@ func ConsumeFrom(ctx context.Context, msgs <-chan *message.Message, topic string
 		}
 	}
 }
+
+// maxDrain bounds the messages taken together into one call of deliver.
+const maxDrain = 256
 
 // batch is one decoded message.
 type batch struct {

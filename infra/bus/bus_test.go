@@ -323,3 +323,42 @@ func (f *fakeSubscriber) Subscribe(context.Context, string) (<-chan *message.Mes
 }
 
 func (f *fakeSubscriber) Close() error { return nil }
+
+// TestConsumeTakesWhatWaitsTogether: batches that wait in the subscription
+// while deliver runs reach it in one call, in order, so that a deliver that
+// reads the database for each call keeps up with many small batches.
+func TestConsumeTakesWhatWaitsTogether(t *testing.T) {
+	fs := &fakeSubscriber{msgs: make(chan *message.Message, 64)}
+	var mu sync.Mutex
+	var calls [][]projections.Change
+	release := make(chan struct{})
+	c := newCollector()
+	consume(t, fs, func(changes []projections.Change) {
+		mu.Lock()
+		first := len(calls) == 0
+		calls = append(calls, changes)
+		mu.Unlock()
+		if first {
+			<-release // the first call is slow: the next batches wait
+		}
+		c.deliver(changes)
+	})
+	fs.msgs <- encode(t, batchAt(1, 2), 0)
+	for pos := uint64(2); pos <= 40; pos++ {
+		fs.msgs <- encode(t, batchAt(pos, 1), pos-1)
+	}
+	close(release)
+	got := c.waitFor(t, 41, 2*time.Second)
+	want := []uint64{1, 1}
+	for pos := uint64(2); pos <= 40; pos++ {
+		want = append(want, pos)
+	}
+	if !positionsEqual(got, want) {
+		t.Fatalf("delivered positions %v, want %v", positions(got), want)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(calls) > 3 {
+		t.Errorf("40 batches in %d calls, want those that waited for the first in one", len(calls))
+	}
+}

@@ -11,7 +11,8 @@ import (
 // Consume's goroutine uses it.
 type orderer struct {
 	deliver   func([]projections.Change)
-	delivered uint64 // the highest position delivered
+	delivered uint64               // the highest position delivered
+	out       []projections.Change // delivered, for emit to hand over
 
 	held    map[uint64]batch // by the predecessor they wait for
 	waiting afters           // the keys of held, a min-heap
@@ -47,16 +48,26 @@ func (o *orderer) add(b batch, now time.Time) {
 
 // send delivers b and then every held batch whose predecessor is delivered.
 func (o *orderer) send(b batch, now time.Time) {
-	o.deliver(b.changes)
+	o.out = append(o.out, b.changes...)
 	o.delivered = max(o.delivered, b.last)
 	for len(o.waiting) > 0 && o.waiting[0] <= o.delivered {
 		after := heap.Pop(&o.waiting).(uint64)
 		next := o.held[after]
 		delete(o.held, after)
-		o.deliver(next.changes)
+		o.out = append(o.out, next.changes...)
 		o.delivered = max(o.delivered, next.last)
 	}
 	o.stalled = now
+}
+
+// emit hands what was delivered since the last emit to deliver, in one call.
+func (o *orderer) emit() {
+	if len(o.out) == 0 {
+		return
+	}
+	out := o.out
+	o.out = nil // deliver may keep it
+	o.deliver(out)
 }
 
 // skip gives up on the predecessor of the oldest held batch.
@@ -81,6 +92,7 @@ func (o *orderer) flush() {
 	for len(o.held) > 0 {
 		o.skip(now)
 	}
+	o.emit()
 }
 
 // deadline returns when expire has work, if ever.
