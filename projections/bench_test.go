@@ -102,13 +102,19 @@ type discard struct{}
 
 func (discard) Publish(context.Context, []projections.Change) error { return nil }
 
-// benchLiveBatch times the live projector's steps, each a batch of 32
-// events as the server sees them under a few thousand posts a second:
-// customers' messages and agents' replies spread over 200 live chats, the
-// agents reading what they answer.
+// benchLiveBatch times the live projector's steps, each a batch of posts
+// as the server sees them: customers' messages and agents' replies spread
+// over 200 live chats. Batches of 1 are those of a quiet helpdesk, of 32
+// those of a few thousand posts a second.
 func benchLiveBatch(b *testing.B, open func(testing.TB) engine) {
+	for _, batch := range []int{1, 32} {
+		b.Run(fmt.Sprintf("posts=%d", batch), func(b *testing.B) { benchLiveBatchOf(b, open, batch) })
+	}
+}
+
+func benchLiveBatchOf(b *testing.B, open func(testing.TB) engine, batch int) {
 	e := open(b)
-	const convs, batch = 200, 32
+	const convs = 200
 	seedLog(b, e, convs, 4)
 	ctx := context.Background()
 	if _, err := projections.Migrate(ctx, e.writer, e.dialect); err != nil {
