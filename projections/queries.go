@@ -9,6 +9,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"sync"
 	"unicode"
 
 	"github.com/helpdesk/messenger/domain"
@@ -536,18 +537,11 @@ func (r *ReadModels) Inbox(ctx context.Context, p directory.Principal, q InboxQu
 	if q.Status != "" {
 		where, args = append(where, status), append(args, q.Status)
 	}
-	for _, term := range SearchTerms(q.Search) {
-		var clause, arg string
-		if sp, ok := r.d.(SearchPlanner); ok {
-			var err error
-			if clause, arg, err = sp.PlanSearch(ctx, r.db, term); err != nil {
-				return nil, "", err
-			}
-		} else {
-			clause, arg = r.d.SearchMatch(term)
-		}
-		where, args = append(where, clause), append(args, arg)
+	clauses, searchArgs, err := r.planSearch(ctx, SearchTerms(q.Search))
+	if err != nil {
+		return nil, "", err
 	}
+	where, args = append(where, clauses...), append(args, searchArgs...)
 	if q.Cursor != "" {
 		after, afterID, err := decodeCursor(q.Cursor)
 		if err != nil {
@@ -606,6 +600,31 @@ func (r *ReadModels) Inbox(ctx context.Context, p directory.Principal, q InboxQu
 	}
 	out, err := r.hydrate(ctx, cs)
 	return out, next, err
+}
+
+// planSearch returns the clauses that match terms, and their arguments:
+// planned by the dialect if it is a SearchPlanner, the terms at once, since
+// each asks the engine.
+func (r *ReadModels) planSearch(ctx context.Context, terms []string) ([]string, []any, error) {
+	clauses, args := make([]string, len(terms)), make([]any, len(terms))
+	sp, ok := r.d.(SearchPlanner)
+	if !ok {
+		for i, term := range terms {
+			clauses[i], args[i] = r.d.SearchMatch(term)
+		}
+		return clauses, args, nil
+	}
+	errs := make([]error, len(terms))
+	var wg sync.WaitGroup
+	for i, term := range terms {
+		wg.Go(func() {
+			var arg string
+			clauses[i], arg, errs[i] = sp.PlanSearch(ctx, r.db, term)
+			args[i] = arg
+		})
+	}
+	wg.Wait()
+	return clauses, args, errors.Join(errs...)
 }
 
 // InboxRow returns conversation id as p's inbox shows it.

@@ -208,7 +208,7 @@ func answers(t *testing.T, w world) map[string]string {
 		out[key] = string(b)
 	}
 	withLast, withCustomer := 0, 0
-	searches := []string{"", "refund", "REFUND", "alice@example.com", "ångström", "tracking 7731", "wrong", "pass", "lunch", "42", "nothing-like-this", "helpline", "hotline", "zanzibar", "courier", "ignore"}
+	searches := []string{"", "refund", "REFUND", "alice@example.com", "ångström", "tracking 7731", "wrong", "pass", "lunch", "42", "nothing-like-this", "helpline", "hotline", "zanzibar", "courier", "ignore", "log", "re", "hel", "c", "Pa"}
 	for _, who := range []string{"admin", "sam", "nora", "fred", "ada"} {
 		p := w.people[who]
 		for _, section := range []projections.Section{projections.Customers, projections.Mine} {
@@ -279,6 +279,21 @@ func TestEnginesAnswerAlike(t *testing.T) {
 	if lite[`inbox/sam/customers/open/"alice@example.com"`] == `[[],""]` || lite[`inbox/sam/customers/closed/"pass"`] == `[[],""]` ||
 		lite[`inbox/sam/customers/closed/"helpline"`] == `[[],""]` || lite[`inbox/sam/customers/closed/"hotline"`] != `[[],""]` {
 		t.Errorf("searches found nothing: %v", lite[`inbox/sam/customers/open/"alice@example.com"`])
+	}
+}
+
+// TestSQLiteSearchWalksAlike asks the questions of TestEnginesAnswerAlike
+// of SQLite with every search word taken as common, so that searches walk
+// the conversations in the page's order: the answers must not change.
+func TestSQLiteSearchWalksAlike(t *testing.T) {
+	starting := answers(t, build(t, sqliteEngine(t)))
+	walking := sqliteEngine(t)
+	walking.dialect = readmodel.SQLite{SearchWalkFrom: 1}
+	walked := answers(t, build(t, walking))
+	for key, want := range starting {
+		if got := walked[key]; got != want {
+			t.Errorf("%s:\nwalking  %s\nstarting %s", key, got, want)
+		}
 	}
 }
 

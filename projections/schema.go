@@ -9,7 +9,7 @@ import (
 
 // Name identifies the read models' shape. Changing it (with the schema or
 // the way events are projected) makes the next start rebuild them.
-const Name = "readmodel/v8"
+const Name = "readmodel/v9"
 
 // Dialect is what differs between the SQL engines holding read models. The
 // row changes and the queries are written once, in portable SQL with ?
