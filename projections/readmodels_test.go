@@ -28,6 +28,9 @@ type engine struct {
 		commands.EventStore
 		projections.Log
 	}
+	// cold reads the same log without the store's tail of the newest
+	// events: as a rebuild in a process of its own reads it.
+	cold           projections.Log
 	writer, reader *sql.DB
 	dialect        projections.Dialect
 }
@@ -39,8 +42,9 @@ func sqliteEngine(t testing.TB) engine {
 		t.Fatal(err)
 	}
 	store := sqlite.NewEventStore(db, sqlite.EventStoreConfig{})
-	t.Cleanup(func() { store.Close(); db.Close() })
-	return engine{store: store, writer: db.Writer(), reader: db.Reader(), dialect: readmodel.SQLite{}}
+	cold := sqlite.NewEventStore(db, sqlite.EventStoreConfig{TailSize: -1})
+	t.Cleanup(func() { store.Close(); cold.Close(); db.Close() })
+	return engine{store: store, cold: cold, writer: db.Writer(), reader: db.Reader(), dialect: readmodel.SQLite{}}
 }
 
 func postgresEngine(t testing.TB) engine {
@@ -50,8 +54,9 @@ func postgresEngine(t testing.TB) engine {
 		t.Fatal(err)
 	}
 	store := postgres.NewEventStore(db, postgres.EventStoreConfig{})
-	t.Cleanup(func() { store.Close(); db.Close() })
-	return engine{store: store, writer: db.SQL(), reader: db.SQL(), dialect: readmodel.Postgres{}}
+	cold := postgres.NewEventStore(db, postgres.EventStoreConfig{TailSize: -1})
+	t.Cleanup(func() { store.Close(); cold.Close(); db.Close() })
+	return engine{store: store, cold: cold, writer: db.SQL(), reader: db.SQL(), dialect: readmodel.Postgres{}}
 }
 
 // project migrates e's read models and runs a projector on them until
