@@ -476,13 +476,8 @@ func (w *writer) commit(batch []*appendReq, pass func()) {
 func (s *EventStore) keep(reqs []*appendReq, results []appendResult) {
 	var kept []domain.Recorded
 	for i, r := range reqs {
-		res := results[i]
-		if res.err != nil || res.stored != nil || len(res.positions) != len(r.recs) {
-			continue
-		}
-		for j, rec := range r.recs {
-			rec.Position, rec.Version = uint64(res.positions[j]), res.version+int64(j)
-			kept = append(kept, rec)
+		if res := results[i]; res.err == nil && res.stored == nil {
+			kept = eventstore.Numbered(kept, r.recs, res.positions, res.version)
 		}
 	}
 	// Requests are decided, and numbered, in order; should the one-by-one
