@@ -133,7 +133,8 @@ type txn struct {
 	begin func() (*sql.Tx, error)
 	tx    *sql.Tx // nil until begun
 	d     Dialect
-	pipe  Pipeliner // nil: each statement runs at once
+	pipe  Pipeliner  // nil: each statement runs at once
+	cache *stmtCache // nil: statements are not kept prepared
 
 	pending     strings.Builder // the statements held, separated by ";"
 	pendingArgs []any
@@ -190,7 +191,7 @@ func (t *txn) exec(q string, args ...any) error {
 		if err := t.open(); err != nil {
 			return err
 		}
-		if _, err := t.tx.ExecContext(t.ctx, t.d.Rebind(q), args...); err != nil {
+		if _, err := t.execNow(q, args); err != nil {
 			return fmt.Errorf("%s: %w", firstLine(q), err)
 		}
 		return nil
@@ -214,7 +215,7 @@ func (t *txn) execCount(q string, args ...any) (int64, error) {
 		if err := t.open(); err != nil {
 			return 0, err
 		}
-		res, err := t.tx.ExecContext(t.ctx, t.d.Rebind(q), args...)
+		res, err := t.execNow(q, args)
 		if err != nil {
 			return 0, fmt.Errorf("%s: %w", firstLine(q), err)
 		}
@@ -255,7 +256,14 @@ func (t *txn) query(q string, args ...any) (*sql.Rows, error) {
 	if err := t.open(); err != nil {
 		return nil, err
 	}
-	rows, err := t.tx.QueryContext(t.ctx, t.d.Rebind(q), args...)
+	q = t.d.Rebind(q)
+	var rows *sql.Rows
+	var err error
+	if stmt := t.cache.get(q); stmt != nil {
+		rows, err = t.tx.StmtContext(t.ctx, stmt).QueryContext(t.ctx, args...)
+	} else {
+		rows, err = t.tx.QueryContext(t.ctx, q, args...)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", firstLine(q), err)
 	}
@@ -271,7 +279,20 @@ func (t *txn) scan(q string, args []any, dest ...any) error {
 	if err := t.open(); err != nil {
 		return err
 	}
-	return t.tx.QueryRowContext(t.ctx, t.d.Rebind(q), args...).Scan(dest...)
+	q = t.d.Rebind(q)
+	if stmt := t.cache.get(q); stmt != nil {
+		return t.tx.StmtContext(t.ctx, stmt).QueryRowContext(t.ctx, args...).Scan(dest...)
+	}
+	return t.tx.QueryRowContext(t.ctx, q, args...).Scan(dest...)
+}
+
+// execNow runs q in the transaction, begun, prepared if the cache has it.
+func (t *txn) execNow(q string, args []any) (sql.Result, error) {
+	q = t.d.Rebind(q)
+	if stmt := t.cache.get(q); stmt != nil {
+		return t.tx.StmtContext(t.ctx, stmt).ExecContext(t.ctx, args...)
+	}
+	return t.tx.ExecContext(t.ctx, q, args...)
 }
 
 func b2i(b bool) int {

@@ -63,6 +63,8 @@ type Projector struct {
 	// follows convsAt; a batch whose commit fails drops them (forget), and
 	// so does one that fails half-way. Only the goroutine applying batches
 	// touches them, never a background commit.
+	stmts *stmtCache // nil with a Pipeliner
+
 	convs     map[string]*convState
 	customers map[string]string // customer id → "name email", for the search documents of new conversations
 	convsAt   uint64
@@ -91,7 +93,11 @@ func NewProjector(db *sql.DB, d Dialect, log Log, pub Publisher, cfg Config) *Pr
 	if cfg.MaintainEvery <= 0 {
 		cfg.MaintainEvery = 5000
 	}
-	return &Projector{db: db, d: d, log: log, pub: pub, cfg: cfg, moved: make(chan struct{})}
+	p := &Projector{db: db, d: d, log: log, pub: pub, cfg: cfg, moved: make(chan struct{})}
+	if _, pipes := d.(Pipeliner); !pipes {
+		p.stmts = newStmtCache(db)
+	}
+	return p
 }
 
 // Load reads the stored checkpoint; call it before Run, Step or Applied.
@@ -234,6 +240,7 @@ type prepared struct {
 // them if the batch does not commit).
 func (p *Projector) prepare(ctx context.Context, recs []domain.Recorded, from uint64, begin func() (*sql.Tx, error)) (*prepared, error) {
 	t := newTxn(ctx, begin, p.d)
+	t.cache = p.stmts
 	if p.convs == nil || p.convsAt != from || len(p.convs) > maxKnownConversations || len(p.customers) > maxKnownCustomers {
 		p.convs, p.customers = map[string]*convState{}, map[string]string{}
 	}
@@ -359,6 +366,8 @@ func (p *Projector) commit(ctx context.Context, pr *prepared) error {
 			p.cfg.OnError(fmt.Errorf("publish changes up to %d: %w", pr.last, err))
 		}
 	}
+	// The writer's connection is free: prepare what the batch ran first.
+	p.stmts.prepare(ctx)
 	return nil
 }
 

@@ -1,0 +1,103 @@
+package projections
+
+import (
+	"context"
+	"database/sql"
+	"sync"
+)
+
+// stmtCacheSize bounds the statements a stmtCache keeps prepared.
+const stmtCacheSize = 256
+
+// stmtCache keeps the projector's statements prepared on the writer of an
+// engine that runs each statement as it comes (not a Pipeliner): SQLite
+// compiles a statement every time it is prepared, a sixth of a batch's
+// time, and batches run the same few statements again and again (a list
+// of VALUES has one text per number of rows). A statement is prepared once
+// the transaction that first ran it is over, since the writer has one
+// connection and the transaction holds it; it then serves the later
+// transactions on that connection. The least recently used are closed
+// beyond stmtCacheSize.
+type stmtCache struct {
+	db *sql.DB
+
+	mu     sync.Mutex
+	stmts  map[string]*cachedStmt
+	missed map[string]uint64 // run unprepared since the last prepare, with when last
+	uses   uint64
+}
+
+type cachedStmt struct {
+	stmt *sql.Stmt
+	used uint64 // stmtCache.uses when last used
+}
+
+func newStmtCache(db *sql.DB) *stmtCache {
+	return &stmtCache{db: db, stmts: map[string]*cachedStmt{}, missed: map[string]uint64{}}
+}
+
+// get returns the statement of q prepared, or nil, noting q to prepare.
+func (c *stmtCache) get(q string) *sql.Stmt {
+	if c == nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.uses++
+	if s := c.stmts[q]; s != nil {
+		s.used = c.uses
+		return s.stmt
+	}
+	c.missed[q] = c.uses
+	return nil
+}
+
+// prepare prepares the statements run unprepared since it last ran; call
+// it outside any transaction on the writer. A statement that fails to
+// prepare is left to run unprepared.
+func (c *stmtCache) prepare(ctx context.Context) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	missed := c.missed
+	c.missed = map[string]uint64{}
+	c.mu.Unlock()
+	for q, used := range missed {
+		stmt, err := c.db.PrepareContext(ctx, q)
+		if err != nil {
+			continue
+		}
+		c.mu.Lock()
+		if old := c.stmts[q]; old != nil {
+			old.stmt.Close()
+		}
+		c.stmts[q] = &cachedStmt{stmt: stmt, used: used}
+		c.mu.Unlock()
+	}
+	c.mu.Lock()
+	c.evict()
+	c.mu.Unlock()
+}
+
+// evict closes the least recently used statements beyond the bound.
+func (c *stmtCache) evict() {
+	for len(c.stmts) > stmtCacheSize {
+		var oldest string
+		var at uint64
+		for q, s := range c.stmts {
+			if oldest == "" || s.used < at {
+				oldest, at = q, s.used
+			}
+		}
+		c.stmts[oldest].stmt.Close()
+		delete(c.stmts, oldest)
+	}
+}
+
+// prepared returns how many statements the cache holds (for tests).
+func (c *stmtCache) prepared() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.stmts)
+}
