@@ -51,11 +51,12 @@ type Config struct {
 // events, the checkpoint in the same transaction as the rows, so no event is
 // skipped or applied twice, whatever the instant of a crash.
 type Projector struct {
-	db  *sql.DB // the writer
-	d   Dialect
-	log Log
-	pub Publisher
-	cfg Config
+	db    *sql.DB    // the writer
+	stmts *stmtCache // the writer's statements kept prepared; nil with a Pipeliner
+	d     Dialect
+	log   Log
+	pub   Publisher
+	cfg   Config
 
 	// convs holds the conversations' states as the read models hold them
 	// once the last batch applied (convsAt) commits, so that a batch reads
@@ -63,8 +64,6 @@ type Projector struct {
 	// follows convsAt; a batch whose commit fails drops them (forget), and
 	// so does one that fails half-way. Only the goroutine applying batches
 	// touches them, never a background commit.
-	stmts *stmtCache // nil with a Pipeliner
-
 	convs     map[string]*convState
 	customers map[string]string // customer id → "name email", for the search documents of new conversations
 	convsAt   uint64

@@ -131,10 +131,11 @@ const maxHeld = 4096
 var ErrClosed = errors.New("change feed subscription closed")
 
 // Consume subscribes to topic and calls deliver with the batches of changes,
-// in log order (those that arrived together in one call), until ctx is done (it then returns ctx's error) or the
-// subscription closes (ErrClosed). deliver must not block: it runs on the
-// one goroutine that reads the subscription. Each message is acked once
-// handed over; a malformed one is logged and acked, never redelivered.
+// in log order, those that arrived together in one call, until ctx is done
+// (it then returns ctx's error) or the subscription closes (ErrClosed).
+// deliver must not block: it runs on the one goroutine that reads the
+// subscription. Each message is acked once handed over; a malformed one is
+// logged and acked, never redelivered.
 //
 // A batch that names a predecessor (MetaAfter) not delivered yet is held
 // until that one arrives, or until ReorderWait passes without progress (so
