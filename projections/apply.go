@@ -33,6 +33,12 @@ const (
 	// as a batch left them (Change.Counts); the projector publishes it
 	// first among the batch's changes, for streams to count with.
 	CountsChanged ChangeKind = "counts"
+	// FeedGap is no change of the read models: a change feed's consumer
+	// puts it, at the first position of the batch it delivers, when it
+	// gave up waiting for that batch's predecessor. The changes between
+	// the last it delivered and Position were lost on their way: a hub
+	// cuts its streams off, so that they resume from the log.
+	FeedGap ChangeKind = "feed.gap"
 )
 
 // Change is one thing a log event changed in the read models. Live streams

@@ -1,6 +1,7 @@
 package readapi
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -82,6 +83,9 @@ func (s *Subscription) Next(dst []projections.Change) (n int, ok bool) {
 	h := s.hub
 	h.mu.RLock()
 	defer h.mu.RUnlock()
+	if s.overflowed.Load() { // cut off (cutAll) before what follows was added
+		return 0, false
+	}
 	cur := s.cursor.Load()
 	if h.next-cur > uint64(len(h.ring)) {
 		s.overflowed.Store(true)
@@ -134,8 +138,28 @@ func (s *Subscription) Close() {
 
 // Deliver adds changes, in log order, to what every subscriber gets,
 // except those at or below the highest position delivered before:
-// transports redeliver. It never waits for a subscriber.
+// transports redeliver. A FeedGap among them cuts every subscriber off
+// before the changes that follow it. It never waits for a subscriber.
 func (h *Hub) Deliver(changes []projections.Change) {
+	for {
+		i := slices.IndexFunc(changes, func(ch projections.Change) bool { return ch.Kind == projections.FeedGap })
+		if i < 0 {
+			h.deliver(changes)
+			return
+		}
+		h.deliver(changes[:i])
+		if changes[i].Position > h.head.Load() {
+			// Changes before it were lost: every subscriber stops, before
+			// it can take what follows, and its client resumes from its
+			// last event, which replays from the log what it missed.
+			h.cutAll()
+		}
+		changes = changes[i+1:]
+	}
+}
+
+// deliver is Deliver for changes without a FeedGap.
+func (h *Hub) deliver(changes []projections.Change) {
 	h.mu.Lock()
 	from := h.head.Load() // the changes of one log event share its position: compare with the head before the batch
 	added := false
@@ -158,6 +182,20 @@ func (h *Hub) Deliver(changes []projections.Change) {
 		select {
 		case s.ready <- struct{}{}:
 		default: // already told
+		}
+	}
+}
+
+// cutAll cuts every subscription off, as if it had fallen behind, and
+// wakes it: Next takes nothing more.
+func (h *Hub) cutAll() {
+	h.subsMu.Lock()
+	defer h.subsMu.Unlock()
+	for _, s := range h.subs {
+		s.overflowed.Store(true)
+		select {
+		case s.ready <- struct{}{}:
+		default:
 		}
 	}
 }

@@ -259,3 +259,42 @@ func TestHubSignalsSubscribers(t *testing.T) {
 		t.Errorf("Subscribers = %d, want 0", n)
 	}
 }
+
+// TestHubCutsOffAtAFeedGap: changes were lost before a FeedGap, so every
+// subscriber is cut off there and takes nothing more, neither what follows
+// nor what it had not taken yet: its client resumes from its last event,
+// which replays them from the log. One subscribing after the gap gets what
+// follows. A FeedGap at or below the head is a redelivery.
+func TestHubCutsOffAtAFeedGap(t *testing.T) {
+	h := NewHub(HubConfig{})
+	before := h.Subscribe()
+	defer before.Close()
+	h.Deliver(changesAt(1, 2))
+	if got, closed := drain(before); closed || !equalPositions(got, []uint64{1, 2}) {
+		t.Fatalf("before the gap: got %v (cut %v), want [1 2]", got, closed)
+	}
+	stale := []projections.Change{{Position: 2, Kind: projections.FeedGap}}
+	h.Deliver(append(stale, changesAt(2)...))
+	if _, closed := drain(before); closed || before.Overflowed() {
+		t.Fatal("a redelivered gap cut the subscriber off")
+	}
+	gap := []projections.Change{{Position: 5, Kind: projections.FeedGap}}
+	h.Deliver(append(append(changesAt(3), gap...), changesAt(5, 6)...))
+	select {
+	case <-before.Ready():
+	default:
+		t.Error("the cut subscriber was not woken")
+	}
+	if got, closed := drain(before); !closed || len(got) != 0 || !before.Overflowed() {
+		t.Errorf("at the gap: got %v (cut %v, overflowed %v), want nothing and cut", got, closed, before.Overflowed())
+	}
+	after := h.Subscribe()
+	defer after.Close()
+	h.Deliver(changesAt(7))
+	if got, closed := drain(after); closed || !equalPositions(got, []uint64{7}) {
+		t.Errorf("after the gap: got %v (cut %v), want [7]", got, closed)
+	}
+	if h.Head() != 7 {
+		t.Errorf("Head = %d, want 7", h.Head())
+	}
+}

@@ -76,6 +76,9 @@ type options struct {
 	feed *sync.Mutex
 	// replay, if set, is held while the streams read the log.
 	replay *sync.Mutex
+	// transport, if set, wraps the change feed's transport on the
+	// projector's side.
+	transport func(message.Publisher) message.Publisher
 }
 
 // heldLog reads the log while holding a lock.
@@ -113,7 +116,11 @@ func newFixture(t *testing.T, o options) *fixture {
 	}()
 	<-subscribed
 
-	var pub projections.Publisher = bus.NewPublisher(feed, bus.Topic)
+	var transport message.Publisher = feed
+	if o.transport != nil {
+		transport = o.transport(feed)
+	}
+	var pub projections.Publisher = bus.NewPublisher(transport, bus.Topic)
 	if o.feed != nil {
 		pub = heldPublisher{pub, o.feed}
 	}
@@ -330,6 +337,25 @@ func (c *client) next(within time.Duration) (frame, bool) {
 			}
 		case <-deadline:
 			return frame{}, false
+		}
+	}
+}
+
+// ended reports whether the server ends the stream within d, whatever it
+// sends before.
+func (c *client) ended(d time.Duration) bool {
+	deadline := time.After(d)
+	for {
+		select {
+		case f, ok := <-c.frames:
+			if !ok {
+				return true
+			}
+			if f.HasID {
+				c.lastID = f.ID
+			}
+		case <-deadline:
+			return false
 		}
 	}
 }
@@ -1114,4 +1140,49 @@ func TestWriteTimeoutCutsOnlyStalledClients(t *testing.T) {
 	if n := f.streams.Clients(); n != 1 {
 		t.Errorf("%d streams open, want the slow client's", n)
 	}
+}
+
+// failingTransport fails the next publishes while fail is above zero:
+// those batches are lost.
+type failingTransport struct {
+	message.Publisher
+	fail *atomic.Int32
+}
+
+func (f failingTransport) Publish(topic string, msgs ...*message.Message) error {
+	if f.fail.Add(-1) >= 0 {
+		return errors.New("broker down")
+	}
+	return f.Publisher.Publish(topic, msgs...)
+}
+
+// TestLostBatchIsReplayed: the change feed loses a batch (its publish
+// fails). The consumer finds the next batch's predecessor missing, gives up
+// waiting after bus.ReorderWait and marks the gap, at which the hub cuts
+// the streams off: a client resuming from its last event gets the lost
+// batch's events from the log, then the next batch's, none twice.
+func TestLostBatchIsReplayed(t *testing.T) {
+	var fail atomic.Int32
+	f := newFixture(t, options{transport: func(p message.Publisher) message.Publisher { return failingTransport{p, &fail} }})
+	c := f.open("/v1/stream", "support", "")
+	waitClients(t, f.streams, 1)
+	started, posted := f.startChat("c1", principals["cust1"], "first")
+	// Delivered: its batch is published, the next publish is m2's.
+	c.expect("conversation.created", id(started), "message.created", id(posted), "unread.changed", id(posted))
+
+	fail.Store(1)
+	m2 := f.post("c1", 2, principals["cust1"], "lost on the feed")
+	m3 := f.post("c1", 3, principals["cust1"], "third")
+	if !c.ended(bus.ReorderWait + 5*time.Second) {
+		t.Fatal("the stream goes on after its feed lost a batch")
+	}
+	if c.lastID != id(posted) {
+		t.Fatalf("the stream's last event %s, want %d: it sent what followed the lost batch", c.lastID, posted)
+	}
+	r := f.open("/v1/stream", "support", c.lastID)
+	r.expect("message.created", id(m2), "unread.changed", id(m2), "conversation.updated", id(m2),
+		"message.created", id(m3), "unread.changed", id(m3), "conversation.updated", id(m3))
+	r.expectNothing(100 * time.Millisecond)
+	m4 := f.post("c1", 4, principals["cust1"], "fourth")
+	r.expect("message.created", id(m4), "unread.changed", id(m4), "conversation.updated", id(m4))
 }

@@ -70,8 +70,8 @@ func NewPublisher(pub message.Publisher, topic string) *Publisher {
 }
 
 // Publish sends changes, one committed batch in log order, as one message.
-// It publishes nothing for an empty batch. A failed publish leaves no trace
-// here: the hubs miss that batch and their clients catch up on resume.
+// It publishes nothing for an empty batch. A batch whose publish failed is
+// still the predecessor the next one names: consumers notice it missing.
 func (p *Publisher) Publish(ctx context.Context, changes []projections.Change) error {
 	if len(changes) == 0 {
 		return nil
@@ -91,10 +91,13 @@ func (p *Publisher) Publish(ctx context.Context, changes []projections.Change) e
 	if p.last > 0 && p.last < first {
 		msg.Metadata.Set(MetaAfter, strconv.FormatUint(p.last, 10))
 	}
+	// The next batch names this one as its predecessor even if this one
+	// failed: a consumer then notices it missing and marks the gap (see
+	// Consume), and the streams resume from the log what it held.
+	p.last = max(p.last, last)
 	if err := p.pub.Publish(p.topic, msg); err != nil {
 		return fmt.Errorf("publish changes %d..%d to %s: %w", first, last, p.topic, err)
 	}
-	p.last = max(p.last, last)
 	return nil
 }
 

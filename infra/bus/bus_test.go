@@ -174,6 +174,15 @@ func TestPublishMessage(t *testing.T) {
 	if err := pub.Publish(context.Background(), batchAt(13, 1)); !errors.Is(err, fp.err) {
 		t.Errorf("publish error = %v, want it to wrap %v", err, fp.err)
 	}
+	// The batch that failed is the next one's predecessor, so that
+	// consumers notice it missing.
+	fp.err = nil
+	if err := pub.Publish(context.Background(), batchAt(15, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if got := fp.msgs[len(fp.msgs)-1].Metadata.Get(MetaAfter); got != "13" {
+		t.Errorf("after a failed publish %s = %q, want 13", MetaAfter, got)
+	}
 }
 
 func TestConsumeAcksAndSkipsMalformed(t *testing.T) {
@@ -226,9 +235,9 @@ func TestConsumeReorders(t *testing.T) {
 	start := time.Now()
 	fs.msgs <- encode(t, batchAt(7, 1), 6)
 	fs.msgs <- encode(t, batchAt(9, 1), 7)
-	got = c.waitFor(t, 7, 2*time.Second)
-	if want := []uint64{1, 2, 3, 4, 2, 7, 9}; !positionsEqual(got, want) {
-		t.Fatalf("delivered positions %v, want %v", positions(got), want)
+	got = c.waitFor(t, 8, 2*time.Second)
+	if want := []uint64{1, 2, 3, 4, 2, 7, 7, 9}; !positionsEqual(got, want) || got[5].Kind != projections.FeedGap {
+		t.Fatalf("delivered positions %v, want %v, the first 7 a gap", positions(got), want)
 	}
 	if waited := time.Since(start); waited < reorderWait {
 		t.Errorf("a batch with a missing predecessor was delivered after %v, want a wait of %v", waited, reorderWait)
@@ -360,5 +369,30 @@ func TestConsumeTakesWhatWaitsTogether(t *testing.T) {
 	defer mu.Unlock()
 	if len(calls) > 3 {
 		t.Errorf("40 batches in %d calls, want those that waited for the first in one", len(calls))
+	}
+}
+
+// TestConsumeMarksALostBatch: a batch whose predecessor never comes is
+// delivered after reorderWait behind a FeedGap at its first position, since
+// the batches between the last delivered and it were lost; a consumer that
+// joined midway (nothing delivered yet) marks no gap for its first batch.
+func TestConsumeMarksALostBatch(t *testing.T) {
+	defer func(d time.Duration) { reorderWait = d }(reorderWait)
+	reorderWait = 50 * time.Millisecond
+
+	fs := newFakeSubscriber()
+	c := newCollector()
+	consume(t, fs, c.deliver)
+	fs.msgs <- encode(t, batchAt(3, 1), 2) // joined midway: 1..2 came before
+	got := c.waitFor(t, 1, 2*time.Second)
+	if len(got) != 1 || got[0].Kind == projections.FeedGap {
+		t.Fatalf("first batch of a consumer joining midway: %v, want it alone", got)
+	}
+	fs.msgs <- encode(t, batchAt(4, 1), 3)
+	fs.msgs <- encode(t, batchAt(7, 2), 6) // 5..6 lost
+	got = c.waitFor(t, 5, 2*time.Second)
+	if !positionsEqual(got, []uint64{3, 4, 7, 7, 7}) || got[1].Kind == projections.FeedGap || got[2].Kind != projections.FeedGap ||
+		got[3].Kind == projections.FeedGap {
+		t.Fatalf("delivered %v, want 3, 4, a gap at 7, then the batch at 7", positions(got))
 	}
 }

@@ -70,11 +70,15 @@ func (o *orderer) emit() {
 	o.deliver(out)
 }
 
-// skip gives up on the predecessor of the oldest held batch.
+// skip gives up on the predecessor of the oldest held batch. If batches
+// were delivered before, those between were lost: a FeedGap goes first.
 func (o *orderer) skip(now time.Time) {
 	after := heap.Pop(&o.waiting).(uint64)
 	b := o.held[after]
 	delete(o.held, after)
+	if o.delivered > 0 && after > o.delivered && len(b.changes) > 0 {
+		o.out = append(o.out, projections.Change{Position: b.changes[0].Position, Kind: projections.FeedGap})
+	}
 	o.send(b, now)
 }
 
