@@ -22,15 +22,29 @@ var ErrBadCursor = errors.New("invalid cursor")
 
 // ReadModels answers queries over the read models.
 type ReadModels struct {
-	db *sql.DB
-	d  Dialect
+	db    *sql.DB
+	d     Dialect
+	stmts *stmtCache // the queries kept prepared; nil with a Pipeliner, whose driver keeps its own
 }
 
 // NewReadModels returns the queries over the read models in db.
-func NewReadModels(db *sql.DB, d Dialect) *ReadModels { return &ReadModels{db: db, d: d} }
+func NewReadModels(db *sql.DB, d Dialect) *ReadModels {
+	r := &ReadModels{db: db, d: d}
+	if _, pipes := d.(Pipeliner); !pipes {
+		r.stmts = newStmtCache(db)
+	}
+	return r
+}
 
 func (r *ReadModels) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
-	rows, err := r.db.QueryContext(ctx, r.d.Rebind(q), args...)
+	q = r.d.Rebind(q)
+	var rows *sql.Rows
+	var err error
+	if stmt := r.stmts.now(ctx, q); stmt != nil {
+		rows, err = stmt.QueryContext(ctx, args...)
+	} else {
+		rows, err = r.db.QueryContext(ctx, q, args...)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", firstLine(q), err)
 	}
@@ -38,7 +52,11 @@ func (r *ReadModels) query(ctx context.Context, q string, args ...any) (*sql.Row
 }
 
 func (r *ReadModels) row(ctx context.Context, q string, args ...any) *sql.Row {
-	return r.db.QueryRowContext(ctx, r.d.Rebind(q), args...)
+	q = r.d.Rebind(q)
+	if stmt := r.stmts.now(ctx, q); stmt != nil {
+		return stmt.QueryRowContext(ctx, args...)
+	}
+	return r.db.QueryRowContext(ctx, q, args...)
 }
 
 func found(err error) (bool, error) {

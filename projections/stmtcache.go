@@ -52,6 +52,38 @@ func (c *stmtCache) get(q string) *sql.Stmt {
 	return nil
 }
 
+// now returns the statement of q, prepared at once if need be, or nil if
+// it cannot be: for a pool whose connections no long transaction holds
+// (the readers), where a statement is prepared on each connection that
+// runs it.
+func (c *stmtCache) now(ctx context.Context, q string) *sql.Stmt {
+	if c == nil {
+		return nil
+	}
+	c.mu.Lock()
+	c.uses++
+	if s := c.stmts[q]; s != nil {
+		s.used = c.uses
+		c.mu.Unlock()
+		return s.stmt
+	}
+	used := c.uses
+	c.mu.Unlock()
+	stmt, err := c.db.PrepareContext(ctx, q)
+	if err != nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s := c.stmts[q]; s != nil { // prepared meanwhile by another caller
+		stmt.Close()
+		return s.stmt
+	}
+	c.stmts[q] = &cachedStmt{stmt: stmt, used: used}
+	c.evict()
+	return stmt
+}
+
 // prepare prepares the statements run unprepared since it last ran; call
 // it outside any transaction on the writer. A statement that fails to
 // prepare is left to run unprepared.

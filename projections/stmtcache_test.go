@@ -77,3 +77,41 @@ func TestStmtCache(t *testing.T) {
 type plainDialect struct{ Dialect }
 
 func (plainDialect) Rebind(q string) string { return q }
+
+// TestStmtCacheNow: a reader's statement is prepared at its first use and
+// served from then on, from any connection of the pool.
+func TestStmtCacheNow(t *testing.T) {
+	ctx := context.Background()
+	db, err := sql.Open("sqlite", filepath.Join(t.TempDir(), "r.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if _, err := db.Exec(`CREATE TABLE t (a INTEGER); INSERT INTO t VALUES (1), (2)`); err != nil {
+		t.Fatal(err)
+	}
+	c := newStmtCache(db)
+	const q = `SELECT SUM(a) FROM t WHERE a >= ?`
+	first := c.now(ctx, q)
+	if first == nil || c.now(ctx, q) != first || c.prepared() != 1 {
+		t.Fatalf("prepared %d statements; want one, the same at each use", c.prepared())
+	}
+	done := make(chan int, 4)
+	for range 4 { // several connections at once
+		go func() {
+			var sum int
+			if err := c.now(ctx, q).QueryRowContext(ctx, 1).Scan(&sum); err != nil {
+				t.Error(err)
+			}
+			done <- sum
+		}()
+	}
+	for range 4 {
+		if sum := <-done; sum != 3 {
+			t.Errorf("sum %d, want 3", sum)
+		}
+	}
+	if c.now(ctx, `SELECT nonsense FROM nowhere`) != nil {
+		t.Error("a statement that cannot be prepared was kept")
+	}
+}
