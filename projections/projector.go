@@ -633,11 +633,16 @@ func finishRebuild(ctx context.Context, db *sql.DB, d Dialect, later []string) e
 	// ready for index-only scans (PostgreSQL's visibility map), which the
 	// inbox's covering indexes are for: freshly written, every row would
 	// be read from the table until a vacuum.
+	var last []string
 	if m != nil {
-		for _, q := range m.Maintenance() {
-			if _, err := db.ExecContext(ctx, q); err != nil {
-				return fmt.Errorf("finish the rebuild: %s: %w", firstLine(q), err)
-			}
+		last = m.Maintenance()
+	}
+	if c, ok := d.(Compactor); ok {
+		last = append(last, c.Compact()...)
+	}
+	for _, q := range last {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			return fmt.Errorf("finish the rebuild: %s: %w", firstLine(q), err)
 		}
 	}
 	return nil

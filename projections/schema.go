@@ -80,6 +80,15 @@ type Maintainer interface {
 	Statistics(tables []string) []string
 }
 
+// Compactor is implemented by a Dialect whose full-text index a rebuild
+// leaves in many pieces, which every search then visits: Compact returns
+// the statements, run once the rebuilt read models are complete, that
+// merge it into one. Too slow for a live projector, which holds the
+// writer while they run.
+type Compactor interface {
+	Compact() []string
+}
+
 // tables lists the read-model tables in an order safe to drop.
 var tables = []string{"search_docs", "members", "caught_up", "counters", "item_people", "items", "links", "reads", "messages", "participants",
 	"conversations", "tokens", "customers", "users", "helpdesk", "checkpoints"}

@@ -24,7 +24,16 @@ type SQLite struct {
 var (
 	_ projections.Dialect       = SQLite{}
 	_ projections.SearchPlanner = SQLite{}
+	_ projections.Compactor     = SQLite{}
 )
+
+// Compact merges the full-text index into one segment. A rebuild commits a
+// batch at a time, each adding a segment that FTS5 merges only level by
+// level, and a search probing a conversation seeks every segment: on the
+// seeded dataset two common words took 19 ms, 1.3 ms once merged (1.6 s).
+func (SQLite) Compact() []string {
+	return []string{`INSERT INTO search_fts (search_fts) VALUES ('optimize')`}
+}
 
 // Rebind returns q as it is: SQLite takes ? placeholders.
 func (SQLite) Rebind(q string) string { return q }
