@@ -9,15 +9,15 @@ import (
 // stmtCacheSize bounds the statements a stmtCache keeps prepared.
 const stmtCacheSize = 256
 
-// stmtCache keeps the projector's statements prepared on the writer of an
-// engine that runs each statement as it comes (not a Pipeliner): SQLite
-// compiles a statement every time it is prepared, a sixth of a batch's
-// time, and batches run the same few statements again and again (a list
-// of VALUES has one text per number of rows). A statement is prepared once
-// the transaction that first ran it is over, since the writer has one
-// connection and the transaction holds it; it then serves the later
-// transactions on that connection. The least recently used are closed
-// beyond stmtCacheSize.
+// stmtCache keeps statements prepared on a pool of an engine that runs
+// each statement as it comes (not a Pipeliner): SQLite compiles a statement
+// every time it is prepared, and the projector and the queries run the
+// same few statements again and again (a list of VALUES has one text per
+// number of rows). The projector's writer has one connection, which its
+// transaction holds: a statement it first meets is noted (get) and
+// prepared once the transaction is over (prepare), then serves the later
+// transactions on that connection. The readers prepare at once (now). The
+// least recently used are closed beyond stmtCacheSize.
 type stmtCache struct {
 	db *sql.DB
 
@@ -43,13 +43,22 @@ func (c *stmtCache) get(q string) *sql.Stmt {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	stmt, used := c.touch(q)
+	if stmt == nil {
+		c.missed[q] = used
+	}
+	return stmt
+}
+
+// touch counts a use of q and returns its statement, if prepared, and the
+// count; c.mu is held.
+func (c *stmtCache) touch(q string) (*sql.Stmt, uint64) {
 	c.uses++
 	if s := c.stmts[q]; s != nil {
 		s.used = c.uses
-		return s.stmt
+		return s.stmt, c.uses
 	}
-	c.missed[q] = c.uses
-	return nil
+	return nil, c.uses
 }
 
 // now returns the statement of q, prepared at once if need be, or nil if
@@ -61,14 +70,11 @@ func (c *stmtCache) now(ctx context.Context, q string) *sql.Stmt {
 		return nil
 	}
 	c.mu.Lock()
-	c.uses++
-	if s := c.stmts[q]; s != nil {
-		s.used = c.uses
-		c.mu.Unlock()
-		return s.stmt
-	}
-	used := c.uses
+	stmt, used := c.touch(q)
 	c.mu.Unlock()
+	if stmt != nil {
+		return stmt
+	}
 	stmt, err := c.db.PrepareContext(ctx, q)
 	if err != nil {
 		return nil
