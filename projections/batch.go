@@ -597,11 +597,17 @@ func (b *batch) flush() error {
 		return err
 	}
 	// A dialect that takes the documents' words from the projector gets
-	// them in the column tsv.
+	// them in the column tsv, instead of the body.
 	worder, words := b.t.d.(SearchWorder)
-	docCols, docWidth, docSet, setWords := `id, body`, 2, `body = excluded.body`, ``
+	docCols, docSet, setDoc := `id, body`, `body = excluded.body`, `body = ?`
 	if words {
-		docCols, docWidth, docSet, setWords = `id, body, tsv`, 3, `body = excluded.body, tsv = excluded.tsv`, `, tsv = ?`
+		docCols, docSet, setDoc = `id, tsv`, `tsv = excluded.tsv`, `tsv = ?`
+	}
+	doc := func(body string) any {
+		if words {
+			return worder.SearchWords(body)
+		}
+		return body
 	}
 	dt := b.t
 	if b.docsT != nil {
@@ -616,22 +622,15 @@ func (b *batch) flush() error {
 				return err
 			}
 		case d.id == 0:
-			args := []any{*d.body}
-			if words {
-				args = append(args, worder.SearchWords(*d.body))
-			}
-			args = append(args, d.num, d.msgID)
-			if err := dt.exec(`UPDATE search_docs SET body = ?`+setWords+` WHERE id = CAST(? AS BIGINT) * `+strconv.Itoa(1<<docIDBits)+`
-				+ (SELECT seq + 1 FROM messages WHERE id = ?)`, args...); err != nil {
+			if err := dt.exec(`UPDATE search_docs SET `+setDoc+` WHERE id = CAST(? AS BIGINT) * `+strconv.Itoa(1<<docIDBits)+`
+				+ (SELECT seq + 1 FROM messages WHERE id = ?)`, doc(*d.body), d.num, d.msgID); err != nil {
 				return err
 			}
-		case words:
-			docs = append(docs, []any{d.id, *d.body, worder.SearchWords(*d.body)})
 		default:
-			docs = append(docs, []any{d.id, *d.body})
+			docs = append(docs, []any{d.id, doc(*d.body)})
 		}
 	}
-	if err := b.bulkIn(dt, `INSERT INTO search_docs (`+docCols+`)`, `ON CONFLICT (id) DO UPDATE SET `+docSet, docWidth, docs); err != nil {
+	if err := b.bulkIn(dt, `INSERT INTO search_docs (`+docCols+`)`, `ON CONFLICT (id) DO UPDATE SET `+docSet, 2, docs); err != nil {
 		return err
 	}
 	var caught [][]any

@@ -9,7 +9,7 @@ import (
 
 // Name identifies the read models' shape. Changing it (with the schema or
 // the way events are projected) makes the next start rebuild them.
-const Name = "readmodel/v9"
+const Name = "readmodel/v10"
 
 // Dialect is what differs between the SQL engines holding read models. The
 // row changes and the queries are written once, in portable SQL with ?
@@ -18,10 +18,10 @@ type Dialect interface {
 	// Rebind rewrites ? placeholders into the engine's own.
 	Rebind(query string) string
 	// SearchSchema returns the statements that create the table
-	// search_docs (id, body), whose id the projection sets (the
-	// conversation's num above the low 24 bits, which tell its documents
-	// apart), and a full-text index over body that follows its inserts,
-	// updates and deletes by itself.
+	// search_docs (id, body), or (id, tsv) for a SearchWorder, whose id
+	// the projection sets (the conversation's num above the low 24 bits,
+	// which tell its documents apart), and a full-text index over it that
+	// follows its inserts, updates and deletes by itself.
 	SearchSchema() []string
 	// SearchDrop returns the statements that drop them.
 	SearchDrop() []string
@@ -62,8 +62,9 @@ type Bulker interface {
 }
 
 // SearchWorder is implemented by a Dialect whose full-text index does not
-// find the words of a document by itself: the projector writes
-// SearchWords(body) into the column tsv of search_docs beside body.
+// find the words of a document by itself: its search_docs has a column
+// tsv instead of body (searches read the words, never the text), into
+// which the projector writes SearchWords(body).
 type SearchWorder interface {
 	SearchWords(body string) any
 }

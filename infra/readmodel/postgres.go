@@ -164,12 +164,14 @@ func (Postgres) Rebind(q string) string {
 	return b.String()
 }
 
-// SearchSchema creates search_docs with its words, a tsvector the
-// projector computes (SearchWords), their GIN index, and an index of the
+// SearchSchema creates search_docs with the words of each document, a
+// tsvector the projector computes (SearchWords), not its text, which no
+// search reads (it was a third of the table, read again by the index's
+// build after a rebuild); their GIN index; and an index of the
 // conversations by number.
 func (Postgres) SearchSchema() []string {
 	return []string{
-		`CREATE TABLE IF NOT EXISTS search_docs (id BIGINT PRIMARY KEY, body TEXT NOT NULL, tsv tsvector NOT NULL)`,
+		`CREATE TABLE IF NOT EXISTS search_docs (id BIGINT PRIMARY KEY, tsv tsvector NOT NULL)`,
 		`CREATE INDEX IF NOT EXISTS search_docs_tsv ON search_docs USING GIN (tsv)`,
 		// For searches that start from their few documents (PlanSearch).
 		`CREATE INDEX IF NOT EXISTS conversations_num ON conversations (num)`,
