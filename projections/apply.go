@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/helpdesk/messenger/domain"
@@ -135,16 +136,43 @@ func trimPrefix(s, p string) string {
 // applied in memory while the one before it commits waits for that commit
 // only if it has to read or write before its own end.
 type txn struct {
-	ctx   context.Context
-	begin func() (*sql.Tx, error)
-	tx    *sql.Tx // nil until begun
-	d     Dialect
-	pipe  Pipeliner  // nil: each statement runs at once
-	cache *stmtCache // nil: statements are not kept prepared
+	ctx    context.Context
+	begin  func() (*sql.Conn, *sql.Tx, error)
+	conn   *sql.Conn // the connection tx runs on when the dialect copies; else nil
+	tx     *sql.Tx   // nil until begun
+	d      Dialect
+	pipe   Pipeliner  // nil: each statement runs at once
+	copier Copier     // nil: rows are never copied
+	cache  *stmtCache // nil: statements are not kept prepared
 
 	pending     strings.Builder // the statements held, separated by ";"
 	pendingArgs []any
+	copies      []heldCopy // copies held among them, in order
 }
+
+// heldCopy is a copy of new rows held in a txn with its statements: it
+// runs once the statements held before it are sent, the last of them a
+// savepoint it rolls back to if a row conflicts after all, writing the
+// rows with statements instead.
+type heldCopy struct {
+	at, args int // the length of pending and pendingArgs before it
+	table    string
+	cols     []string
+	rows     [][]any
+	instead  func() []statement
+}
+
+// statement is a statement's text and arguments.
+type statement struct {
+	q    string
+	args []any
+}
+
+// copyMinRows is the fewest new rows a txn copies rather than inserts:
+// a copy takes two more round trips than the statements sent together,
+// which only a rebuild's or a catch-up's batches make up for. Tests
+// lower it (see export_test.go).
+var copyMinRows = 500
 
 // Bounds of what a txn holds before sending it.
 const (
@@ -152,9 +180,15 @@ const (
 	pipelineArgs  = 50_000
 )
 
-func newTxn(ctx context.Context, begin func() (*sql.Tx, error), d Dialect) *txn {
+// newTxn returns a txn whose transaction begin begins, on a connection of
+// its own (returned beside it) if the dialect is a Copier that also
+// pipelines, else on nil.
+func newTxn(ctx context.Context, begin func() (*sql.Conn, *sql.Tx, error), d Dialect) *txn {
 	t := &txn{ctx: ctx, begin: begin, d: d}
 	t.pipe, _ = d.(Pipeliner)
+	if t.pipe != nil {
+		t.copier, _ = d.(Copier)
+	}
 	return t
 }
 
@@ -163,11 +197,11 @@ func (t *txn) open() error {
 	if t.tx != nil {
 		return nil
 	}
-	tx, err := t.begin()
+	conn, tx, err := t.begin()
 	if err != nil {
 		return fmt.Errorf("begin projection: %w", err)
 	}
-	t.tx = tx
+	t.conn, t.tx = conn, tx
 	return nil
 }
 
@@ -175,6 +209,15 @@ func (t *txn) open() error {
 func (t *txn) rollback() {
 	if t.tx != nil {
 		t.tx.Rollback()
+	}
+	t.release()
+}
+
+// release gives the transaction's connection back, if it has one.
+func (t *txn) release() {
+	if t.conn != nil {
+		t.conn.Close()
+		t.conn = nil
 	}
 }
 
@@ -189,6 +232,88 @@ func (t *txn) commit() error {
 	if err := t.tx.Commit(); err != nil {
 		return fmt.Errorf("commit projection: %w", err)
 	}
+	t.release()
+	return nil
+}
+
+// insertNew inserts rows into table's columns, rows a batch made and
+// expects to be new: as statements head (naming the table and columns)
+// and tail (its ON CONFLICT clause) would, but copied when the dialect
+// copies and there are enough of them. A copy fails as a whole on a row
+// that is there already (a batch re-applied after a crash between the
+// commits of Config.SplitSearch, say), and the statements then run
+// instead.
+func (t *txn) insertNew(table string, cols []string, tail string, rows [][]any) error {
+	head := `INSERT INTO ` + table + ` (` + strings.Join(cols, ", ") + `)`
+	if t.copier == nil || len(rows) < copyMinRows {
+		return t.execAll(bulkStatements(t.d, head, tail, len(cols), rows))
+	}
+	if err := t.exec(`SAVEPOINT copy_rows`); err != nil {
+		return err
+	}
+	t.copies = append(t.copies, heldCopy{at: t.pending.Len(), args: len(t.pendingArgs), table: table, cols: cols, rows: rows,
+		instead: func() []statement { return bulkStatements(t.d, head, tail, len(cols), rows) }})
+	return nil
+}
+
+// execAll runs the statements, or holds them.
+func (t *txn) execAll(stmts []statement) error {
+	for _, s := range stmts {
+		if err := t.exec(s.q, s.args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// runCopies sends the statements held before each copy held, and runs
+// it; the statements after the last one stay held.
+func (t *txn) runCopies() error {
+	copies := t.copies
+	t.copies = nil
+	text, args := t.pending.String(), slices.Clone(t.pendingArgs)
+	t.pending.Reset()
+	clear(t.pendingArgs)
+	t.pendingArgs = t.pendingArgs[:0]
+	if err := t.open(); err != nil {
+		return err
+	}
+	send := func(q string, args []any) error {
+		q = strings.TrimPrefix(q, ";\n")
+		if q == "" {
+			return nil
+		}
+		q, args = t.pipe.Pipeline(q, args)
+		if _, err := t.tx.ExecContext(t.ctx, q, args...); err != nil {
+			return fmt.Errorf("%d statements sent together: %w", strings.Count(q, ";\n")+1, err)
+		}
+		return nil
+	}
+	done, doneArgs := 0, 0
+	for _, c := range copies {
+		if err := send(text[done:c.at], args[doneArgs:c.args]); err != nil {
+			return err
+		}
+		done, doneArgs = c.at, c.args
+		err := t.copier.Copy(t.ctx, t.conn, c.table, c.cols, c.rows)
+		if err != nil && t.ctx.Err() != nil {
+			return err
+		}
+		after := `RELEASE SAVEPOINT copy_rows`
+		var afterArgs []any
+		if err != nil {
+			after = `ROLLBACK TO SAVEPOINT copy_rows`
+			for _, s := range c.instead() {
+				after += ";\n" + s.q
+				afterArgs = append(afterArgs, s.args...)
+			}
+		}
+		if err := send(after, afterArgs); err != nil {
+			return fmt.Errorf("after copying into %s: %w", c.table, err)
+		}
+	}
+	t.pending.WriteString(strings.TrimPrefix(text[done:], ";\n"))
+	t.pendingArgs = append(t.pendingArgs, args[doneArgs:]...)
 	return nil
 }
 
@@ -236,6 +361,11 @@ func (t *txn) execCount(q string, args ...any) (int64, error) {
 // sync sends the statements held, and returns the count of rows the last
 // one changed.
 func (t *txn) sync() (int64, error) {
+	if len(t.copies) > 0 {
+		if err := t.runCopies(); err != nil {
+			return 0, err
+		}
+	}
 	if t.pending.Len() == 0 {
 		return 0, nil
 	}

@@ -92,6 +92,10 @@ func docID(num int64, k int) int64 {
 	return num<<docIDBits | int64(k)
 }
 
+// messageCols are the columns of a messages row, as a messageRow fills them.
+var messageCols = []string{"id", "conversation_id", "seq", "author_kind", "author_id", "body", "client_id", "created_at",
+	"edited", "deleted", "position"}
+
 type messageRow struct {
 	id, conv, authorKind, authorID, body, clientID string
 	seq                                            int
@@ -467,22 +471,28 @@ func (b *batch) countDelete(c *convState, seq int) error {
 	return nil
 }
 
-// bulk writes rows, each followed by the SQL expressions constants: as
-// head SELECT … FROM the dialect's row source tail, with a Bulker dialect
-// that can carry the values, else head VALUES (…), (…) tail, one statement
-// per chunk. head ends with a column list or "FROM (", and tail goes on
-// with an ON CONFLICT clause or ") AS v WHERE …"; both forms name the
-// columns v.column1, v.column2, ….
+// bulk writes rows, each followed by the SQL expressions constants, with
+// the statements of bulkStatements.
 func (b *batch) bulk(head, tail string, width int, rows [][]any, constants ...string) error {
 	return b.bulkIn(b.t, head, tail, width, rows, constants...)
 }
 
 // bulkIn is bulk through t.
 func (b *batch) bulkIn(t *txn, head, tail string, width int, rows [][]any, constants ...string) error {
+	return t.execAll(bulkStatements(t.d, head, tail, width, rows, constants...))
+}
+
+// bulkStatements returns the statements that write rows, each followed by
+// the SQL expressions constants: head SELECT … FROM the dialect's row
+// source tail, with a Bulker dialect that can carry the values, else head
+// VALUES (…), (…) tail, one statement per chunk. head ends with a column
+// list or "FROM (", and tail goes on with an ON CONFLICT clause or ") AS
+// v WHERE …"; both forms name the columns v.column1, v.column2, ….
+func bulkStatements(d Dialect, head, tail string, width int, rows [][]any, constants ...string) []statement {
 	if len(rows) == 0 {
 		return nil
 	}
-	if bk, ok := t.d.(Bulker); ok {
+	if bk, ok := d.(Bulker); ok {
 		if from, args, ok := bk.Rows(rows, width); ok {
 			var q strings.Builder
 			q.WriteString(head)
@@ -497,10 +507,11 @@ func (b *batch) bulkIn(t *txn, head, tail string, width int, rows [][]any, const
 				q.WriteString(", " + c)
 			}
 			q.WriteString(" FROM " + from + " " + tail)
-			return t.exec(q.String(), args...)
+			return []statement{{q.String(), args}}
 		}
 	}
 	const chunk = 400
+	var stmts []statement
 	for start := 0; start < len(rows); start += chunk {
 		part := rows[start:min(start+chunk, len(rows))]
 		var q strings.Builder
@@ -520,11 +531,9 @@ func (b *batch) bulkIn(t *txn, head, tail string, width int, rows [][]any, const
 		}
 		q.WriteString(" ")
 		q.WriteString(tail)
-		if err := t.exec(q.String(), args...); err != nil {
-			return err
-		}
+		stmts = append(stmts, statement{q.String(), args})
 	}
-	return nil
+	return stmts
 }
 
 // flush writes every pending change and starts afresh; the conversations'
@@ -558,8 +567,7 @@ func (b *batch) flush() error {
 	for i, m := range b.messages {
 		msgs[i] = []any{m.id, m.conv, m.seq, m.authorKind, m.authorID, m.body, m.clientID, m.createdAt, b2i(m.edited), b2i(m.deleted), m.position}
 	}
-	if err := b.bulk(`INSERT INTO messages (id, conversation_id, seq, author_kind, author_id, body, client_id, created_at,
-		edited, deleted, position)`, `ON CONFLICT (id) DO NOTHING`, 11, msgs); err != nil {
+	if err := b.t.insertNew(`messages`, messageCols, `ON CONFLICT (id) DO NOTHING`, msgs); err != nil {
 		return err
 	}
 	joined := make([][]any, len(b.joined))
@@ -599,9 +607,9 @@ func (b *batch) flush() error {
 	// A dialect that takes the documents' words from the projector gets
 	// them in the column tsv, instead of the body.
 	worder, words := b.t.d.(SearchWorder)
-	docCols, docSet, setDoc := `id, body`, `body = excluded.body`, `body = ?`
+	docCols, docSet, setDoc := []string{"id", "body"}, `body = excluded.body`, `body = ?`
 	if words {
-		docCols, docSet, setDoc = `id, tsv`, `tsv = excluded.tsv`, `tsv = ?`
+		docCols, docSet, setDoc = []string{"id", "tsv"}, `tsv = excluded.tsv`, `tsv = ?`
 	}
 	doc := func(body string) any {
 		if words {
@@ -630,7 +638,7 @@ func (b *batch) flush() error {
 			docs = append(docs, []any{d.id, doc(*d.body)})
 		}
 	}
-	if err := b.bulkIn(dt, `INSERT INTO search_docs (`+docCols+`)`, `ON CONFLICT (id) DO UPDATE SET `+docSet, 2, docs); err != nil {
+	if err := dt.insertNew(`search_docs`, docCols, `ON CONFLICT (id) DO UPDATE SET `+docSet, docs); err != nil {
 		return err
 	}
 	var caught [][]any

@@ -209,7 +209,7 @@ func (p *Projector) applyBatch(ctx context.Context, recs []domain.Recorded) (int
 	if len(recs) == 0 {
 		return 0, nil
 	}
-	pr, err := p.prepare(ctx, recs, p.Applied(), func() (*sql.Tx, error) { return p.db.BeginTx(ctx, nil) })
+	pr, err := p.prepare(ctx, recs, p.Applied(), func() (*sql.Conn, *sql.Tx, error) { return p.begin(ctx) })
 	if err != nil {
 		return 0, err
 	}
@@ -218,6 +218,25 @@ func (p *Projector) applyBatch(ctx context.Context, recs []domain.Recorded) (int
 		return 0, err
 	}
 	return len(recs), nil
+}
+
+// begin begins a transaction of the writer, on a connection of its own
+// (returned) if the dialect copies rows, which Copier needs.
+func (p *Projector) begin(ctx context.Context) (*sql.Conn, *sql.Tx, error) {
+	if _, ok := p.d.(Copier); !ok {
+		tx, err := p.db.BeginTx(ctx, nil)
+		return nil, tx, err
+	}
+	conn, err := p.db.Conn(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	return conn, tx, nil
 }
 
 // prepared is a batch applied in memory, whose row changes its txn holds
@@ -237,7 +256,7 @@ type prepared struct {
 // txn whose transaction begin begins, and leaves the projector's
 // conversation and customer states as of the batch's end (forget drops
 // them if the batch does not commit).
-func (p *Projector) prepare(ctx context.Context, recs []domain.Recorded, from uint64, begin func() (*sql.Tx, error)) (*prepared, error) {
+func (p *Projector) prepare(ctx context.Context, recs []domain.Recorded, from uint64, begin func() (*sql.Conn, *sql.Tx, error)) (*prepared, error) {
 	t := newTxn(ctx, begin, p.d)
 	t.cache = p.stmts
 	if p.convs == nil || p.convsAt != from || len(p.convs) > maxKnownConversations || len(p.customers) > maxKnownCustomers {
@@ -440,13 +459,13 @@ func (p *Projector) CatchUp(ctx context.Context) error {
 			break
 		}
 		before := prev
-		pr, err := p.prepare(ctx, pg.recs, from, func() (*sql.Tx, error) {
+		pr, err := p.prepare(ctx, pg.recs, from, func() (*sql.Conn, *sql.Tx, error) {
 			if before != nil {
 				if err := before.wait(); err != nil {
-					return nil, err
+					return nil, nil, err
 				}
 			}
-			return p.db.BeginTx(ctx, nil)
+			return p.begin(ctx)
 		})
 		if err == nil && before != nil {
 			if err = before.wait(); err != nil {
@@ -552,15 +571,9 @@ func (p *Projector) maintainer(ctx context.Context) func(applied int) {
 // Rebuild drops the read models, recreates them and applies the whole log,
 // calling progress after each batch with the events applied so far.
 func Rebuild(ctx context.Context, db *sql.DB, d Dialect, log Log, progress func(applied int, position uint64)) error {
-	if err := Drop(ctx, db, d); err != nil {
-		return err
-	}
-	if _, err := Migrate(ctx, db, d); err != nil {
-		return err
-	}
 	// Indexes only queries use are built once at the end: faster than
 	// keeping them up to date row by row.
-	later, err := dropLaterIndexes(ctx, db, d)
+	later, err := recreate(ctx, db, d, true)
 	if err != nil {
 		return err
 	}

@@ -306,9 +306,15 @@ func TestSQLiteSearchWalksAlike(t *testing.T) {
 // its log, in the large batches of a rebuild (links, edits, deletions and
 // reads of a conversation in one transaction), and asks the same questions
 // as of the read models projected event by event.
+// On PostgreSQL it runs again with every set of new rows copied (see
+// Copier), which a rebuild of so small a log would not do.
 func TestRebuildAnswersAlike(t *testing.T) {
-	for name, open := range map[string]func(testing.TB) engine{"sqlite": sqliteEngine, "postgres": postgresEngine} {
+	engines := map[string]func(testing.TB) engine{"sqlite": sqliteEngine, "postgres": postgresEngine, "postgres-copying": postgresEngine}
+	for name, open := range engines {
 		t.Run(name, func(t *testing.T) {
+			if name == "postgres-copying" {
+				t.Cleanup(projections.CopyAll())
+			}
 			e := open(t)
 			w := build(t, e)
 			// Linked items make conversations theirs who were in none.
@@ -333,7 +339,7 @@ func TestRebuildAnswersAlike(t *testing.T) {
 				t.Fatal(err)
 			}
 			rebuilt := answers(t, w)
-			if name == "postgres" { // a rebuild leaves the planner statistics of what it wrote
+			if name != "sqlite" { // a rebuild leaves the planner statistics of what it wrote
 				var tuples float64 // -1 until analyzed (or vacuumed)
 				if err := e.reader.QueryRow(`SELECT reltuples FROM pg_class WHERE relname = 'messages'`).Scan(&tuples); err != nil || tuples <= 0 {
 					t.Errorf("messages: %v rows known to the planner (%v) after a rebuild", tuples, err)

@@ -61,6 +61,16 @@ type Bulker interface {
 	Rows(rows [][]any, width int) (from string, args []any, ok bool)
 }
 
+// Copier is implemented by a Pipeliner Dialect whose engine loads many new
+// rows faster through a bulk-load protocol than through statements
+// (PostgreSQL's COPY: neither a statement's text to build and parse nor
+// its per-row execution). Copy appends rows, their values as Bulker's
+// Rows takes them, to table's columns, through conn, in the transaction
+// open on it; a row that conflicts with one already there fails it whole.
+type Copier interface {
+	Copy(ctx context.Context, conn *sql.Conn, table string, columns []string, rows [][]any) error
+}
+
 // SearchWorder is implemented by a Dialect whose full-text index does not
 // find the words of a document by itself: its search_docs has a column
 // tsv instead of body (searches read the words, never the text), into
@@ -139,7 +149,6 @@ var schema = []string{
 
 // Migrate creates the read-model tables if they are missing. When they hold
 // read models of another Name, it drops them first, so that they are rebuilt.
-// It reports whether the tables were (re)created empty.
 func Migrate(ctx context.Context, db *sql.DB, d Dialect) (fresh bool, err error) {
 	var name string
 	err = db.QueryRowContext(ctx, `SELECT name FROM checkpoints WHERE name LIKE 'readmodel/%'`).Scan(&name)
@@ -147,29 +156,16 @@ func Migrate(ctx context.Context, db *sql.DB, d Dialect) (fresh bool, err error)
 	case err == nil && name == Name:
 		return false, nil
 	case err == nil || err == sql.ErrNoRows:
-		if err := Drop(ctx, db, d); err != nil {
-			return false, err
-		}
 	default:
 		// No checkpoints table yet: a fresh database.
 		if !strings.Contains(strings.ToLower(err.Error()), "checkpoints") {
 			return false, fmt.Errorf("read checkpoint: %w", err)
 		}
 	}
-	tx, err := db.BeginTx(ctx, nil)
-	if err != nil {
+	if _, err := recreate(ctx, db, d, false); err != nil {
 		return false, err
 	}
-	defer tx.Rollback()
-	for _, s := range append(append([]string{}, schema...), d.SearchSchema()...) {
-		if _, err := tx.ExecContext(ctx, s); err != nil {
-			return false, fmt.Errorf("create read models: %s: %w", firstLine(s), err)
-		}
-	}
-	if _, err := tx.ExecContext(ctx, d.Rebind(`INSERT INTO checkpoints (name, position) VALUES (?, 0)`), Name); err != nil {
-		return false, fmt.Errorf("create checkpoint: %w", err)
-	}
-	return true, tx.Commit()
+	return true, nil
 }
 
 // queryIndexes names the indexes that only queries use, not the
@@ -180,25 +176,34 @@ var queryIndexes = map[string]bool{
 	"search_docs_tsv": true, "conversations_num": true,
 }
 
-// dropLaterIndexes drops the query indexes of fresh read models and
-// returns the statements that create them again.
-func dropLaterIndexes(ctx context.Context, db *sql.DB, d Dialect) ([]string, error) {
-	var later []string
-	for _, q := range append(append([]string{}, schema...), d.SearchSchema()...) {
-		rest, ok := strings.CutPrefix(q, "CREATE INDEX IF NOT EXISTS ")
-		if !ok {
-			continue
-		}
-		name, _, _ := strings.Cut(rest, " ")
-		if !queryIndexes[name] {
-			continue
-		}
-		if _, err := db.ExecContext(ctx, `DROP INDEX IF EXISTS `+name); err != nil {
-			return nil, fmt.Errorf("drop index %s: %w", name, err)
-		}
-		later = append(later, q)
+// recreate drops the read-model tables and creates them empty, with a
+// checkpoint at the log's start, in one transaction. With later, it leaves
+// out the query indexes, and returns the statements that create them.
+func recreate(ctx context.Context, db *sql.DB, d Dialect, later bool) ([]string, error) {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, err
 	}
-	return later, nil
+	defer tx.Rollback()
+	if err := drop(ctx, tx, d); err != nil {
+		return nil, err
+	}
+	var left []string
+	for _, s := range append(append([]string{}, schema...), d.SearchSchema()...) {
+		if rest, ok := strings.CutPrefix(s, "CREATE INDEX IF NOT EXISTS "); ok && later {
+			if name, _, _ := strings.Cut(rest, " "); queryIndexes[name] {
+				left = append(left, s)
+				continue
+			}
+		}
+		if _, err := tx.ExecContext(ctx, s); err != nil {
+			return nil, fmt.Errorf("create read models: %s: %w", firstLine(s), err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, d.Rebind(`INSERT INTO checkpoints (name, position) VALUES (?, 0)`), Name); err != nil {
+		return nil, fmt.Errorf("create checkpoint: %w", err)
+	}
+	return left, tx.Commit()
 }
 
 // Drop removes every read-model table, in one transaction.
@@ -208,6 +213,14 @@ func Drop(ctx context.Context, db *sql.DB, d Dialect) error {
 		return err
 	}
 	defer tx.Rollback()
+	if err := drop(ctx, tx, d); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// drop removes every read-model table in tx.
+func drop(ctx context.Context, tx *sql.Tx, d Dialect) error {
 	for _, s := range d.SearchDrop() {
 		if _, err := tx.ExecContext(ctx, s); err != nil {
 			return fmt.Errorf("drop search index: %w", err)
@@ -218,7 +231,7 @@ func Drop(ctx context.Context, db *sql.DB, d Dialect) error {
 			return fmt.Errorf("drop %s: %w", t, err)
 		}
 	}
-	return tx.Commit()
+	return nil
 }
 
 func firstLine(s string) string {

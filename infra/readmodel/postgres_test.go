@@ -43,7 +43,7 @@ func TestSearchWordsMatchPostgresParser(t *testing.T) {
 	ctx := context.Background()
 	conn := connect(t)
 	for _, text := range searchTexts {
-		words := string(Postgres{}.SearchWords(text).(tsvectorText))
+		words := string(Postgres{}.SearchWords(text).(tsvector).text())
 		var same bool
 		var ours, theirs string
 		err := conn.QueryRow(ctx, `SELECT CAST($1 AS tsvector) = to_tsvector('simple', regexp_replace(lower($2), '[^[:alnum:]]+', ' ', 'g')),
@@ -70,7 +70,7 @@ func TestSearchMatchFindsTheWords(t *testing.T) {
 		"2026-11": true, "delivery #45": true, "back\\slash": true, "arrives on 2026": true,
 		"delivery ana": false, "parcel": false, "brienx": false, "!!!": false, "": false, strings.Repeat("y", 3000): false,
 	}
-	words := string(Postgres{}.SearchWords(doc).(tsvectorText))
+	words := string(Postgres{}.SearchWords(doc).(tsvector).text())
 	for term, want := range cases {
 		clause, arg := Postgres{}.SearchMatch(term)
 		// The clause's tsquery, without its conversation's id range.
@@ -125,7 +125,7 @@ func TestPlanSearchAgreesWithSearchMatch(t *testing.T) {
 		}
 		convIDs, nums = append(convIDs, fmt.Sprint("conv-", c)), append(nums, int64(c*10))
 		docIDs = append(docIDs, int64(c*10)<<24|2)
-		words = append(words, string(Postgres{}.SearchWords(body).(tsvectorText)))
+		words = append(words, Postgres{}.SearchWords(body).(tsvector).text())
 	}
 	if _, err := db.ExecContext(ctx, `INSERT INTO conversations (id, channel, subject, status, customer_id, created_at,
 		updated_at, last_seq, last_live_seq, last_message_id, first_message_id, position, version, num)
