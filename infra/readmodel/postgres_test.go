@@ -3,6 +3,7 @@ package readmodel
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -177,4 +178,18 @@ func TestPlanSearchAgreesWithSearchMatch(t *testing.T) {
 	if !fromDocs["ana.silva@example.com"] || fromDocs["shipped"] {
 		t.Errorf("starts from the documents: %v; want it for the e-mail, not for the common word", fromDocs)
 	}
+}
+
+// FuzzSearchWords checks the ASCII path of searchWords against the
+// general one, on every input.
+func FuzzSearchWords(f *testing.F) {
+	for _, s := range []string{"", "Hello, World!", "a", "  lead and trail  ", "x1 Y2_z3", "Ab\x00cD\x7f", "ünïcødé and ASCII", "ORDER#48213"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, text string) {
+		got, want := searchWords(text), strings.FieldsFunc(strings.ToLower(text), notWordRune)
+		if !slices.Equal(got, want) {
+			t.Fatalf("searchWords(%q) = %q, want %q", text, got, want)
+		}
+	})
 }
