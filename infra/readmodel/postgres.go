@@ -46,9 +46,20 @@ func (Postgres) Maintenance() []string {
 
 // Statistics analyzes tables: without statistics (a rebuilt or
 // never-analyzed database when autovacuum is off) the planner guesses row
-// counts from table sizes alone.
+// counts from table sizes alone. Of the messages, only the columns queries
+// filter or join on: the text and the rest, which none does, took a third
+// of the time.
 func (Postgres) Statistics(tables []string) []string {
-	return []string{`ANALYZE ` + strings.Join(tables, ", ")}
+	list := make([]string, len(tables))
+	for i, t := range tables {
+		list[i] = t + analyzed[t]
+	}
+	return []string{`ANALYZE ` + strings.Join(list, ", ")}
+}
+
+// analyzed lists the columns to analyze of the tables not analyzed whole.
+var analyzed = map[string]string{
+	"messages": " (id, conversation_id, seq, deleted, author_kind, author_id)",
 }
 
 // Pipeline runs the statements of query in one round trip: pgx's simple
