@@ -435,7 +435,7 @@ func newBenchServerWith(tb testing.TB, agents, customers, convs int, cfg StreamC
 	s.delivered = make([]atomic.Int64, 1<<20)
 	go func() {
 		defer s.wg.Done()
-		bus.ConsumeFrom(s.ctx, msgs, bus.Topic, func(changes []projections.Change) {
+		bus.ConsumeFrom(s.ctx, msgs, bus.Topic, 0, func(changes []projections.Change) {
 			now := time.Now().UnixNano()
 			for _, ch := range changes {
 				if ch.Position < uint64(len(s.delivered)) {

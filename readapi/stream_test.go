@@ -112,7 +112,7 @@ func newFixture(t *testing.T, o options) *fixture {
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		bus.Consume(ctx, readySubscriber{feed, subscribed}, bus.Topic, hub.Deliver)
+		bus.Consume(ctx, readySubscriber{feed, subscribed}, bus.Topic, 0, hub.Deliver)
 	}()
 	<-subscribed
 

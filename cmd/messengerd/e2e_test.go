@@ -365,6 +365,17 @@ func seedScenario(t *testing.T, vars map[string]string) {
 		t.Fatalf("after restart: %s\nbefore: %s", afterDetail.Raw, beforeDetail.Raw)
 	}
 	s2.do("GET", "/v1/me", p.customer, nil).want(t, 200)
+	// The change feed goes on from the read models the server started on:
+	// the first post after the restart reaches a stream at once (it was
+	// held two seconds, the feed's wait for a predecessor that had been
+	// published before the server subscribed).
+	agentLive := s2.openStream("/v1/stream", p.support, "")
+	start := time.Now()
+	posted := s2.do("POST", "/v1/conversations/"+id+"/messages", p.customer, map[string]any{"body": "Back again"}).want(t, 201)
+	agentLive.waitFor(0, func(e sseEvent) bool { return e.Event == "message.created" && e.Data["id"] == posted.str("id") })
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("the first post after a restart reached a stream after %v", took)
+	}
 }
 
 func TestBadInputAppendsNothing(t *testing.T) {

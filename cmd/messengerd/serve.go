@@ -89,10 +89,12 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		// Another replica may be the one projecting: writes wait on the stored checkpoint.
 		pcfg.PollCheckpoint = 10 * time.Millisecond
 	}
-	a.projector = projections.NewProjector(be.writer, be.dialect, be.store, bus.NewPublisher(be.pub, changesTopic), pcfg)
+	publisher := bus.NewPublisher(be.pub, changesTopic)
+	a.projector = projections.NewProjector(be.writer, be.dialect, be.store, publisher, pcfg)
 	if err := a.projector.Load(ctx); err != nil {
 		return err
 	}
+	publisher.Follow(a.projector.Applied())
 	a.hub = readapi.NewHub(readapi.HubConfig{})
 	a.streams = readapi.NewStreams(a.rm, be.store, a.projector, a.hub, readapi.StreamConfig{Heartbeat: cfg.Heartbeat})
 	a.svc = commands.NewService(be.store, a.rm, a.projector, commands.Config{})
@@ -103,12 +105,16 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopBG()
 	// Subscribe before the projector publishes: the in-process channel keeps
-	// nothing for late subscribers.
+	// nothing for late subscribers. The feed goes on from the checkpoint
+	// loaded before, which the projector's first batch names as its
+	// predecessor: a batch that follows it is delivered at once, one that
+	// starts later (another replica's, whose predecessors were published
+	// before this subscription) is marked as following a gap.
 	feed, err := be.sub.Subscribe(bg, changesTopic)
 	if err != nil {
 		return fmt.Errorf("subscribe to the change feed: %w", err)
 	}
-	go bus.ConsumeFrom(bg, feed, changesTopic, a.deliver)
+	go bus.ConsumeFrom(bg, feed, changesTopic, a.projector.Applied(), a.deliver)
 	projected := make(chan error, 1)
 	go func() { projected <- a.runProjector(bg, log) }()
 	go a.watchReady(bg, log)

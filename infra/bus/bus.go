@@ -59,7 +59,7 @@ type Publisher struct {
 	topic string
 
 	mu   sync.Mutex
-	last uint64 // the last position published; 0 before the first batch
+	last uint64 // the last position published, or followed; 0 before the first batch
 }
 
 var _ projections.Publisher = (*Publisher)(nil)
@@ -67,6 +67,16 @@ var _ projections.Publisher = (*Publisher)(nil)
 // NewPublisher returns a Publisher sending to topic through pub.
 func NewPublisher(pub message.Publisher, topic string) *Publisher {
 	return &Publisher{pub: pub, topic: topic}
+}
+
+// Follow tells p the position its next batch follows, before it publishes
+// any: the checkpoint its projector starts from. That batch then names it
+// as its predecessor, and a consumer that has seen the feed before this
+// publisher started (another replica) notices it missing as any other.
+func (p *Publisher) Follow(position uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.last = max(p.last, position)
 }
 
 // Publish sends changes, one committed batch in log order, as one message.
@@ -140,24 +150,28 @@ var ErrClosed = errors.New("change feed subscription closed")
 // subscription. Each message is acked once handed over; a malformed one is
 // logged and acked, never redelivered.
 //
-// A batch that names a predecessor (MetaAfter) not delivered yet is held
-// until that one arrives, or until ReorderWait passes without progress (so
-// a consumer that joins a feed midway waits that long once). Redelivered
-// batches are passed on: deliver must drop positions it has seen, as
-// readapi.Hub does.
-func Consume(ctx context.Context, sub message.Subscriber, topic string, deliver func([]projections.Change)) error {
+// after is the position of the log the consumer's side has seen when it
+// subscribes (its read models' checkpoint, read before subscribing; 0 for
+// an empty log): a batch that follows it is delivered at once. A batch
+// that names a predecessor (MetaAfter) not delivered yet is held until
+// that one arrives, or until ReorderWait passes without progress; a
+// predecessor given up on after a batch was delivered, or after a
+// position above 0, was lost, and a FeedGap goes before the batch
+// released. Redelivered batches are passed on: deliver must drop
+// positions it has seen, as readapi.Hub does.
+func Consume(ctx context.Context, sub message.Subscriber, topic string, after uint64, deliver func([]projections.Change)) error {
 	msgs, err := sub.Subscribe(ctx, topic)
 	if err != nil {
 		return fmt.Errorf("subscribe to %s: %w", topic, err)
 	}
-	return ConsumeFrom(ctx, msgs, topic, deliver)
+	return ConsumeFrom(ctx, msgs, topic, after, deliver)
 }
 
 // ConsumeFrom is Consume over a subscription already made, for callers
 // that must be subscribed before anything is published (a GoChannel keeps
 // nothing for late subscribers).
-func ConsumeFrom(ctx context.Context, msgs <-chan *message.Message, topic string, deliver func([]projections.Change)) error {
-	o := newOrderer(deliver)
+func ConsumeFrom(ctx context.Context, msgs <-chan *message.Message, topic string, after uint64, deliver func([]projections.Change)) error {
+	o := newOrderer(after, deliver)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()

@@ -67,11 +67,17 @@ func (c *collector) waitFor(t *testing.T, n int, within time.Duration) []project
 // consume runs Consume until the test ends and returns its result channel.
 func consume(t *testing.T, sub message.Subscriber, deliver func([]projections.Change)) (cancel func(), done <-chan error) {
 	t.Helper()
+	return consumeAfter(t, sub, 0, deliver)
+}
+
+// consumeAfter is consume for a consumer that has seen the log up to after.
+func consumeAfter(t *testing.T, sub message.Subscriber, after uint64, deliver func([]projections.Change)) (cancel func(), done <-chan error) {
+	t.Helper()
 	ctx, stop := context.WithCancel(context.Background())
 	errc, finished := make(chan error, 1), make(chan struct{})
 	go func() {
 		defer close(finished)
-		errc <- Consume(ctx, sub, Topic, deliver)
+		errc <- Consume(ctx, sub, Topic, after, deliver)
 	}()
 	t.Cleanup(func() {
 		stop()
@@ -183,6 +189,18 @@ func TestPublishMessage(t *testing.T) {
 	if got := fp.msgs[len(fp.msgs)-1].Metadata.Get(MetaAfter); got != "13" {
 		t.Errorf("after a failed publish %s = %q, want 13", MetaAfter, got)
 	}
+
+	// A publisher started on a projector's checkpoint names it as its first
+	// batch's predecessor.
+	fp = &fakePublisher{}
+	pub = NewPublisher(fp, "feed")
+	pub.Follow(40)
+	if err := pub.Publish(context.Background(), batchAt(44, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if got := fp.msgs[0].Metadata.Get(MetaAfter); got != "40" {
+		t.Errorf("first batch after Follow(40): %s = %q, want 40", MetaAfter, got)
+	}
 }
 
 func TestConsumeAcksAndSkipsMalformed(t *testing.T) {
@@ -261,7 +279,7 @@ func TestConsumeEnds(t *testing.T) {
 
 	fs = newFakeSubscriber()
 	fs.err = errors.New("no broker")
-	if err := Consume(context.Background(), fs, Topic, nil); !errors.Is(err, fs.err) {
+	if err := Consume(context.Background(), fs, Topic, 0, nil); !errors.Is(err, fs.err) {
 		t.Errorf("subscribe failure: %v, want it to wrap %v", err, fs.err)
 	}
 }
@@ -394,5 +412,33 @@ func TestConsumeMarksALostBatch(t *testing.T) {
 	if !positionsEqual(got, []uint64{3, 4, 7, 7, 7}) || got[1].Kind == projections.FeedGap || got[2].Kind != projections.FeedGap ||
 		got[3].Kind == projections.FeedGap {
 		t.Fatalf("delivered %v, want 3, 4, a gap at 7, then the batch at 7", positions(got))
+	}
+}
+
+// TestConsumeGoesOnFromItsStart: a consumer that has seen the log up to a
+// position (a server started on its read models) delivers the batch that
+// follows it at once, instead of waiting for a predecessor that came before
+// it subscribed; and a first batch that starts further on waits for the
+// batches between, then goes behind a FeedGap: they were lost to it.
+func TestConsumeGoesOnFromItsStart(t *testing.T) {
+	defer func(d time.Duration) { reorderWait = d }(reorderWait)
+	reorderWait = time.Hour
+
+	fs := newFakeSubscriber()
+	c := newCollector()
+	consumeAfter(t, fs, 100, c.deliver)
+	fs.msgs <- encode(t, batchAt(101, 2), 100)
+	if got := c.waitFor(t, 2, 2*time.Second); !positionsEqual(got, []uint64{101, 101}) || got[0].Kind == projections.FeedGap {
+		t.Fatalf("delivered %v, want the batch at 101 alone", positions(got))
+	}
+
+	reorderWait = 50 * time.Millisecond
+	fs = newFakeSubscriber()
+	c = newCollector()
+	consumeAfter(t, fs, 100, c.deliver)
+	fs.msgs <- encode(t, batchAt(151, 1), 150) // 101..150 published before it subscribed
+	got := c.waitFor(t, 2, 2*time.Second)
+	if !positionsEqual(got, []uint64{151, 151}) || got[0].Kind != projections.FeedGap || got[1].Kind == projections.FeedGap {
+		t.Fatalf("delivered %v, want a gap at 151, then the batch at 151", positions(got))
 	}
 }

@@ -19,8 +19,9 @@ type orderer struct {
 	stalled time.Time        // since when held has waited without progress
 }
 
-func newOrderer(deliver func([]projections.Change)) *orderer {
-	return &orderer{deliver: deliver, held: map[uint64]batch{}}
+// newOrderer returns an orderer that has delivered up to position after.
+func newOrderer(after uint64, deliver func([]projections.Change)) *orderer {
+	return &orderer{deliver: deliver, delivered: after, held: map[uint64]batch{}}
 }
 
 // add delivers b now, with the held batches it releases, or holds it until
@@ -71,7 +72,8 @@ func (o *orderer) emit() {
 }
 
 // skip gives up on the predecessor of the oldest held batch. If batches
-// were delivered before, those between were lost: a FeedGap goes first.
+// were delivered before, or the consumer started past the log's start,
+// those between were lost: a FeedGap goes first.
 func (o *orderer) skip(now time.Time) {
 	after := heap.Pop(&o.waiting).(uint64)
 	b := o.held[after]

@@ -53,7 +53,7 @@ func TestFanOutAcrossReplicas(t *testing.T) {
 		}
 		t.Cleanup(func() { b.Close() })
 		c := &collector{}
-		go bus.Consume(ctx, b.Subscriber, topic, c.deliver)
+		go bus.Consume(ctx, b.Subscriber, topic, 0, c.deliver)
 		replicas, buses = append(replicas, c), append(buses, b)
 	}
 	time.Sleep(300 * time.Millisecond) // the consumers start at what is new: let them exist first
