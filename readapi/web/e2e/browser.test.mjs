@@ -211,7 +211,9 @@ async function scenario(t) {
     await agent.locator('#me-name', { hasText: 'Sam Support' }).waitFor();
     await agent.locator('#connection[data-state="live"]').waitFor();
     await agent.getByRole('link', { name: /From customers/ }).and(agent.locator('[aria-current="page"]')).waitFor();
-    assert.equal(await agent.getByRole('switch', { name: /Helpdesk/ }).getAttribute('aria-checked'), 'true');
+    // The switch shows the status once the app has read it, which it starts
+    // when the stream is live: wait for it rather than read it at once.
+    await agent.getByRole('switch', { name: /Helpdesk/ }).and(agent.locator('[aria-checked="true"]')).waitFor();
     await shot(agent, 'agent-signed-in');
   });
 
