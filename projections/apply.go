@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"slices"
 	"strings"
 
 	"github.com/helpdesk/messenger/domain"
@@ -180,9 +179,8 @@ const (
 	pipelineArgs  = 50_000
 )
 
-// newTxn returns a txn whose transaction begin begins, on a connection of
-// its own (returned beside it) if the dialect is a Copier that also
-// pipelines, else on nil.
+// newTxn returns a txn whose transaction begin begins, returning with it
+// the connection it runs on if the dialect copies rows (else nil).
 func newTxn(ctx context.Context, begin func() (*sql.Conn, *sql.Tx, error), d Dialect) *txn {
 	t := &txn{ctx: ctx, begin: begin, d: d}
 	t.pipe, _ = d.(Pipeliner)
@@ -269,12 +267,9 @@ func (t *txn) execAll(stmts []statement) error {
 // runCopies sends the statements held before each copy held, and runs
 // it; the statements after the last one stay held.
 func (t *txn) runCopies() error {
-	copies := t.copies
-	t.copies = nil
-	text, args := t.pending.String(), slices.Clone(t.pendingArgs)
+	copies, text, args := t.copies, t.pending.String(), t.pendingArgs
+	t.copies, t.pendingArgs = nil, nil
 	t.pending.Reset()
-	clear(t.pendingArgs)
-	t.pendingArgs = t.pendingArgs[:0]
 	if err := t.open(); err != nil {
 		return err
 	}

@@ -94,7 +94,8 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	if err := a.projector.Load(ctx); err != nil {
 		return err
 	}
-	publisher.Follow(a.projector.Applied())
+	start := a.projector.Applied()
+	publisher.Follow(start)
 	a.hub = readapi.NewHub(readapi.HubConfig{})
 	a.streams = readapi.NewStreams(a.rm, be.store, a.projector, a.hub, readapi.StreamConfig{Heartbeat: cfg.Heartbeat})
 	a.svc = commands.NewService(be.store, a.rm, a.projector, commands.Config{})
@@ -114,7 +115,7 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("subscribe to the change feed: %w", err)
 	}
-	go bus.ConsumeFrom(bg, feed, changesTopic, a.projector.Applied(), a.deliver)
+	go bus.ConsumeFrom(bg, feed, changesTopic, start, a.deliver)
 	projected := make(chan error, 1)
 	go func() { projected <- a.runProjector(bg, log) }()
 	go a.watchReady(bg, log)
