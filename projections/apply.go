@@ -274,15 +274,11 @@ func (t *txn) runCopies() error {
 		return err
 	}
 	send := func(q string, args []any) error {
-		q = strings.TrimPrefix(q, ";\n")
-		if q == "" {
+		if q = strings.TrimPrefix(q, ";\n"); q == "" {
 			return nil
 		}
-		q, args = t.pipe.Pipeline(q, args)
-		if _, err := t.tx.ExecContext(t.ctx, q, args...); err != nil {
-			return fmt.Errorf("%d statements sent together: %w", strings.Count(q, ";\n")+1, err)
-		}
-		return nil
+		_, err := t.send(q, args)
+		return err
 	}
 	done, doneArgs := 0, 0
 	for _, c := range copies {
@@ -364,17 +360,25 @@ func (t *txn) sync() (int64, error) {
 	if t.pending.Len() == 0 {
 		return 0, nil
 	}
-	q, args := t.pipe.Pipeline(t.pending.String(), t.pendingArgs)
-	n := strings.Count(q, ";\n") + 1
+	q := t.pending.String()
 	t.pending.Reset()
+	n, err := t.send(q, t.pendingArgs)
 	clear(t.pendingArgs)
 	t.pendingArgs = t.pendingArgs[:0]
+	return n, err
+}
+
+// send runs q, statements separated by ";\n", with their arguments in one
+// call through the Pipeliner, and returns the count of rows the last one
+// changed.
+func (t *txn) send(q string, args []any) (int64, error) {
+	q, args = t.pipe.Pipeline(q, args)
 	if err := t.open(); err != nil {
 		return 0, err
 	}
 	res, err := t.tx.ExecContext(t.ctx, q, args...)
 	if err != nil {
-		return 0, fmt.Errorf("%d statements sent together: %w", n, err)
+		return 0, fmt.Errorf("%d statements sent together: %w", strings.Count(q, ";\n")+1, err)
 	}
 	return res.RowsAffected()
 }

@@ -149,6 +149,7 @@ var schema = []string{
 
 // Migrate creates the read-model tables if they are missing. When they hold
 // read models of another Name, it drops them first, so that they are rebuilt.
+// It reports whether the tables were (re)created empty.
 func Migrate(ctx context.Context, db *sql.DB, d Dialect) (fresh bool, err error) {
 	var name string
 	err = db.QueryRowContext(ctx, `SELECT name FROM checkpoints WHERE name LIKE 'readmodel/%'`).Scan(&name)
@@ -156,6 +157,7 @@ func Migrate(ctx context.Context, db *sql.DB, d Dialect) (fresh bool, err error)
 	case err == nil && name == Name:
 		return false, nil
 	case err == nil || err == sql.ErrNoRows:
+		// Read models of another Name, or none: recreated below.
 	default:
 		// No checkpoints table yet: a fresh database.
 		if !strings.Contains(strings.ToLower(err.Error()), "checkpoints") {
