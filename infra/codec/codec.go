@@ -19,6 +19,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -107,6 +108,8 @@ type eventType struct {
 	schema int          // current schema version, ≥ 1
 	meta   int          // index of the embedded domain.Meta
 	fields []field
+	// scratch holds pointers to values of typ (as any) that decode fills in.
+	scratch sync.Pool
 }
 
 // field is one stored field of an event.
@@ -189,6 +192,7 @@ func describe(e domain.Event) (*eventType, error) {
 		return nil, fmt.Errorf("kind %s: an event must be a struct value", t.Kind())
 	}
 	et := &eventType{name: e.EventType(), typ: t, schema: 1, meta: -1}
+	et.scratch.New = func() any { return reflect.New(t).Interface() }
 	if et.name == "" {
 		return nil, errors.New("empty type name")
 	}
@@ -362,14 +366,23 @@ func (r *registry) decode(typ string, schema int, data []byte, meta domain.Meta)
 			return nil, fmt.Errorf("decode %s: upcast from schema %d: %w", typ, s, err)
 		}
 	}
-	obj, err := parseObject(data)
+	var buf [16]member
+	obj, err := parseObject(data, buf[:0])
 	if err != nil {
 		return nil, fmt.Errorf("decode %s: %w", typ, err)
 	}
-	v := reflect.New(et.typ).Elem()
-	v.Field(et.meta).Set(reflect.ValueOf(meta))
+	// The fields are set on a value of the type's own, kept for the next
+	// decode, and the event returned is its copy: one allocation, where a
+	// new value would be allocated and then copied into the interface.
+	p := et.scratch.Get() // a pointer, which the pool holds without an allocation
+	defer et.scratch.Put(p)
+	v := reflect.ValueOf(p).Elem()
+	v.SetZero()
+	// Through a pointer, which converts to an interface without the
+	// allocation a Meta would take.
+	*v.Field(et.meta).Addr().Interface().(*domain.Meta) = meta
 	for _, f := range et.fields {
-		raw, ok := obj[f.key]
+		raw, ok := obj.get(f.key)
 		if !ok || bytes.Equal(raw, []byte("null")) {
 			continue
 		}
@@ -380,36 +393,75 @@ func (r *registry) decode(typ string, schema int, data []byte, meta domain.Meta)
 	return v.Interface().(domain.Event), nil
 }
 
+// member is one member of a JSON object: its key, as written between the
+// quotes, and its value.
+type member struct {
+	key []byte
+	val json.RawMessage
+}
+
+// members are the members of a JSON object, in order, with distinct keys.
+type members []member
+
+// get returns the value of key.
+func (ms members) get(key string) (json.RawMessage, bool) {
+	for _, m := range ms {
+		if string(m.key) == key {
+			return m.val, true
+		}
+	}
+	return nil, false
+}
+
+// manyMembers is how many members an object may have before parseObject
+// checks its keys for duplicates with a map rather than one by one.
+const manyMembers = 32
+
 // parseObject splits data, which must hold exactly one JSON object with
-// distinct keys, into its members. Once json.Valid has checked the syntax,
+// distinct keys, into its members, appended to dst[:0] (which a caller
+// with an array on its stack saves an allocation with). Once json.Valid has checked the syntax,
 // it finds the members itself, which the decoder's tokens took six times
 // as long to; anything else (invalid JSON, not an object, a key written
 // with escapes or invalid UTF-8) goes to parseObjectTokens, which it agrees with on every
 // input (FuzzParseObject).
-func parseObject(data []byte) (map[string]json.RawMessage, error) {
+func parseObject(data []byte, dst members) (members, error) {
 	if !json.Valid(data) {
-		return parseObjectTokens(data)
+		return parseObjectTokens(data, dst)
 	}
 	i := skipSpace(data, 0)
 	if data[i] != '{' {
-		return parseObjectTokens(data)
+		return parseObjectTokens(data, dst)
 	}
-	obj := make(map[string]json.RawMessage, 8)
+	obj := dst[:0]
 	if i = skipSpace(data, i+1); data[i] == '}' {
 		return obj, nil
 	}
+	var seen map[string]bool // once there are many keys
 	for {
 		end := stringEnd(data, i) // data[i] is the key's opening quote
 		key := data[i+1 : end-1]
 		if bytes.IndexByte(key, '\\') >= 0 || !utf8.Valid(key) {
-			return parseObjectTokens(data) // the decoder rewrites such keys
+			return parseObjectTokens(data, dst) // the decoder rewrites such keys
 		}
 		i = skipSpace(data, skipSpace(data, end)+1) // past the colon
 		end = valueEnd(data, i)
-		if _, dup := obj[string(key)]; dup {
-			return nil, fmt.Errorf("duplicate key %q", key)
+		if len(obj) < manyMembers {
+			if _, dup := obj.get(string(key)); dup {
+				return nil, fmt.Errorf("duplicate key %q", key)
+			}
+		} else {
+			if seen == nil {
+				seen = make(map[string]bool, 2*manyMembers)
+				for _, m := range obj {
+					seen[string(m.key)] = true
+				}
+			}
+			if seen[string(key)] {
+				return nil, fmt.Errorf("duplicate key %q", key)
+			}
+			seen[string(key)] = true
 		}
-		obj[string(key)] = data[i:end]
+		obj = append(obj, member{key, data[i:end]})
 		if i = skipSpace(data, end); data[i] == '}' {
 			return obj, nil
 		}
@@ -469,7 +521,7 @@ func valueEnd(data []byte, i int) int {
 }
 
 // parseObjectTokens is parseObject through the decoder's tokens.
-func parseObjectTokens(data []byte) (map[string]json.RawMessage, error) {
+func parseObjectTokens(data []byte, dst members) (members, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	tok, err := dec.Token()
 	if err != nil {
@@ -478,7 +530,8 @@ func parseObjectTokens(data []byte) (map[string]json.RawMessage, error) {
 	if d, ok := tok.(json.Delim); !ok || d != '{' {
 		return nil, errors.New("not a JSON object")
 	}
-	obj := make(map[string]json.RawMessage)
+	obj := dst[:0]
+	seen := make(map[string]bool)
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
@@ -488,14 +541,15 @@ func parseObjectTokens(data []byte) (map[string]json.RawMessage, error) {
 		if !ok {
 			return nil, errors.New("malformed object")
 		}
-		if _, dup := obj[key]; dup {
+		if seen[key] {
 			return nil, fmt.Errorf("duplicate key %q", key)
 		}
+		seen[key] = true
 		var raw json.RawMessage
 		if err := dec.Decode(&raw); err != nil {
 			return nil, fmt.Errorf("key %q: %w", key, err)
 		}
-		obj[key] = raw
+		obj = append(obj, member{[]byte(key), raw})
 	}
 	if _, err := dec.Token(); err != nil {
 		return nil, err
@@ -560,7 +614,7 @@ func decodeField(v reflect.Value, k kind, raw json.RawMessage) error {
 		if err != nil {
 			return err
 		}
-		v.Set(reflect.ValueOf(t.UTC()))
+		*v.Addr().Interface().(*time.Time) = t.UTC()
 	}
 	return nil
 }
