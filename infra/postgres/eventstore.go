@@ -14,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/helpdesk/messenger/commands"
 	"github.com/helpdesk/messenger/domain"
@@ -861,7 +862,7 @@ func readStored(ctx context.Context, conn *pgx.Conn, ids []string) (map[string]*
 	}
 	defer rows.Close()
 	for rows.Next() {
-		w, err := scanRow(rows)
+		w, err := scanRow(rows, nil)
 		if err != nil {
 			return nil, fmt.Errorf("find stored events: %w", err)
 		}
@@ -1185,25 +1186,71 @@ func (s *EventStore) query(ctx context.Context, query string, args ...any) ([]do
 		return nil, err
 	}
 	defer rs.Close()
-	var rows []row
+	scratch := rowsPool.Get().(*[]row)
+	defer putRows(scratch)
+	rows := (*scratch)[:0]
+	names := make(interner)
 	for rs.Next() {
-		w, err := scanRow(rs)
+		w, err := scanRow(rs, names)
 		if err != nil {
 			return nil, err
 		}
 		rows = append(rows, w)
 	}
+	*scratch = rows
 	if err := rs.Err(); err != nil {
 		return nil, err
 	}
 	return records(rows)
 }
 
-// scanRow reads the columns of one event.
-func scanRow(sc interface{ Scan(...any) error }) (row, error) {
+// rowsPool holds slices of rows that query reads into before it decodes
+// them: a rebuild reads the log a page of thousands of events at a time.
+var rowsPool = sync.Pool{New: func() any { return new([]row) }}
+
+// maxPooledRows bounds the slices rowsPool keeps.
+const maxPooledRows = 1 << 14
+
+// putRows empties rows and gives it back to rowsPool, unless it grew too
+// large to keep.
+func putRows(rows *[]row) {
+	clear(*rows) // drop the strings and data, which the records hold now
+	*rows = (*rows)[:0]
+	if cap(*rows) <= maxPooledRows {
+		rowsPool.Put(rows)
+	}
+}
+
+// interner holds one copy of each of the few values of the columns type and
+// actor_kind that a query meets, so that its rows share them instead of
+// holding a string each.
+type interner map[string]string
+
+// intern returns b as a string, the one n holds if it holds it.
+func (n interner) intern(b []byte) string {
+	if s, ok := n[string(b)]; ok {
+		return s
+	}
+	s := string(b)
+	n[s] = s
+	return s
+}
+
+// scanRow reads the columns of one event; n, if not nil, interns its type
+// and actor kind.
+func scanRow(sc interface{ Scan(...any) error }, n interner) (row, error) {
 	var w row
-	err := sc.Scan(&w.position, &w.stream, &w.version, &w.eventID, &w.typ, &w.schema, &w.at, &w.actorKind, &w.actorID, &w.data)
-	return w, err
+	if n == nil {
+		err := sc.Scan(&w.position, &w.stream, &w.version, &w.eventID, &w.typ, &w.schema, &w.at, &w.actorKind, &w.actorID, &w.data)
+		return w, err
+	}
+	// The driver's bytes are valid until the next row: interned at once.
+	var typ, actorKind pgtype.DriverBytes
+	if err := sc.Scan(&w.position, &w.stream, &w.version, &w.eventID, &typ, &w.schema, &w.at, &actorKind, &w.actorID, &w.data); err != nil {
+		return w, err
+	}
+	w.typ, w.actorKind = n.intern(typ), n.intern(actorKind)
+	return w, nil
 }
 
 // records decodes stored rows.
