@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -355,6 +356,51 @@ func TestDecodeReturnsValueWithMeta(t *testing.T) {
 	want := conversation.MessagePosted{Meta: meta, MessageID: "m-9", Body: "hi", ClientID: "k"}
 	if got, ok := got.(conversation.MessagePosted); !ok || got != want {
 		t.Errorf("got %#v, want %#v", got, want)
+	}
+}
+
+// TestParseObjectManyMembers checks objects past manyMembers, whose keys
+// parseObject checks with a map: every member kept, in order, and a key
+// repeated anywhere refused, as the decoder's tokens refuse it.
+func TestParseObjectManyMembers(t *testing.T) {
+	object := func(keys []string) []byte {
+		var b strings.Builder
+		b.WriteByte('{')
+		for i, k := range keys {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			fmt.Fprintf(&b, "%q:%d", k, i)
+		}
+		b.WriteByte('}')
+		return []byte(b.String())
+	}
+	var keys []string
+	for i := range 3 * manyMembers {
+		keys = append(keys, fmt.Sprintf("k%d", i))
+	}
+	got, err := parseObject(object(keys), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(keys) {
+		t.Fatalf("%d members, want %d", len(got), len(keys))
+	}
+	for i, k := range keys {
+		if string(got[i].key) != k || string(got[i].val) != fmt.Sprint(i) {
+			t.Fatalf("member %d: %s = %s, want %s = %d", i, got[i].key, got[i].val, k, i)
+		}
+	}
+	for _, at := range []int{1, manyMembers - 1, manyMembers, manyMembers + 1, len(keys)} {
+		for _, of := range []int{0, at - 1} {
+			dup := append(slices.Clone(keys[:at]), keys[of])
+			if _, err := parseObject(object(dup), nil); err == nil {
+				t.Errorf("%d keys, the last repeating key %d: no error", len(dup), of)
+			}
+			if _, err := parseObjectTokens(object(dup), nil); err == nil {
+				t.Errorf("the tokens took %d keys, the last repeating key %d", len(dup), of)
+			}
+		}
 	}
 }
 
