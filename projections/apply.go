@@ -137,16 +137,17 @@ func trimPrefix(s, p string) string {
 type txn struct {
 	ctx    context.Context
 	begin  func() (*sql.Conn, *sql.Tx, error)
-	conn   *sql.Conn // the connection tx runs on when the dialect copies; else nil
+	conn   *sql.Conn // the connection tx runs on with a Pipeliner; else nil
 	tx     *sql.Tx   // nil until begun
 	d      Dialect
 	pipe   Pipeliner  // nil: each statement runs at once
 	copier Copier     // nil: rows are never copied
 	cache  *stmtCache // nil: statements are not kept prepared
 
-	pending     strings.Builder // the statements held, separated by ";"
-	pendingArgs []any
-	copies      []heldCopy // copies held among them, in order
+	pending      []Statement // the statements held, in order
+	pendingBytes int         // the length of their texts
+	pendingArgs  int         // and the count of their arguments
+	copies       []heldCopy  // copies held among them, in order
 }
 
 // heldCopy is a copy of new rows held in a txn with its statements: it
@@ -154,17 +155,18 @@ type txn struct {
 // savepoint it rolls back to if a row conflicts after all, writing the
 // rows with statements instead.
 type heldCopy struct {
-	at, args int // the length of pending and pendingArgs before it
-	table    string
-	cols     []string
-	rows     [][]any
-	instead  func() []statement
+	at      int // how many statements were held before it
+	table   string
+	cols    []string
+	rows    [][]any
+	instead func() []Statement
 }
 
-// statement is a statement's text and arguments.
-type statement struct {
-	q    string
-	args []any
+// Statement is a statement's text, with ? placeholders, and its
+// arguments.
+type Statement struct {
+	Query string
+	Args  []any
 }
 
 // copyMinRows is the fewest new rows a txn copies rather than inserts:
@@ -180,7 +182,7 @@ const (
 )
 
 // newTxn returns a txn whose transaction begin begins, returning with it
-// the connection it runs on if the dialect copies rows (else nil).
+// the connection it runs on if the dialect is a Pipeliner (else nil).
 func newTxn(ctx context.Context, begin func() (*sql.Conn, *sql.Tx, error), d Dialect) *txn {
 	t := &txn{ctx: ctx, begin: begin, d: d}
 	t.pipe, _ = d.(Pipeliner)
@@ -249,15 +251,15 @@ func (t *txn) insertNew(table string, cols []string, tail string, rows [][]any) 
 	if err := t.exec(`SAVEPOINT copy_rows`); err != nil {
 		return err
 	}
-	t.copies = append(t.copies, heldCopy{at: t.pending.Len(), args: len(t.pendingArgs), table: table, cols: cols, rows: rows,
-		instead: func() []statement { return bulkStatements(t.d, head, tail, len(cols), rows) }})
+	t.copies = append(t.copies, heldCopy{at: len(t.pending), table: table, cols: cols, rows: rows,
+		instead: func() []Statement { return bulkStatements(t.d, head, tail, len(cols), rows) }})
 	return nil
 }
 
 // execAll runs the statements, or holds them.
-func (t *txn) execAll(stmts []statement) error {
+func (t *txn) execAll(stmts []Statement) error {
 	for _, s := range stmts {
-		if err := t.exec(s.q, s.args...); err != nil {
+		if err := t.exec(s.Query, s.Args...); err != nil {
 			return err
 		}
 	}
@@ -267,44 +269,39 @@ func (t *txn) execAll(stmts []statement) error {
 // runCopies sends the statements held before each copy held, and runs
 // it; the statements after the last one stay held.
 func (t *txn) runCopies() error {
-	copies, text, args := t.copies, t.pending.String(), t.pendingArgs
-	t.copies, t.pendingArgs = nil, nil
-	t.pending.Reset()
+	copies, held := t.copies, t.pending
+	t.copies, t.pending, t.pendingBytes, t.pendingArgs = nil, nil, 0, 0
 	if err := t.open(); err != nil {
 		return err
 	}
-	send := func(q string, args []any) error {
-		if q = strings.TrimPrefix(q, ";\n"); q == "" {
-			return nil
-		}
-		_, err := t.send(q, args)
-		return err
-	}
-	done, doneArgs := 0, 0
+	done := 0
 	for _, c := range copies {
-		if err := send(text[done:c.at], args[doneArgs:c.args]); err != nil {
+		if _, err := t.send(held[done:c.at]); err != nil {
 			return err
 		}
-		done, doneArgs = c.at, c.args
+		done = c.at
 		err := t.copier.Copy(t.ctx, t.conn, c.table, c.cols, c.rows)
 		if err != nil && t.ctx.Err() != nil {
 			return err
 		}
 		after := `RELEASE SAVEPOINT copy_rows`
-		var afterArgs []any
 		if err != nil {
 			after = `ROLLBACK TO SAVEPOINT copy_rows`
-			for _, s := range c.instead() {
-				after += ";\n" + s.q
-				afterArgs = append(afterArgs, s.args...)
-			}
 		}
-		if err := send(after, afterArgs); err != nil {
+		if _, err := t.send([]Statement{{Query: after}}); err != nil {
 			return fmt.Errorf("after copying into %s: %w", c.table, err)
 		}
+		if err != nil {
+			// Sent apart: the engine may refuse to prepare statements in
+			// the transaction the copy failed in until it is rolled back.
+			if _, err := t.send(c.instead()); err != nil {
+				return fmt.Errorf("instead of copying into %s: %w", c.table, err)
+			}
+		}
 	}
-	t.pending.WriteString(strings.TrimPrefix(text[done:], ";\n"))
-	t.pendingArgs = append(t.pendingArgs, args[doneArgs:]...)
+	for _, s := range held[done:] {
+		t.hold(s)
+	}
 	return nil
 }
 
@@ -318,16 +315,19 @@ func (t *txn) exec(q string, args ...any) error {
 		}
 		return nil
 	}
-	if t.pending.Len() > 0 {
-		t.pending.WriteString(";\n")
-	}
-	t.pending.WriteString(q)
-	t.pendingArgs = append(t.pendingArgs, args...)
-	if t.pending.Len() > pipelineBytes || len(t.pendingArgs) > pipelineArgs {
+	t.hold(Statement{q, args})
+	if t.pendingBytes > pipelineBytes || t.pendingArgs > pipelineArgs {
 		_, err := t.sync()
 		return err
 	}
 	return nil
+}
+
+// hold adds s to the statements held.
+func (t *txn) hold(s Statement) {
+	t.pending = append(t.pending, s)
+	t.pendingBytes += len(s.Query)
+	t.pendingArgs += len(s.Args)
 }
 
 // execCount runs q after every statement held, and returns how many rows
@@ -357,30 +357,25 @@ func (t *txn) sync() (int64, error) {
 			return 0, err
 		}
 	}
-	if t.pending.Len() == 0 {
-		return 0, nil
-	}
-	q := t.pending.String()
-	t.pending.Reset()
-	n, err := t.send(q, t.pendingArgs)
-	clear(t.pendingArgs)
-	t.pendingArgs = t.pendingArgs[:0]
-	return n, err
+	held := t.pending
+	t.pending, t.pendingBytes, t.pendingArgs = nil, 0, 0
+	return t.send(held)
 }
 
-// send runs q, statements separated by ";\n", with their arguments in one
-// call through the Pipeliner, and returns the count of rows the last one
-// changed.
-func (t *txn) send(q string, args []any) (int64, error) {
-	q, args = t.pipe.Pipeline(q, args)
+// send runs stmts in one call through the Pipeliner, and returns the
+// count of rows the last one changed; none, 0.
+func (t *txn) send(stmts []Statement) (int64, error) {
+	if len(stmts) == 0 {
+		return 0, nil
+	}
 	if err := t.open(); err != nil {
 		return 0, err
 	}
-	res, err := t.tx.ExecContext(t.ctx, q, args...)
+	n, err := t.pipe.Send(t.ctx, t.conn, stmts)
 	if err != nil {
-		return 0, fmt.Errorf("%d statements sent together: %w", strings.Count(q, ";\n")+1, err)
+		return 0, fmt.Errorf("%d statements sent together: %w", len(stmts), err)
 	}
-	return res.RowsAffected()
+	return n, nil
 }
 
 // query reads, after the statements held have run.

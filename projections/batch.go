@@ -488,7 +488,7 @@ func (b *batch) bulkIn(t *txn, head, tail string, width int, rows [][]any, const
 // VALUES (…), (…) tail, one statement per chunk. head ends with a column
 // list or "FROM (", and tail goes on with an ON CONFLICT clause or ") AS
 // v WHERE …"; both forms name the columns v.column1, v.column2, ….
-func bulkStatements(d Dialect, head, tail string, width int, rows [][]any, constants ...string) []statement {
+func bulkStatements(d Dialect, head, tail string, width int, rows [][]any, constants ...string) []Statement {
 	if len(rows) == 0 {
 		return nil
 	}
@@ -507,11 +507,11 @@ func bulkStatements(d Dialect, head, tail string, width int, rows [][]any, const
 				q.WriteString(", " + c)
 			}
 			q.WriteString(" FROM " + from + " " + tail)
-			return []statement{{q.String(), args}}
+			return []Statement{{q.String(), args}}
 		}
 	}
 	const chunk = 400
-	var stmts []statement
+	var stmts []Statement
 	for start := 0; start < len(rows); start += chunk {
 		part := rows[start:min(start+chunk, len(rows))]
 		var q strings.Builder
@@ -531,7 +531,7 @@ func bulkStatements(d Dialect, head, tail string, width int, rows [][]any, const
 		}
 		q.WriteString(" ")
 		q.WriteString(tail)
-		stmts = append(stmts, statement{q.String(), args})
+		stmts = append(stmts, Statement{q.String(), args})
 	}
 	return stmts
 }

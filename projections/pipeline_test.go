@@ -15,8 +15,8 @@ import (
 )
 
 // hostileTexts are what a client may send that SQL text must not mistake
-// for its own: on PostgreSQL the projector writes the values of a batch
-// into one statement text (see Pipeliner).
+// for its own: on PostgreSQL the projector writes the values of a batch's
+// rows into array literals (see Bulker).
 var hostileTexts = []string{
 	`it's`, `''`, `'); DROP TABLE messages; --`, `back\slash \' \\'`, `$1 $2 ? ?? $$ $tag$ x $tag$`,
 	`/* open comment`, `-- line comment`, "semi;colon;\n;", `E'\x41'`, `U&'\0041'`, "tab\tnew\nline\r",

@@ -221,9 +221,10 @@ func (p *Projector) applyBatch(ctx context.Context, recs []domain.Recorded) (int
 }
 
 // begin begins a transaction of the writer, on a connection of its own
-// (returned) if the dialect copies rows, which Copier needs.
+// (returned) if the dialect is a Pipeliner, which sends statements, and
+// copies rows, through it.
 func (p *Projector) begin(ctx context.Context) (*sql.Conn, *sql.Tx, error) {
-	if _, ok := p.d.(Copier); !ok {
+	if _, ok := p.d.(Pipeliner); !ok {
 		tx, err := p.db.BeginTx(ctx, nil)
 		return nil, tx, err
 	}

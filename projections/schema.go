@@ -44,11 +44,10 @@ type SearchPlanner interface {
 // Pipeliner is implemented by a Dialect whose engine is a round trip away:
 // the projector then sends the row changes of a batch together.
 type Pipeliner interface {
-	// Pipeline returns the text and arguments of one call that runs
-	// query, statements separated by ";" with ? placeholders numbered
-	// across them, statement after statement; the call's count of rows
-	// changed must be the last statement's.
-	Pipeline(query string, args []any) (string, []any)
+	// Send runs stmts, in order, in the transaction open on conn, in one
+	// round trip, and returns the count of rows the last one changed.
+	// A statement's ? placeholders number its own arguments.
+	Send(ctx context.Context, conn *sql.Conn, stmts []Statement) (int64, error)
 }
 
 // Bulker is implemented by a Dialect that has a cheaper way to send many

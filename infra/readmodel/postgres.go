@@ -62,14 +62,43 @@ var analyzed = map[string]string{
 	"messages": " (id, conversation_id, seq, deleted, author_kind, author_id)",
 }
 
-// Pipeline runs the statements of query in one round trip: pgx's simple
-// protocol, which takes several statements in one text, with the
-// arguments written into it by pgx's own quoting (it insists on
-// standard_conforming_strings and UTF-8 for that). database/sql passes the
-// mode through to pgx as a first argument. The result's count of rows is
-// the last statement's.
-func (p Postgres) Pipeline(query string, args []any) (string, []any) {
-	return p.Rebind(query), append([]any{pgx.QueryExecModeSimpleProtocol}, args...)
+// Send runs stmts in one round trip as a pipeline of pgx's extended
+// protocol, each statement prepared once per connection and kept (pgx's
+// statement cache), so that the server neither parses a batch's text nor
+// plans its statements anew every time (a fifth of the live projector's
+// time on the server went to planning when the arguments were written
+// into one simple-protocol text). The arguments travel as parameters.
+func (p Postgres) Send(ctx context.Context, conn *sql.Conn, stmts []projections.Statement) (int64, error) {
+	var last int64
+	err := withPgx(conn, func(c *pgx.Conn) error {
+		b := &pgx.Batch{}
+		for _, s := range stmts {
+			b.Queue(p.Rebind(s.Query), s.Args...)
+		}
+		br := c.SendBatch(ctx, b)
+		for _, s := range stmts {
+			tag, err := br.Exec()
+			if err != nil {
+				br.Close()
+				q, _, _ := strings.Cut(strings.TrimSpace(s.Query), "\n")
+				return fmt.Errorf("%s: %w", q, err)
+			}
+			last = tag.RowsAffected()
+		}
+		return br.Close()
+	})
+	return last, err
+}
+
+// withPgx calls f with the pgx connection under conn.
+func withPgx(conn *sql.Conn, f func(*pgx.Conn) error) error {
+	return conn.Raw(func(dc any) error {
+		c, ok := dc.(*stdlib.Conn)
+		if !ok {
+			return fmt.Errorf("%T is not a pgx connection", dc)
+		}
+		return f(c.Conn())
+	})
 }
 
 // Rows carries each column of rows in one array, text, bigint or tsvector, written
@@ -353,20 +382,20 @@ func (Postgres) SearchWords(body string) any {
 // Copy copies rows into table with pgx's CopyFrom, in binary: the values
 // of Rows, a tsvector in its binary form.
 func (Postgres) Copy(ctx context.Context, conn *sql.Conn, table string, columns []string, rows [][]any) error {
-	return conn.Raw(func(dc any) error {
-		c, ok := dc.(*stdlib.Conn)
-		if !ok {
-			return fmt.Errorf("copy into %s: %T is not a pgx connection", table, dc)
-		}
-		n, err := c.Conn().CopyFrom(ctx, pgx.Identifier{table}, columns, pgx.CopyFromRows(rows))
+	err := withPgx(conn, func(c *pgx.Conn) error {
+		n, err := c.CopyFrom(ctx, pgx.Identifier{table}, columns, pgx.CopyFromRows(rows))
 		if err != nil {
-			return fmt.Errorf("copy into %s: %w", table, err)
+			return err
 		}
 		if n != int64(len(rows)) {
-			return fmt.Errorf("copy into %s: %d rows of %d", table, n, len(rows))
+			return fmt.Errorf("%d rows of %d", n, len(rows))
 		}
 		return nil
 	})
+	if err != nil {
+		return fmt.Errorf("copy into %s: %w", table, err)
+	}
+	return nil
 }
 
 // quoteLexeme writes w quoted for a tsvector or tsquery: in single
