@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -79,6 +80,11 @@ func openBackend(ctx context.Context, cfg config) (_ *backend, err error) {
 		// burst of queries can keep it, and every write waiting on it, waiting.
 		writer := stdlib.OpenDB(*db.Pool().Config().ConnConfig.Copy())
 		writer.SetMaxOpenConns(4)
+		// Each connection keeps its statements prepared, and the server
+		// their plans, which may have been made for tables much smaller
+		// than they have grown: renewed every half hour, as the pool's
+		// are every hour.
+		writer.SetConnMaxLifetime(30 * time.Minute)
 		b.closers = append(b.closers, writer.Close)
 		b.writer, b.reader, b.dialect, b.pool = writer, db.SQL(), readmodel.Postgres{}, db.Pool()
 		if cfg.EventStoreURL == "" {
