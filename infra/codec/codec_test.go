@@ -627,10 +627,10 @@ func FuzzParseObject(f *testing.F) {
 		if len(got) != len(want) {
 			t.Fatalf("parseObject(%q) = %q, the tokens' %q", data, got, want)
 		}
-		for i, w := range want {
+		for i, w := range want { // both in the object's order
 			k, v := string(w.key), w.val
-			if g, ok := got.get(k); !ok || !bytes.Equal(g, v) || string(got[i].key) != k {
-				t.Fatalf("parseObject(%q)[%q] = %q, the tokens' %q", data, k, g, v)
+			if g := got[i]; string(g.key) != k || !bytes.Equal(g.val, v) {
+				t.Fatalf("parseObject(%q) member %d = %q: %q, the tokens' %q: %q", data, i, g.key, g.val, k, v)
 			}
 			s, err := unquote(v)
 			var ws string
