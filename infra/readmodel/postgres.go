@@ -64,7 +64,9 @@ var analyzed = map[string]string{
 
 // Send runs stmts in one round trip as a pipeline of pgx's extended
 // protocol, each statement prepared once per connection and kept (pgx's
-// statement cache), so that the server neither parses a batch's text nor
+// statement cache; a batch with a statement the connection has not
+// prepared yet takes one more round trip, to prepare it), so that the
+// server neither parses a batch's text nor
 // plans its statements anew every time (a fifth of the live projector's
 // time on the server went to planning when the arguments were written
 // into one simple-protocol text). The arguments travel as parameters.
