@@ -193,3 +193,74 @@ func FuzzSearchWords(f *testing.F) {
 		}
 	})
 }
+
+// TestSendRunsInOrderAndFailsWhole sends batches through Send inside
+// transactions: the statements run in order, each with its own arguments
+// and the count of the last one returned; a statement that fails names
+// itself, nothing of its transaction stays, and the connection serves the
+// next transaction, its statements still prepared.
+func TestSendRunsInOrderAndFailsWhole(t *testing.T) {
+	ctx := context.Background()
+	pg, err := postgres.Open(ctx, pgtest.NewDatabase(t), postgres.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pg.Close() })
+	db := pg.SQL()
+	if _, err := db.ExecContext(ctx, `CREATE TABLE kv (k TEXT PRIMARY KEY, v BIGINT NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	send := func(stmts ...projections.Statement) (int64, error) {
+		t.Helper()
+		tx, err := conn.BeginTx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := Postgres{}.Send(ctx, conn, stmts)
+		if err != nil {
+			tx.Rollback()
+			return n, err
+		}
+		return n, tx.Commit()
+	}
+	insert := func(k string, v int) projections.Statement {
+		return projections.Statement{Query: `INSERT INTO kv (k, v) VALUES (?, ?)`, Args: []any{k, v}}
+	}
+	bump := projections.Statement{Query: `UPDATE kv SET v = v + ? WHERE v >= ?`, Args: []any{10, 2}}
+	n, err := send(insert("a", 1), insert("b", 2), insert("c", 3), bump)
+	if err != nil || n != 2 {
+		t.Fatalf("Send = %d, %v; want the update's 2 rows", n, err)
+	}
+	// The second insert repeats a key: the batch fails on it, and the
+	// insert before it is rolled back with it.
+	_, err = send(insert("d", 4), insert("a", 5), bump)
+	if err == nil || !strings.Contains(err.Error(), "INSERT INTO kv") || !strings.Contains(err.Error(), "23505") {
+		t.Fatalf("Send = %v, want the duplicate key, naming the insert", err)
+	}
+	if n, err := send(insert("e", 6), bump); err != nil || n != 3 {
+		t.Fatalf("the next batch on the connection: %d, %v; want 3 rows updated", n, err)
+	}
+	got := map[string]int64{}
+	rows, err := db.QueryContext(ctx, `SELECT k, v FROM kv`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k string
+		var v int64
+		if err := rows.Scan(&k, &v); err != nil {
+			t.Fatal(err)
+		}
+		got[k] = v
+	}
+	want := map[string]int64{"a": 1, "b": 22, "c": 23, "e": 16}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("rows %v, want %v", got, want)
+	}
+}
