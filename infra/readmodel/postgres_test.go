@@ -2,6 +2,7 @@ package readmodel
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"slices"
 	"strings"
@@ -34,6 +35,18 @@ func connect(t *testing.T) *pgx.Conn {
 	}
 	t.Cleanup(func() { conn.Close(context.Background()) })
 	return conn
+}
+
+// openSQL opens a database of the test's own through the project's pool,
+// as database/sql sees it.
+func openSQL(t *testing.T) *sql.DB {
+	t.Helper()
+	pg, err := postgres.Open(context.Background(), pgtest.NewDatabase(t), postgres.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pg.Close() })
+	return pg.SQL()
 }
 
 // TestSearchWordsMatchPostgresParser checks that the tsvector SearchWords
@@ -102,12 +115,7 @@ func BenchmarkSearchWords(b *testing.B) {
 // starts from the documents for an e-mail but not for a common word.
 func TestPlanSearchAgreesWithSearchMatch(t *testing.T) {
 	ctx := context.Background()
-	pg, err := postgres.Open(ctx, pgtest.NewDatabase(t), postgres.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pg.Close() })
-	db := pg.SQL()
+	db := openSQL(t)
 	if _, err := projections.Migrate(ctx, db, Postgres{}); err != nil {
 		t.Fatal(err)
 	}
@@ -201,12 +209,7 @@ func FuzzSearchWords(f *testing.F) {
 // next transaction, its statements still prepared.
 func TestSendRunsInOrderAndFailsWhole(t *testing.T) {
 	ctx := context.Background()
-	pg, err := postgres.Open(ctx, pgtest.NewDatabase(t), postgres.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pg.Close() })
-	db := pg.SQL()
+	db := openSQL(t)
 	if _, err := db.ExecContext(ctx, `CREATE TABLE kv (k TEXT PRIMARY KEY, v BIGINT NOT NULL)`); err != nil {
 		t.Fatal(err)
 	}
