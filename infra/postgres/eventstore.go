@@ -861,8 +861,9 @@ func readStored(ctx context.Context, conn *pgx.Conn, ids []string) (map[string]*
 		return nil, fmt.Errorf("find stored events: %w", err)
 	}
 	defer rows.Close()
+	names := make(interner)
 	for rows.Next() {
-		w, err := scanRow(rows, nil)
+		w, err := scanRow(rows, names)
 		if err != nil {
 			return nil, fmt.Errorf("find stored events: %w", err)
 		}
@@ -1236,14 +1237,10 @@ func (n interner) intern(b []byte) string {
 	return s
 }
 
-// scanRow reads the columns of one event; n, if not nil, interns its type
-// and actor kind.
+// scanRow reads the columns of one event, its type and actor kind
+// interned by n.
 func scanRow(sc interface{ Scan(...any) error }, n interner) (row, error) {
 	var w row
-	if n == nil {
-		err := sc.Scan(&w.position, &w.stream, &w.version, &w.eventID, &w.typ, &w.schema, &w.at, &w.actorKind, &w.actorID, &w.data)
-		return w, err
-	}
 	// The driver's bytes are valid until the next row: interned at once.
 	var typ, actorKind pgtype.DriverBytes
 	if err := sc.Scan(&w.position, &w.stream, &w.version, &w.eventID, &typ, &w.schema, &w.at, &actorKind, &w.actorID, &w.data); err != nil {
