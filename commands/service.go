@@ -64,6 +64,10 @@ type Config struct {
 	// CachedStreams is how many streams' states are kept between commands
 	// (default 4096).
 	CachedStreams int
+	// Observe, if set, is told of each write that appended events: how
+	// long the store took to append them (its group commit included) and
+	// how long the write then waited for the read models to apply them.
+	Observe func(appended, applied time.Duration)
 }
 
 // Service handles every command.
@@ -170,7 +174,9 @@ func execute[S any, E domain.Event](ctx context.Context, s *Service, stream stri
 			}
 			pending[i] = domain.Pending{EventID: id, Event: e}
 		}
+		began := time.Now()
 		recorded, err := s.store.Append(ctx, stream, entry.version, pending)
+		appended := time.Since(began)
 		if errors.Is(err, ErrConflict) {
 			entry.loaded, fresh = false, false
 			if attempt+1 >= s.cfg.Retries {
@@ -211,7 +217,13 @@ func execute[S any, E domain.Event](ctx context.Context, s *Service, stream stri
 		pos := recorded[len(recorded)-1].Position
 		entry.mu.Unlock()
 		locked = false
-		return Result{Position: pos, Appended: true, First: first}, s.wait(ctx, pos)
+		if s.cfg.Observe == nil {
+			return Result{Position: pos, Appended: true, First: first}, s.wait(ctx, pos)
+		}
+		began = time.Now()
+		err = s.wait(ctx, pos)
+		s.cfg.Observe(appended, time.Since(began))
+		return Result{Position: pos, Appended: true, First: first}, err
 	}
 }
 

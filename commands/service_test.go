@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/helpdesk/messenger/commands"
 	"github.com/helpdesk/messenger/domain"
@@ -146,5 +147,48 @@ func TestConcurrentPostsThroughKeptStates(t *testing.T) {
 	st, _ := statusOf(t, s, id)
 	if len(st.Messages) != 81 {
 		t.Fatalf("%d messages, want 81", len(st.Messages))
+	}
+}
+
+// slowWaiter is a Waiter whose read models apply everything after delay.
+type slowWaiter struct{ delay time.Duration }
+
+func (w slowWaiter) WaitFor(ctx context.Context, _ uint64) error {
+	select {
+	case <-time.After(w.delay):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Observe is told of each write that appended, once, with the wait for the
+// read models apart from the append; a write that appends nothing is not
+// counted.
+func TestObserveSplitsAppendFromApply(t *testing.T) {
+	ctx := context.Background()
+	const delay = 200 * time.Millisecond
+	type stage struct{ appended, applied time.Duration }
+	var seen []stage
+	svc := commands.NewService(store(t), everyone{}, slowWaiter{delay}, commands.Config{
+		Observe: func(appended, applied time.Duration) { seen = append(seen, stage{appended, applied}) },
+	})
+	id, _, err := svc.StartConversation(ctx, customer, "", "hello", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Close(ctx, agent, id); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := svc.Close(ctx, agent, id); err != nil || res.Appended { // nothing to do
+		t.Fatalf("closing twice: appended %v, %v", res.Appended, err)
+	}
+	if len(seen) != 2 {
+		t.Fatalf("observed %d writes, want 2: %v", len(seen), seen)
+	}
+	for i, s := range seen {
+		if s.applied < delay || s.appended <= 0 || s.appended >= delay {
+			t.Errorf("write %d: append %v, apply wait %v; want the wait ≥ %v and the append apart from it", i, s.appended, s.applied, delay)
+		}
 	}
 }

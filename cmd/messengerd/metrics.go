@@ -15,6 +15,8 @@ import (
 type metrics struct {
 	reg       *prometheus.Registry
 	requests  *prometheus.HistogramVec
+	appends   prometheus.Histogram // a write's append, its group commit included
+	applies   prometheus.Histogram // a write's wait for the read models, after its append
 	projected prometheus.Counter
 	applied   prometheus.Gauge
 	lag       prometheus.Gauge
@@ -27,14 +29,27 @@ func newMetrics() *metrics {
 		Name: "messenger_http_request_duration_seconds", Help: "HTTP requests by route, method and status.",
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 	}, []string{"route", "method", "status"})
+	// A post is the two: which one grows tells whether the log or the
+	// read models hold the writes back.
+	stages := []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5}
+	m.appends = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "messenger_write_append_duration_seconds",
+		Help: "How long a write's append to the log took, its group commit included.", Buckets: stages})
+	m.applies = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "messenger_write_apply_wait_seconds",
+		Help: "How long a write waited, after its append, for the read models to apply it (read-your-writes).", Buckets: stages})
 	m.projected = prometheus.NewCounter(prometheus.CounterOpts{Name: "messenger_projected_events_total", Help: "Events applied to the read models."})
 	m.applied = prometheus.NewGauge(prometheus.GaugeOpts{Name: "messenger_projection_position", Help: "Log position the read models have applied."})
 	m.lag = prometheus.NewGauge(prometheus.GaugeOpts{Name: "messenger_projection_lag_events", Help: "Events in the log not yet applied to the read models."})
-	m.reg.MustRegister(m.requests, m.projected, m.applied, m.lag,
+	m.reg.MustRegister(m.requests, m.appends, m.applies, m.projected, m.applied, m.lag,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "messenger_sse_clients", Help: "Open SSE streams."},
 			func() float64 { return float64(m.streams()) }))
 	return m
+}
+
+// observeWrite records a write's two stages (see commands.Config.Observe).
+func (m *metrics) observeWrite(appended, applied time.Duration) {
+	m.appends.Observe(appended.Seconds())
+	m.applies.Observe(applied.Seconds())
 }
 
 func (m *metrics) handler() http.Handler { return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}) }

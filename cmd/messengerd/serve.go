@@ -98,7 +98,7 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	publisher.Follow(start)
 	a.hub = readapi.NewHub(readapi.HubConfig{})
 	a.streams = readapi.NewStreams(a.rm, be.store, a.projector, a.hub, readapi.StreamConfig{Heartbeat: cfg.Heartbeat})
-	a.svc = commands.NewService(be.store, a.rm, a.projector, commands.Config{})
+	a.svc = commands.NewService(be.store, a.rm, a.projector, commands.Config{Observe: a.metrics.observeWrite})
 	// Principals are kept briefly, and forgotten when any token is reissued.
 	a.auth = httpkit.NewAuthCache(a.rm, authTTL, 100_000)
 	a.metrics.streams = a.streams.Clients
