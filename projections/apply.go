@@ -133,12 +133,15 @@ func trimPrefix(s, p string) string {
 //
 // The transaction begins with the first statement that must run: a batch
 // applied in memory while the one before it commits waits for that commit
-// only if it has to read or write before its own end.
+// only if it has to read or write before its own end. With a Pipeliner,
+// BEGIN and COMMIT travel with the statements (see commitWith): a batch
+// that reads nothing is one round trip.
 type txn struct {
 	ctx    context.Context
 	begin  func() (*sql.Conn, *sql.Tx, error)
-	conn   *sql.Conn // the connection tx runs on with a Pipeliner; else nil
-	tx     *sql.Tx   // nil until begun
+	conn   *sql.Conn // the connection the transaction runs on with a Pipeliner; else nil
+	tx     *sql.Tx   // nil until begun, and always with a Pipeliner
+	begun  bool      // with a Pipeliner: BEGIN was sent on conn, and neither COMMIT nor ROLLBACK since
 	d      Dialect
 	pipe   Pipeliner  // nil: each statement runs at once
 	copier Copier     // nil: rows are never copied
@@ -167,6 +170,9 @@ type heldCopy struct {
 type Statement struct {
 	Query string
 	Args  []any
+	// Read, if set, makes the statement a query: it is called with each
+	// row, which scan copies into dest as database/sql's Rows.Scan does.
+	Read func(scan func(dest ...any) error) error
 }
 
 // copyMinRows is the fewest new rows a txn copies rather than inserts:
@@ -192,9 +198,10 @@ func newTxn(ctx context.Context, begin func() (*sql.Conn, *sql.Tx, error), d Dia
 	return t
 }
 
-// open begins the transaction unless it has begun.
+// open begins the transaction unless it has begun; with a Pipeliner, it
+// takes a connection, and the first statements sent begin it.
 func (t *txn) open() error {
-	if t.tx != nil {
+	if t.tx != nil || t.conn != nil {
 		return nil
 	}
 	conn, tx, err := t.begin()
@@ -210,6 +217,12 @@ func (t *txn) rollback() {
 	if t.tx != nil {
 		t.tx.Rollback()
 	}
+	if t.conn != nil && t.begun {
+		// The pool closes a connection given back in a transaction (pgx's
+		// ResetSession), as it must when this fails; else it is kept.
+		t.conn.ExecContext(t.ctx, `ROLLBACK`)
+		t.begun = false
+	}
 	t.release()
 }
 
@@ -222,17 +235,69 @@ func (t *txn) release() {
 }
 
 // commit sends what is held and commits.
-func (t *txn) commit() error {
-	if _, err := t.sync(); err != nil {
-		return err
+func (t *txn) commit() error { return t.commitWith(nil) }
+
+// commitWith sends what is held, then last (queries among them read their
+// rows), and commits: with a Pipeliner, in one round trip. On an error,
+// the caller rolls back.
+func (t *txn) commitWith(last []Statement) error {
+	if t.pipe == nil {
+		if err := t.runAll(last); err != nil {
+			return err
+		}
+		if err := t.open(); err != nil {
+			return err
+		}
+		if err := t.tx.Commit(); err != nil {
+			return fmt.Errorf("commit projection: %w", err)
+		}
+		t.release()
+		return nil
 	}
-	if err := t.open(); err != nil {
-		return err
+	if len(t.copies) > 0 {
+		if err := t.runCopies(); err != nil {
+			return err
+		}
 	}
-	if err := t.tx.Commit(); err != nil {
-		return fmt.Errorf("commit projection: %w", err)
+	stmts := append(t.pending, last...)
+	t.pending, t.pendingBytes, t.pendingArgs = nil, 0, 0
+	if len(stmts) > 0 || t.begun {
+		if _, err := t.send(append(stmts, Statement{Query: `COMMIT`})); err != nil {
+			return fmt.Errorf("commit projection: %w", err)
+		}
+		t.begun = false
 	}
 	t.release()
+	return nil
+}
+
+// runAll runs stmts at once, reading the rows of the queries among them;
+// for a dialect that is not a Pipeliner.
+func (t *txn) runAll(stmts []Statement) error {
+	for _, s := range stmts {
+		if s.Read == nil {
+			if err := t.exec(s.Query, s.Args...); err != nil {
+				return err
+			}
+			continue
+		}
+		rows, err := t.query(s.Query, s.Args...)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			if err = s.Read(rows.Scan); err != nil {
+				break
+			}
+		}
+		rows.Close()
+		if err == nil {
+			err = rows.Err()
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", firstLine(s.Query), err)
+		}
+	}
 	return nil
 }
 
@@ -315,7 +380,7 @@ func (t *txn) exec(q string, args ...any) error {
 		}
 		return nil
 	}
-	t.hold(Statement{q, args})
+	t.hold(Statement{Query: q, Args: args})
 	if t.pendingBytes > pipelineBytes || t.pendingArgs > pipelineArgs {
 		_, err := t.sync()
 		return err
@@ -371,6 +436,11 @@ func (t *txn) send(stmts []Statement) (int64, error) {
 	if err := t.open(); err != nil {
 		return 0, err
 	}
+	if !t.begun {
+		// Set first: a failure may leave the transaction begun.
+		t.begun = true
+		stmts = append([]Statement{{Query: `BEGIN`}}, stmts...)
+	}
 	n, err := t.pipe.Send(t.ctx, t.conn, stmts)
 	if err != nil {
 		return 0, fmt.Errorf("%d statements sent together: %w", len(stmts), err)
@@ -389,7 +459,11 @@ func (t *txn) query(q string, args ...any) (*sql.Rows, error) {
 	q = t.d.Rebind(q)
 	var rows *sql.Rows
 	var err error
-	if stmt := t.cache.get(q); stmt != nil {
+	if t.tx == nil {
+		// On the Pipeliner's connection: in the transaction if it began,
+		// else before it, which reads the same at READ COMMITTED.
+		rows, err = t.conn.QueryContext(t.ctx, q, args...)
+	} else if stmt := t.cache.get(q); stmt != nil {
 		rows, err = t.tx.StmtContext(t.ctx, stmt).QueryContext(t.ctx, args...)
 	} else {
 		rows, err = t.tx.QueryContext(t.ctx, q, args...)
@@ -410,6 +484,9 @@ func (t *txn) scan(q string, args []any, dest ...any) error {
 		return err
 	}
 	q = t.d.Rebind(q)
+	if t.tx == nil {
+		return t.conn.QueryRowContext(t.ctx, q, args...).Scan(dest...)
+	}
 	if stmt := t.cache.get(q); stmt != nil {
 		return t.tx.StmtContext(t.ctx, stmt).QueryRowContext(t.ctx, args...).Scan(dest...)
 	}

@@ -507,7 +507,7 @@ func bulkStatements(d Dialect, head, tail string, width int, rows [][]any, const
 				q.WriteString(", " + c)
 			}
 			q.WriteString(" FROM " + from + " " + tail)
-			return []Statement{{q.String(), args}}
+			return []Statement{{Query: q.String(), Args: args}}
 		}
 	}
 	const chunk = 400
@@ -531,7 +531,7 @@ func bulkStatements(d Dialect, head, tail string, width int, rows [][]any, const
 		}
 		q.WriteString(" ")
 		q.WriteString(tail)
-		stmts = append(stmts, Statement{q.String(), args})
+		stmts = append(stmts, Statement{Query: q.String(), Args: args})
 	}
 	return stmts
 }
@@ -665,11 +665,11 @@ func (b *batch) flush() error {
 	return nil
 }
 
-// counts reads the counters as the batch leaves them, once flushed, if it
-// moved any: the number of live chats and the caught-up counts of the
-// readers it changed, in one statement for up to 500 readers. nil if it
-// moved none.
-func (b *batch) counts() (*Counts, error) {
+// counts returns the queries that read the counters as the batch leaves
+// them, once flushed, if it moved any, and what they fill in as they read:
+// the number of live chats and the caught-up counts of the readers it
+// changed, in one statement for up to 500 readers. nil if it moved none.
+func (b *batch) counts() (*Counts, []Statement) {
 	if !b.countsMoved {
 		return nil, nil
 	}
@@ -677,10 +677,24 @@ func (b *batch) counts() (*Counts, error) {
 	if len(b.movedReaders) > 0 {
 		c.CaughtUp = make(map[string]int, len(b.movedReaders))
 	}
+	read := func(scan func(dest ...any) error) error {
+		var reader string
+		var n int
+		if err := scan(&reader, &n); err != nil {
+			return err
+		}
+		if reader == "" {
+			c.LiveChats = n
+		} else {
+			c.CaughtUp[reader] = n
+		}
+		return nil
+	}
 	// The live chats' row comes first, with an empty reader, which no
 	// reader's key is.
 	stmt := `SELECT '', COALESCE((SELECT value FROM counters WHERE name = 'livechat'), 0)`
 	readers := slices.Collect(maps.Keys(b.movedReaders))
+	var stmts []Statement
 	for {
 		chunk := readers[:min(len(readers), 500)]
 		readers = readers[len(chunk):]
@@ -694,29 +708,9 @@ func (b *batch) counts() (*Counts, error) {
 			}
 			stmt += `SELECT reader, livechat FROM caught_up WHERE reader IN (` + placeholders(len(chunk)) + `)`
 		}
-		rows, err := b.t.query(stmt, args...)
-		if err != nil {
-			return nil, fmt.Errorf("read the counters: %w", err)
-		}
-		for rows.Next() {
-			var reader string
-			var n int
-			if err := rows.Scan(&reader, &n); err != nil {
-				rows.Close()
-				return nil, err
-			}
-			if reader == "" {
-				c.LiveChats = n
-			} else {
-				c.CaughtUp[reader] = n
-			}
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, fmt.Errorf("read the counters: %w", err)
-		}
+		stmts = append(stmts, Statement{Query: stmt, Args: args, Read: read})
 		if len(readers) == 0 {
-			return c, nil
+			return c, stmts
 		}
 		stmt = ``
 	}

@@ -217,8 +217,9 @@ func TestSearchFollowsEditsAndDeletes(t *testing.T) {
 // projector's back once its second batch has committed, while the third
 // commits and the fourth is applied in memory: CatchUp returns the third's
 // error, and neither the third nor the fourth commits, nor are their
-// changes published. A publishing projector sends the checkpoint with the
-// batch's rows, before it reads the counters; it must fail alike.
+// changes published. On PostgreSQL the checkpoint travels with the
+// batch's rows, the counters' queries of a publishing projector and the
+// COMMIT, in one round trip, and must fail the COMMIT.
 func TestCatchUpStopsAtAFailedCommit(t *testing.T) {
 	for name, open := range map[string]func(testing.TB) engine{"sqlite": sqliteEngine, "postgres": postgresEngine} {
 		for _, publish := range []bool{false, true} {

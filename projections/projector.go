@@ -220,24 +220,16 @@ func (p *Projector) applyBatch(ctx context.Context, recs []domain.Recorded) (int
 	return len(recs), nil
 }
 
-// begin begins a transaction of the writer, on a connection of its own
-// (returned) if the dialect is a Pipeliner, which sends statements, and
-// copies rows, through it.
+// begin begins a transaction of the writer; if the dialect is a
+// Pipeliner, it returns a connection of the writer instead, on which the
+// txn's first statements begin the transaction (see txn).
 func (p *Projector) begin(ctx context.Context) (*sql.Conn, *sql.Tx, error) {
 	if _, ok := p.d.(Pipeliner); !ok {
 		tx, err := p.db.BeginTx(ctx, nil)
 		return nil, tx, err
 	}
 	conn, err := p.db.Conn(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
-	tx, err := conn.BeginTx(ctx, nil)
-	if err != nil {
-		conn.Close()
-		return nil, nil, err
-	}
-	return conn, tx, nil
+	return conn, nil, err
 }
 
 // prepared is a batch applied in memory, whose row changes its txn holds
@@ -248,9 +240,10 @@ type prepared struct {
 	recs       []domain.Recorded
 	changes    []Change
 	from, last uint64 // the checkpoint before and after
-	// moved is how many rows the checkpoint's update changed if prepare
-	// sent it (1, or 0 if another projector moved it), else -1.
-	moved int64
+	// counts, if the batch moved any counter, is filled in by the
+	// queries countsQ as the batch commits, for the streams.
+	counts  *Counts
+	countsQ []Statement
 }
 
 // prepare applies recs, the events that follow position from, through a
@@ -299,30 +292,12 @@ func (p *Projector) prepare(ctx context.Context, recs []domain.Recorded, from ui
 	if err := b.flush(); err != nil {
 		return fail(fmt.Errorf("project up to %d: %w", last, err))
 	}
-	var moved int64 = -1
+	pr := &prepared{t: t, docs: b.docsT, recs: recs, changes: changes, from: from, last: last}
 	if p.pub != nil {
-		var err error
-		// The counts read the batch's rows, so these are sent now: the
-		// checkpoint goes with them, in the same round trip.
-		if moved, err = t.execCount(checkpointSQL, int64(last), Name, int64(from)); err != nil {
-			return fail(fmt.Errorf("project up to %d: %w", last, err))
-		}
-		counts, err := b.counts()
-		if err != nil {
-			return fail(fmt.Errorf("project up to %d: %w", last, err))
-		}
-		if counts != nil {
-			// First, at the batch's first position, so that a stream
-			// counts with them as it renders the batch's changes.
-			first := recs[0].Position
-			if len(changes) > 0 {
-				first = changes[0].Position
-			}
-			changes = slices.Insert(changes, 0, Change{Position: first, Kind: CountsChanged, Counts: counts})
-		}
+		pr.counts, pr.countsQ = b.counts()
 	}
 	p.convs, p.customers, p.convsAt = b.convs, b.customerDoc, last
-	return &prepared{t: t, docs: b.docsT, recs: recs, changes: changes, from: from, last: last, moved: moved}, nil
+	return pr, nil
 }
 
 // rollback ends pr's transactions without their changes.
@@ -340,9 +315,21 @@ func (p *Projector) forget() { p.convs, p.customers = nil, nil }
 // its last: it changes no row if another projector moved it meanwhile.
 const checkpointSQL = `UPDATE checkpoints SET position = ? WHERE name = ? AND position = ?`
 
-// commit moves the checkpoint of pr, unless prepare did, commits it, and tells of it. It does
-// not touch the states kept between batches: a caller whose commit failed
-// calls forget.
+// checkpointGuardSQL is checkpointSQL for a Pipeliner, whose COMMIT
+// follows in the same round trip, before anyone could look at a count of
+// rows: when it moves no row, it divides by zero (SQLSTATE 22012), which
+// fails the transaction, and the engine skips the COMMIT.
+const checkpointGuardSQL = `WITH moved AS (` + checkpointSQL + ` RETURNING 1) SELECT 1 / count(*) FROM moved`
+
+// guardFailed reports whether err is checkpointGuardSQL's division by zero.
+func guardFailed(err error) bool {
+	var coded interface{ SQLState() string }
+	return errors.As(err, &coded) && coded.SQLState() == "22012"
+}
+
+// commit moves the checkpoint of pr, reads the counters it changed,
+// commits, and tells of it. It does not touch the states kept between
+// batches: a caller whose commit failed calls forget.
 func (p *Projector) commit(ctx context.Context, pr *prepared) error {
 	// The documents' transaction runs beside the batch's and commits first.
 	var docs chan error
@@ -350,15 +337,29 @@ func (p *Projector) commit(ctx context.Context, pr *prepared) error {
 		docs = make(chan error, 1)
 		go func() { docs <- pr.docs.commit() }()
 	}
-	n, err := pr.moved, error(nil)
-	if n < 0 {
-		n, err = pr.t.execCount(checkpointSQL, int64(pr.last), Name, int64(pr.from))
+	args := []any{int64(pr.last), Name, int64(pr.from)}
+	last := pr.countsQ // what the commit sends before COMMIT
+	n, err := int64(1), error(nil)
+	if _, pipes := p.d.(Pipeliner); !pipes {
+		n, err = pr.t.execCount(checkpointSQL, args...)
+	} else if docs != nil {
+		// Sent with what is held, beside the documents' commit.
+		_, err = pr.t.execCount(checkpointGuardSQL, args...)
+	} else {
+		// All in the commit's round trip.
+		last = append([]Statement{{Query: checkpointGuardSQL, Args: args}}, last...)
 	}
 	if docs != nil {
 		if docsErr := <-docs; docsErr != nil {
 			pr.docs.rollback()
 			err = errors.Join(err, fmt.Errorf("search documents: %w", docsErr))
 		}
+	}
+	if err == nil && n == 1 {
+		err = pr.t.commitWith(last)
+	}
+	if guardFailed(err) {
+		n, err = 0, nil
 	}
 	if err != nil {
 		pr.t.rollback()
@@ -372,16 +373,22 @@ func (p *Projector) commit(ctx context.Context, pr *prepared) error {
 		}
 		return fmt.Errorf("checkpoint moved from %d by another projector", pr.from)
 	}
-	if err := pr.t.commit(); err != nil {
-		pr.t.rollback()
-		return err
-	}
 	p.advance(pr.last)
 	if p.cfg.OnBatch != nil {
 		p.cfg.OnBatch(len(pr.recs), pr.last)
 	}
-	if len(pr.changes) > 0 {
-		if err := p.pub.Publish(ctx, pr.changes); err != nil && p.cfg.OnError != nil {
+	changes := pr.changes
+	if pr.counts != nil {
+		// First, at the batch's first position, so that a stream counts
+		// with them as it renders the batch's changes.
+		first := pr.recs[0].Position
+		if len(changes) > 0 {
+			first = changes[0].Position
+		}
+		changes = slices.Insert(changes, 0, Change{Position: first, Kind: CountsChanged, Counts: pr.counts})
+	}
+	if len(changes) > 0 {
+		if err := p.pub.Publish(ctx, changes); err != nil && p.cfg.OnError != nil {
 			p.cfg.OnError(fmt.Errorf("publish changes up to %d: %w", pr.last, err))
 		}
 	}

@@ -44,9 +44,12 @@ type SearchPlanner interface {
 // Pipeliner is implemented by a Dialect whose engine is a round trip away:
 // the projector then sends the row changes of a batch together.
 type Pipeliner interface {
-	// Send runs stmts, in order, in the transaction open on conn, in one
-	// round trip, and returns the count of rows the last one changed.
-	// A statement's ? placeholders number its own arguments.
+	// Send runs stmts, in order, on conn, in one round trip, and returns
+	// the count of rows the last one changed or read. A statement's ?
+	// placeholders number its own arguments; a statement with Read is a
+	// query whose rows Read gets. The projector sends BEGIN and COMMIT
+	// among them: on a failure, the engine skips the statements after the
+	// one that failed (so a COMMIT among them), and the caller rolls back.
 	Send(ctx context.Context, conn *sql.Conn, stmts []Statement) (int64, error)
 }
 

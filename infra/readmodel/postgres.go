@@ -14,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/stdlib"
 
@@ -90,17 +91,41 @@ func (p Postgres) Send(ctx context.Context, conn *sql.Conn, stmts []projections.
 		}
 		br := c.SendBatch(ctx, b)
 		for _, s := range stmts {
-			tag, err := br.Exec()
+			var err error
+			if s.Read == nil {
+				var tag pgconn.CommandTag
+				tag, err = br.Exec()
+				last = tag.RowsAffected()
+			} else {
+				last, err = readRows(br, s.Read)
+			}
 			if err != nil {
 				br.Close()
 				q, _, _ := strings.Cut(strings.TrimSpace(s.Query), "\n")
 				return fmt.Errorf("%s: %w", q, err)
 			}
-			last = tag.RowsAffected()
 		}
 		return br.Close()
 	})
 	return last, err
+}
+
+// readRows gives read the rows of br's next result, and returns how many.
+func readRows(br pgx.BatchResults, read func(scan func(dest ...any) error) error) (int64, error) {
+	rows, err := br.Query()
+	if err != nil {
+		return 0, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := read(rows.Scan); err != nil {
+			return 0, err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	return rows.CommandTag().RowsAffected(), nil
 }
 
 // withPgx calls f with the pgx connection under conn.

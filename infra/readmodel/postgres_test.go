@@ -266,4 +266,39 @@ func TestSendRunsInOrderAndFailsWhole(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("rows %v, want %v", got, want)
 	}
+
+	// As the projector sends a batch: BEGIN and COMMIT among the
+	// statements, and a query whose rows Read gets.
+	var read []string
+	readKV := projections.Statement{Query: `SELECT k, v FROM kv WHERE v > ? ORDER BY k`, Args: []any{10},
+		Read: func(scan func(...any) error) error {
+			var k string
+			var v int64
+			if err := scan(&k, &v); err != nil {
+				return err
+			}
+			read = append(read, fmt.Sprintf("%s=%d", k, v))
+			return nil
+		}}
+	begin, commit := projections.Statement{Query: `BEGIN`}, projections.Statement{Query: `COMMIT`}
+	if _, err := (Postgres{}).Send(ctx, conn, []projections.Statement{begin, insert("f", 7), bump, readKV, commit}); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(read) != "[b=32 c=33 e=26 f=17]" {
+		t.Errorf("read %v, want the rows as the batch left them", read)
+	}
+	// A failure after the query: the COMMIT after it does not run, and
+	// the transaction waits for the caller's rollback.
+	read = nil
+	_, err = Postgres{}.Send(ctx, conn, []projections.Statement{begin, insert("g", 8), readKV, insert("a", 9), commit})
+	if err == nil || !strings.Contains(err.Error(), "23505") || len(read) != 4 {
+		t.Fatalf("Send = %v, read %v; want the duplicate key after the four rows read", err, read)
+	}
+	if _, err := conn.ExecContext(ctx, `ROLLBACK`); err != nil {
+		t.Fatal(err)
+	}
+	var n64 int64
+	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM kv WHERE k IN ('f', 'g')`).Scan(&n64); err != nil || n64 != 1 {
+		t.Errorf("%d of f and g kept, %v; want f only", n64, err)
+	}
 }
