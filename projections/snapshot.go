@@ -51,8 +51,8 @@ func (r *ReadModels) Snapshots(ctx context.Context, ids []string) (map[string]*S
 
 func (r *ReadModels) snapshots(ctx context.Context, ids []string, out map[string]*Snapshot) error {
 	in, args := placeholders(len(ids)), anys(ids)
-	rows, err := r.query(ctx, `SELECT c.id, c.channel, c.subject, c.status, c.customer_id, c.last_message_id, c.updated_at, c.last_seq
-		FROM conversations c WHERE c.id IN (`+in+`)`, args...)
+	rows, err := r.query(ctx, `SELECT c.id, c.channel, c.subject, c.status, c.customer_id, c.last_message_id, c.updated_at, c.last_seq, `+joinedCols+`
+		FROM conversations c `+joinedFrom("c")+` WHERE c.id IN (`+in+`)`, args...)
 	if err != nil {
 		return err
 	}
@@ -61,10 +61,13 @@ func (r *ReadModels) snapshots(ctx context.Context, ids []string, out map[string
 	for rows.Next() {
 		var c convRow
 		var lastSeq int
-		if err := rows.Scan(&c.id, &c.channel, &c.subject, &c.status, &c.customerID, &c.lastMessageID, &c.updatedAt, &lastSeq); err != nil {
+		var j joinedRow
+		if err := rows.Scan(append([]any{&c.id, &c.channel, &c.subject, &c.status, &c.customerID, &c.lastMessageID, &c.updatedAt, &lastSeq},
+			j.dest()...)...); err != nil {
 			rows.Close()
 			return err
 		}
+		j.fill(&c)
 		convs, lastSeqs = append(convs, c), append(lastSeqs, lastSeq)
 	}
 	rows.Close() // before the next query: a connection at a time, or a full pool deadlocks
