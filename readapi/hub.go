@@ -22,13 +22,22 @@ type HubConfig struct {
 // one is told once. A subscriber that falls behind by more than the ring
 // holds is cut off (Next reports it, Overflowed is true) and resumes from
 // the log on its next connection. Safe for concurrent use.
+//
+// A subscription for one audience (SubscribeFor: a customer's widget) is
+// told only of the changes for it and those for everyone (see audience):
+// a post wakes its customer's widgets, not every widget open. It passes
+// over the rest without reading them, so the ring running past them does
+// not cut it off.
 type Hub struct {
 	mu   sync.RWMutex // held by Deliver while it writes the ring, for reading by Next
 	ring []projections.Change
 	next uint64 // the sequence number the next change delivered gets; change k is at ring[k%len(ring)]
 
-	subsMu sync.Mutex      // held to add or remove subscribers, and while Deliver signals them
-	subs   []*Subscription // open subscriptions, each at its index
+	// Held to add or remove subscribers, and by Deliver while it writes
+	// the ring and signals them (taken before mu).
+	subsMu sync.Mutex
+	subs   []*Subscription            // open subscriptions for every change, each at its index
+	keyed  map[string][]*Subscription // open subscriptions for an audience, each at its index
 
 	head atomic.Uint64 // the highest position delivered; written under mu
 }
@@ -38,7 +47,7 @@ func NewHub(cfg HubConfig) *Hub {
 	if cfg.ClientBuffer <= 0 {
 		cfg.ClientBuffer = 1024
 	}
-	return &Hub{ring: make([]projections.Change, cfg.ClientBuffer)}
+	return &Hub{ring: make([]projections.Change, cfg.ClientBuffer), keyed: map[string][]*Subscription{}}
 }
 
 // Subscription is one subscriber's place in the hub. Next and Caught are
@@ -49,21 +58,56 @@ type Subscription struct {
 	cursor     atomic.Uint64 // the sequence number of the next change to take
 	overflowed atomic.Bool
 	closed     atomic.Bool
-	index      int // in hub.subs; guarded by hub.subsMu
+	index      int // in hub.subs, or hub.keyed[key]; guarded by hub.subsMu
+
+	// For a subscription for one audience: key names it, and first is one
+	// more than the sequence number of the first change for it not taken,
+	// 0 if there is none (written by Deliver under hub.mu, and by Next).
+	key   string
+	first atomic.Uint64
+	// passed is the position up to which Next passed over every change,
+	// as not for it (0 for a subscription to every change).
+	passed atomic.Uint64
 }
 
 // Subscribe returns a subscription to the changes delivered from now on:
 // those above the Head that follows it. The caller must Close it.
-func (h *Hub) Subscribe() *Subscription {
-	s := &Subscription{hub: h, ready: make(chan struct{}, 1)}
+func (h *Hub) Subscribe() *Subscription { return h.SubscribeFor("") }
+
+// SubscribeFor is Subscribe for the changes of one audience, key (a
+// customer's id: see audience), and those for everyone; "" is for every
+// change.
+func (h *Hub) SubscribeFor(key string) *Subscription {
+	s := &Subscription{hub: h, ready: make(chan struct{}, 1), key: key}
 	h.subsMu.Lock()
 	defer h.subsMu.Unlock()
 	h.mu.RLock()
 	s.cursor.Store(h.next)
 	h.mu.RUnlock()
-	s.index = len(h.subs)
-	h.subs = append(h.subs, s)
+	if key == "" {
+		s.index = len(h.subs)
+		h.subs = append(h.subs, s)
+	} else {
+		s.index = len(h.keyed[key])
+		h.keyed[key] = append(h.keyed[key], s)
+	}
 	return s
+}
+
+// audience tells whom a change is for: the subscriptions for key (the
+// customer of the conversation it changed), everyone, or, neither, only
+// the subscriptions to every change (a widget has no use of the counters,
+// nor of a conversation without a customer).
+func audience(ch projections.Change) (key string, everyone bool) {
+	switch ch.Kind {
+	case projections.CountsChanged:
+		return "", false
+	case projections.ConversationCreated, projections.ConversationUpdated, projections.ReadChanged,
+		projections.MessageCreated, projections.MessageUpdated, projections.MessageDeleted:
+		return ch.Customer, false
+	default: // the helpdesk, an item (which may change anyone's rows), a kind not known here
+		return "", true
+	}
 }
 
 // Ready returns the channel that receives a signal once changes were
@@ -87,9 +131,25 @@ func (s *Subscription) Next(dst []projections.Change) (n int, ok bool) {
 		return 0, false
 	}
 	cur := s.cursor.Load()
+	skipped := false
+	if s.key != "" {
+		first := s.first.Load()
+		if first == 0 { // nothing for s: pass over all
+			if cur < h.next {
+				s.cursor.Store(h.next)
+				s.passed.Store(h.head.Load())
+			}
+			return 0, true
+		}
+		skipped, cur = first-1 > cur, max(cur, first-1)
+	}
 	if h.next-cur > uint64(len(h.ring)) {
 		s.overflowed.Store(true)
 		return 0, false
+	}
+	if skipped {
+		// Every change below this one's position was taken or passed.
+		s.passed.Store(max(s.passed.Load(), h.ring[cur%uint64(len(h.ring))].Position-1))
 	}
 	for cur < h.next && n < len(dst) {
 		dst[n] = h.ring[cur%uint64(len(h.ring))]
@@ -97,8 +157,19 @@ func (s *Subscription) Next(dst []projections.Change) (n int, ok bool) {
 		cur++
 	}
 	s.cursor.Store(cur)
+	if s.key != "" {
+		if cur == h.next {
+			s.first.Store(0)
+		} else {
+			s.first.Store(cur + 1) // what follows may be for s
+		}
+	}
 	return n, true
 }
+
+// Passed returns the position up to which the subscription passed over
+// every change as not for it, without Next returning them (0 if none).
+func (s *Subscription) Passed() uint64 { return s.passed.Load() }
 
 // Caught reports whether s has taken every change delivered, so that no
 // change at or below Head is on its way to it.
@@ -106,7 +177,7 @@ func (s *Subscription) Caught() bool {
 	h := s.hub
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	return s.cursor.Load() == h.next
+	return s.cursor.Load() == h.next || (s.key != "" && s.first.Load() == 0)
 }
 
 // Overflowed reports whether the hub cut s off because it fell more than
@@ -119,7 +190,15 @@ func (s *Subscription) Overflowed() bool {
 	h := s.hub
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	return !s.closed.Load() && h.next-s.cursor.Load() > uint64(len(h.ring))
+	cur := s.cursor.Load()
+	if s.key != "" {
+		first := s.first.Load()
+		if first == 0 {
+			return false
+		}
+		cur = max(cur, first-1)
+	}
+	return !s.closed.Load() && h.next-cur > uint64(len(h.ring))
 }
 
 // Close ends s. Calling it again does nothing.
@@ -130,10 +209,22 @@ func (s *Subscription) Close() {
 	if s.closed.Swap(true) {
 		return
 	}
-	last := h.subs[len(h.subs)-1]
-	h.subs[s.index], last.index = last, s.index
-	h.subs[len(h.subs)-1] = nil
-	h.subs = h.subs[:len(h.subs)-1]
+	subs := h.subs
+	if s.key != "" {
+		subs = h.keyed[s.key]
+	}
+	last := subs[len(subs)-1]
+	subs[s.index], last.index = last, s.index
+	subs[len(subs)-1] = nil
+	subs = subs[:len(subs)-1]
+	switch {
+	case s.key == "":
+		h.subs = subs
+	case len(subs) == 0:
+		delete(h.keyed, s.key)
+	default:
+		h.keyed[s.key] = subs
+	}
 }
 
 // Deliver adds changes, in log order, to what every subscriber gets,
@@ -160,25 +251,64 @@ func (h *Hub) Deliver(changes []projections.Change) {
 
 // deliver is Deliver for changes without a FeedGap.
 func (h *Hub) deliver(changes []projections.Change) {
+	h.subsMu.Lock()
+	defer h.subsMu.Unlock()
 	h.mu.Lock()
 	from := h.head.Load() // the changes of one log event share its position: compare with the head before the batch
-	added := false
+	added, everyone := false, false
+	var keys []string // the audiences told, in order, perhaps repeated
 	for _, ch := range changes {
 		if ch.Position <= from {
 			continue
 		}
-		h.ring[h.next%uint64(len(h.ring))] = ch
+		seq := h.next
+		h.ring[seq%uint64(len(h.ring))] = ch
 		h.next++
 		h.head.Store(max(h.head.Load(), ch.Position))
 		added = true
+		if len(h.keyed) == 0 {
+			continue
+		}
+		// Mark the change for its audience before Next can see it.
+		key, all := audience(ch)
+		switch {
+		case all:
+			everyone = true
+			for _, subs := range h.keyed {
+				markFirst(subs, seq)
+			}
+		case h.keyed[key] != nil:
+			markFirst(h.keyed[key], seq)
+			keys = append(keys, key)
+		}
 	}
 	h.mu.Unlock()
 	if !added {
 		return
 	}
-	h.subsMu.Lock()
-	defer h.subsMu.Unlock()
-	for _, s := range h.subs {
+	signal(h.subs)
+	if everyone {
+		for _, subs := range h.keyed {
+			signal(subs)
+		}
+		return
+	}
+	for _, key := range keys {
+		signal(h.keyed[key])
+	}
+}
+
+// markFirst records change seq as the first for each of subs not taken,
+// unless one is already.
+func markFirst(subs []*Subscription, seq uint64) {
+	for _, s := range subs {
+		s.first.CompareAndSwap(0, seq+1)
+	}
+}
+
+// signal tells each of subs that changes wait.
+func signal(subs []*Subscription) {
+	for _, s := range subs {
 		select {
 		case s.ready <- struct{}{}:
 		default: // already told
@@ -191,12 +321,15 @@ func (h *Hub) deliver(changes []projections.Change) {
 func (h *Hub) cutAll() {
 	h.subsMu.Lock()
 	defer h.subsMu.Unlock()
-	for _, s := range h.subs {
-		s.overflowed.Store(true)
-		select {
-		case s.ready <- struct{}{}:
-		default:
+	cut := func(subs []*Subscription) {
+		for _, s := range subs {
+			s.overflowed.Store(true)
 		}
+		signal(subs)
+	}
+	cut(h.subs)
+	for _, subs := range h.keyed {
+		cut(subs)
 	}
 }
 
@@ -207,5 +340,9 @@ func (h *Hub) Head() uint64 { return h.head.Load() }
 func (h *Hub) Subscribers() int {
 	h.subsMu.Lock()
 	defer h.subsMu.Unlock()
-	return len(h.subs)
+	n := len(h.subs)
+	for _, subs := range h.keyed {
+		n += len(subs)
+	}
+	return n
 }

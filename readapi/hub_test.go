@@ -267,8 +267,9 @@ func TestHubSignalsSubscribers(t *testing.T) {
 // follows. A FeedGap at or below the head is a redelivery.
 func TestHubCutsOffAtAFeedGap(t *testing.T) {
 	h := NewHub(HubConfig{})
-	before := h.Subscribe()
+	before, widget := h.Subscribe(), h.SubscribeFor("alice")
 	defer before.Close()
+	defer widget.Close()
 	h.Deliver(changesAt(1, 2))
 	if got, closed := drain(before); closed || !equalPositions(got, []uint64{1, 2}) {
 		t.Fatalf("before the gap: got %v (cut %v), want [1 2]", got, closed)
@@ -288,6 +289,9 @@ func TestHubCutsOffAtAFeedGap(t *testing.T) {
 	if got, closed := drain(before); !closed || len(got) != 0 || !before.Overflowed() {
 		t.Errorf("at the gap: got %v (cut %v, overflowed %v), want nothing and cut", got, closed, before.Overflowed())
 	}
+	if got, closed := drain(widget); !closed || len(got) != 0 || !widget.Overflowed() {
+		t.Errorf("at the gap, a widget: got %v (cut %v, overflowed %v), want nothing and cut", got, closed, widget.Overflowed())
+	}
 	after := h.Subscribe()
 	defer after.Close()
 	h.Deliver(changesAt(7))
@@ -296,5 +300,98 @@ func TestHubCutsOffAtAFeedGap(t *testing.T) {
 	}
 	if h.Head() != 7 {
 		t.Errorf("Head = %d, want 7", h.Head())
+	}
+}
+
+// forCustomer returns changes of customer's conversation at positions.
+func forCustomer(customer string, positions ...uint64) []projections.Change {
+	out := changesAt(positions...)
+	for i := range out {
+		out[i].Kind, out[i].Customer = projections.MessageCreated, customer
+	}
+	return out
+}
+
+// TestHubTellsAnAudienceOnlyItsChanges: a subscription for one customer
+// is signalled for that customer's changes and those for everyone, not
+// for others' (nor the counters, which widgets have no use of); it takes
+// its own, passing over the rest, and the ring running past it with
+// others' changes does not cut it off. Every other subscriber gets all.
+func TestHubTellsAnAudienceOnlyItsChanges(t *testing.T) {
+	h := NewHub(HubConfig{ClientBuffer: 4})
+	alice, bob, agent := h.SubscribeFor("alice"), h.SubscribeFor("bob"), h.Subscribe()
+	defer alice.Close()
+	defer agent.Close()
+	signalled := func(s *Subscription) bool {
+		select {
+		case <-s.Ready():
+			return true
+		default:
+			return false
+		}
+	}
+	if n := h.Subscribers(); n != 3 {
+		t.Fatalf("Subscribers = %d, want 3", n)
+	}
+	counts := projections.Change{Position: 3, Kind: projections.CountsChanged}
+	h.Deliver(append(forCustomer("bob", 1, 2), counts))
+	if signalled(alice) || !signalled(bob) || !signalled(agent) {
+		t.Fatal("a delivery for bob: want bob and the agent signalled, not alice")
+	}
+	if got, closed := drain(agent); closed || !equalPositions(got, []uint64{1, 2, 3}) {
+		t.Fatalf("the agent got %v (cut off %v), want all", got, closed)
+	}
+	if got, closed := drain(bob); closed || !equalPositions(got, []uint64{1, 2, 3}) {
+		t.Fatalf("bob got %v (cut off %v), want [1 2 3]: from his first change on, all", got, closed)
+	}
+	if !alice.Caught() || alice.Overflowed() {
+		t.Fatalf("alice, with nothing for her: caught %v, overflowed %v; want caught", alice.Caught(), alice.Overflowed())
+	}
+	// Twice the ring of others' changes, then one for alice: she gets it,
+	// having passed over everything before its position.
+	h.Deliver(forCustomer("bob", 4, 5, 6, 7))
+	h.Deliver(forCustomer("carol", 8, 9, 10))
+	h.Deliver(append(forCustomer("bob", 11), forCustomer("alice", 12)...))
+	if !signalled(alice) || alice.Overflowed() {
+		t.Fatalf("alice after her change: overflowed %v, want signalled and not cut off", alice.Overflowed())
+	}
+	if got, closed := drain(alice); closed || !equalPositions(got, []uint64{12}) {
+		t.Fatalf("alice got %v (cut off %v), want [12]", got, closed)
+	}
+	if p := alice.Passed(); p != 11 {
+		t.Errorf("alice passed up to %d, want 11", p)
+	}
+	if got, closed := drain(bob); !closed || len(got) != 0 {
+		t.Errorf("bob, five changes of his behind a ring of 4: got %v (cut off %v), want cut off", got, closed)
+	}
+	// A change for everyone reaches her; then others' pass, and she is
+	// caught up to the head without taking them.
+	h.Deliver([]projections.Change{{Position: 13, Kind: projections.HelpdeskChanged}})
+	if !signalled(alice) {
+		t.Fatal("alice not signalled for the helpdesk")
+	}
+	h.Deliver(forCustomer("carol", 14, 15))
+	if signalled(alice) {
+		t.Fatal("alice signalled for carol")
+	}
+	if got, _ := drain(alice); !equalPositions(got, []uint64{13, 14, 15}) {
+		t.Fatalf("alice got %v, want [13 14 15]: from the helpdesk's on", got)
+	}
+	h.Deliver(forCustomer("carol", 16))
+	if got, _ := drain(alice); len(got) != 0 || alice.Passed() != 16 || !alice.Caught() {
+		t.Fatalf("alice got %v, passed %d, caught %v; want nothing, 16, caught", got, alice.Passed(), alice.Caught())
+	}
+	// Alice's own change lost off the ring: she is cut off.
+	h.Deliver(forCustomer("alice", 17))
+	h.Deliver(forCustomer("carol", 18, 19, 20, 21))
+	if !alice.Overflowed() {
+		t.Fatal("alice's change is off the ring, but she is not cut off")
+	}
+	if _, closed := drain(alice); !closed {
+		t.Fatal("alice's change is off the ring, but Next goes on")
+	}
+	bob.Close()
+	if n := h.Subscribers(); n != 2 {
+		t.Errorf("Subscribers = %d after bob left, want 2", n)
 	}
 }

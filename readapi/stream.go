@@ -164,7 +164,13 @@ func (s *Streams) open(c *gin.Context, widget bool) *stream {
 	ctx := c.Request.Context()
 	// Subscribe before reading where the log stands: every change past that
 	// point then reaches the subscription, and nothing falls in between.
-	st := &stream{Streams: s, p: p, widget: widget, sub: s.hub.Subscribe()}
+	// A widget is told only of its customer's changes and those for
+	// everyone; an agent's stream, of every change.
+	audience := ""
+	if widget {
+		audience = p.ID
+	}
+	st := &stream{Streams: s, p: p, widget: widget, sub: s.hub.SubscribeFor(audience)}
 	now := max(s.progress.Applied(), s.hub.Head())
 
 	token, resume := resumeToken(c)
@@ -242,7 +248,9 @@ func (st *stream) live(ctx context.Context) {
 			return
 		case <-st.sub.Ready():
 		case <-tick.C:
-			if !st.heartbeat() {
+			// Take what waits first: a widget's subscription passes over
+			// what is not for it only when asked.
+			if !st.takeLive(ctx) || !st.heartbeat() {
 				return
 			}
 		}
@@ -283,6 +291,9 @@ func (st *stream) takeLive(ctx context.Context) bool {
 		n, ok := st.sub.Next(buf)
 		if !ok {
 			return false
+		}
+		if p := st.sub.Passed(); p > st.cur {
+			st.done, st.cur = p, p // passed over, as not for this stream
 		}
 		used = max(used, n)
 		for _, ch := range buf[:n] {

@@ -1186,3 +1186,40 @@ func TestLostBatchIsReplayed(t *testing.T) {
 	m4 := f.post("c1", 4, principals["cust1"], "fourth")
 	r.expect("message.created", id(m4), "unread.changed", id(m4), "conversation.updated", id(m4))
 }
+
+// TestWidgetPassesOverOthersChanges: a widget's stream is told of its
+// customer's changes only; others', more than the hub holds, pass it by
+// without cutting it off, and its heartbeat's token moves past them, so
+// that a resume replays none of them.
+func TestWidgetPassesOverOthersChanges(t *testing.T) {
+	f := newFixture(t, options{hub: HubConfig{ClientBuffer: 4}, streams: StreamConfig{Heartbeat: 50 * time.Millisecond}})
+	widget1 := f.open("/v1/widget/stream", "cust1", "")
+	support := f.open("/v1/stream", "support", "")
+	waitClients(t, f.streams, 2)
+
+	started, posted := f.startChat("c1", principals["cust1"], "Hello")
+	widget1.expect("conversation.created", id(started), "message.created", id(posted), "unread.changed", id(posted))
+	_, last := f.startChat("c2", principals["cust2"], "Hi there")
+	for n := 2; n <= 6; n++ { // with the chat's start, more changes than the hub holds
+		last = f.post("c2", n, principals["cust2"], fmt.Sprintf("message %d", n))
+	}
+	for got := (frame{}); got.ID != id(last); { // the agent's stream gets them all
+		var ok bool
+		if got, ok = support.next(3 * time.Second); !ok {
+			t.Fatal("the agent's stream missed cust2's changes")
+		}
+	}
+	// The widget's heartbeat moves its token to the last of them.
+	deadline := time.Now().Add(3 * time.Second)
+	for widget1.lastID != id(last) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the widget's token is %s, want %d: past cust2's changes", widget1.lastID, last)
+		}
+		widget1.ended(60 * time.Millisecond)
+	}
+	if s := f.hub.Subscribers(); s != 2 {
+		t.Fatalf("%d subscribers, want 2: the widget was cut off", s)
+	}
+	reply := f.post("c1", 2, principals["support"], "Let me check")
+	widget1.expect("message.created", id(reply), "unread.changed", id(reply), "conversation.updated", id(reply))
+}
