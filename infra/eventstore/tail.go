@@ -120,6 +120,17 @@ func (t *Tail) Read(after uint64, limit int) (recs []domain.Recorded, ok bool) {
 	return recs, true
 }
 
+// Newest returns the position of the newest event held, 0 if none: the
+// log holds it, committed.
+func (t *Tail) Newest() uint64 {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	if t.first == 0 {
+		return 0
+	}
+	return t.next - 1
+}
+
 // Numbered appends to dst the records of one append, recs, numbered as the
 // store committed them: from positions, one for each, and from version for
 // the first. It appends nothing if positions do not match recs.

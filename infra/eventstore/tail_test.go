@@ -41,8 +41,16 @@ func TestTail(t *testing.T) {
 		}
 	}
 	check(0, 10, false, 0, 0) // empty
+	newest := func(want uint64) {
+		t.Helper()
+		if got := tail.Newest(); got != want {
+			t.Fatalf("Newest = %d, want %d", got, want)
+		}
+	}
+	newest(0)
 
 	tail.Add(run(5, 7))
+	newest(7)
 	check(3, 10, false, 0, 0) // 4 is not held: the database has it
 	check(4, 10, true, 5, 7)
 	check(5, 1, true, 6, 6) // limit
@@ -59,6 +67,7 @@ func TestTail(t *testing.T) {
 	check(13, 100, true, 14, 14)
 
 	tail.Add(run(20, 21)) // another process appended 15 … 19: a new run
+	newest(21)
 	check(14, 100, false, 0, 0)
 	check(10, 100, false, 0, 0)
 	check(19, 100, true, 20, 21)
@@ -70,11 +79,13 @@ func TestTail(t *testing.T) {
 	tail.Add([]domain.Recorded{{Position: 41}, {Position: 43}}) // not a run
 	check(40, 100, false, 0, 0)
 	check(32, 100, false, 0, 0)
+	newest(0)
 	tail.Add(run(44, 45))
 	check(43, 100, true, 44, 45)
 
 	tail.Reset()
 	check(43, 100, false, 0, 0)
+	newest(0)
 }
 
 func TestTailBytes(t *testing.T) {

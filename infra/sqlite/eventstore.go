@@ -558,6 +558,9 @@ func (s *EventStore) Wait(ctx context.Context, after uint64) error {
 	var tick <-chan time.Time
 	for {
 		changed := *s.changed.Load() // before Head, so no commit is missed
+		if s.tail != nil && s.tail.Newest() > after {
+			return nil // committed by this store: no need to ask the database
+		}
 		head, err := s.Head(ctx)
 		if err != nil {
 			if ctxErr := ctx.Err(); ctxErr != nil {
