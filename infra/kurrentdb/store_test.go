@@ -37,7 +37,7 @@ func TestContract(t *testing.T) {
 		}
 		t.Cleanup(func() { s.Close() })
 		return s
-	}, storetest.Options{IDsPerStream: true})
+	}, storetest.Options{IDsPerStream: true, NoTail: true})
 }
 
 // TestContractFakeServer runs the contract suite through the real client
@@ -46,7 +46,7 @@ func TestContract(t *testing.T) {
 func TestContractFakeServer(t *testing.T) {
 	f := startFake(t)
 	f.set(func(f *fakeServer) { f.systemEvents = true })
-	storetest.RunWith(t, func(t *testing.T) storetest.Store { return openFake(t, f) }, storetest.Options{IDsPerStream: true})
+	storetest.RunWith(t, func(t *testing.T) storetest.Store { return openFake(t, f) }, storetest.Options{IDsPerStream: true, NoTail: true})
 }
 
 func pending(n int) []domain.Pending {

@@ -301,27 +301,6 @@ func TestWaitIsWokenByAppend(t *testing.T) {
 	}
 }
 
-// TestWaitAnswersFromTheTail: an event this store committed is in its
-// tail, so Wait reports it without asking the database (the live
-// projector's wake-up after each append): with a context already done, it
-// still does; past it, it asks, and fails.
-func TestWaitAnswersFromTheTail(t *testing.T) {
-	s, _ := openStore(t, dbPath(t), EventStoreConfig{PollInterval: time.Hour})
-	ctx := ctxFor(t, 5*time.Second)
-	recs, err := s.Append(ctx, "w", domain.NoStream, posted(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	done, cancel := context.WithCancel(ctx)
-	cancel()
-	if err := s.Wait(done, recs[0].Position-1); err != nil {
-		t.Fatalf("Wait below the tail's newest: %v", err)
-	}
-	if err := s.Wait(done, recs[0].Position); err == nil {
-		t.Fatal("Wait at the head with a done context: nil")
-	}
-}
-
 // TestAnotherProcess shares the file between two DBs and stores, as two
 // processes would.
 func TestAnotherProcess(t *testing.T) {

@@ -40,6 +40,9 @@ type Options struct {
 	// id reused in another stream; retries, which go to the same stream, are
 	// still idempotent.
 	IDsPerStream bool
+	// NoTail: the store keeps none of its appends in memory (KurrentDB),
+	// so Wait asks the server even for what the store itself appended.
+	NoTail bool
 }
 
 // Run runs the contract suite. open returns a store for one subtest; it
@@ -49,7 +52,7 @@ func Run(t *testing.T, open func(t *testing.T) Store) { RunWith(t, open, Options
 
 // RunWith runs the contract suite for a store that cannot promise what opts say.
 func RunWith(t *testing.T, open func(t *testing.T) Store, opts Options) {
-	idsPerStream = opts.IDsPerStream
+	idsPerStream, noTail = opts.IDsPerStream, opts.NoTail
 	tests := []struct {
 		name string
 		fn   func(t *testing.T, s Store)
@@ -67,6 +70,7 @@ func RunWith(t *testing.T, open func(t *testing.T) Store, opts Options) {
 		{"IdempotentAppendConflicts", testIdempotentAppendConflicts},
 		{"Wait", testWait},
 		{"WaitCancelled", testWaitCancelled},
+		{"WaitAnswersFromOwnAppends", testWaitAnswersFromOwnAppends},
 		{"ConcurrentAppendsToOneStream", testConcurrentAppendsToOneStream},
 		{"FollowerSeesEveryEventOnce", testFollowerSeesEveryEventOnce},
 	}
@@ -75,8 +79,8 @@ func RunWith(t *testing.T, open func(t *testing.T) Store, opts Options) {
 	}
 }
 
-// idsPerStream is Options.IDsPerStream of the suite running.
-var idsPerStream bool
+// idsPerStream and noTail are the Options of the suite running.
+var idsPerStream, noTail bool
 
 // at is the time of the suite's events: whole milliseconds, which every
 // store keeps exactly.
@@ -502,6 +506,25 @@ func testWait(t *testing.T, s Store) {
 	// Now the log is above head, Wait returns at once.
 	if err := s.Wait(ctx, head); err != nil {
 		t.Errorf("Wait below the head: %v", err)
+	}
+}
+
+// testWaitAnswersFromOwnAppends: an event the store itself committed is
+// in its memory, so Wait reports it without asking the database (the live
+// projector's wake-up after each append): with a context already done, it
+// still does; at the head, it asks, and fails.
+func testWaitAnswersFromOwnAppends(t *testing.T, s Store) {
+	if noTail {
+		t.Skip("the store keeps no appends in memory")
+	}
+	recs := mustAppend(t, s, newStream("tail"), domain.NoStream, posted(1))
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := s.Wait(done, recs[0].Position-1); err != nil {
+		t.Fatalf("Wait below its own append, with a done context: %v", err)
+	}
+	if err := s.Wait(done, recs[0].Position); err == nil {
+		t.Fatal("Wait at the head with a done context: nil")
 	}
 }
 
