@@ -217,12 +217,11 @@ func execute[S any, E domain.Event](ctx context.Context, s *Service, stream stri
 		pos := recorded[len(recorded)-1].Position
 		entry.mu.Unlock()
 		locked = false
-		if s.cfg.Observe == nil {
-			return Result{Position: pos, Appended: true, First: first}, s.wait(ctx, pos)
-		}
 		began = time.Now()
 		err = s.wait(ctx, pos)
-		s.cfg.Observe(appended, time.Since(began))
+		if s.cfg.Observe != nil {
+			s.cfg.Observe(appended, time.Since(began))
+		}
 		return Result{Position: pos, Appended: true, First: first}, err
 	}
 }
