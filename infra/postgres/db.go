@@ -40,6 +40,22 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// sessionDefaults are the settings every connection starts with, unless
+// the URL sets them. Every statement here touches a few hundred rows at
+// most, and is planned for it:
+//   - No JIT: the cost estimates of the projector's batched updates
+//     (correlated subqueries per row) pass jit_above_cost, and compiling
+//     them took 160 ms a statement, against 8 ms to run them.
+//   - No parallel workers: an inbox page searched for two common words was
+//     planned as a parallel walk of the inbox, whose two workers took
+//     25 ms each to start on these machines, for 3 ms of work: 56 ms a
+//     page on the seeded dataset, 2.8 ms without them. Index builds have a
+//     setting of their own (max_parallel_maintenance_workers).
+var sessionDefaults = map[string]string{
+	"jit":                             "off",
+	"max_parallel_workers_per_gather": "0",
+}
+
 // DB is an open PostgreSQL database whose schema is up to date.
 type DB struct {
 	pool  *pgxpool.Pool
@@ -59,12 +75,10 @@ func Open(ctx context.Context, url string, cfg Config) (*DB, error) {
 	if cfg.MaxConns > 0 {
 		pcfg.MaxConns = cfg.MaxConns
 	}
-	// No JIT: every statement here touches a few hundred rows at most, yet
-	// the cost estimates of the projector's batched updates (correlated
-	// subqueries per row) pass jit_above_cost, and compiling them took
-	// 160 ms a statement, against 8 ms to run them. A URL that sets jit wins.
-	if _, set := pcfg.ConnConfig.RuntimeParams["jit"]; !set {
-		pcfg.ConnConfig.RuntimeParams["jit"] = "off"
+	for name, value := range sessionDefaults {
+		if _, set := pcfg.ConnConfig.RuntimeParams[name]; !set {
+			pcfg.ConnConfig.RuntimeParams[name] = value
+		}
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {

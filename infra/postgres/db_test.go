@@ -3,9 +3,12 @@ package postgres
 import (
 	"context"
 	"io/fs"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/helpdesk/messenger/infra/postgres/pgtest"
 )
@@ -94,5 +97,47 @@ func TestOpenUnreachable(t *testing.T) {
 	if db, err := Open(ctx, "postgres://postgres@127.0.0.1:1/x?sslmode=disable&connect_timeout=2", Config{}); err == nil {
 		db.Close()
 		t.Error("Open of an unreachable server: got no error")
+	}
+}
+
+// TestSessionDefaults checks that the pool's connections run without JIT
+// and parallel workers, and the store writer's too, unless the URL says
+// otherwise.
+func TestSessionDefaults(t *testing.T) {
+	t.Parallel()
+	ctx := ctxFor(t, 20*time.Second)
+	url := pgtest.NewDatabase(t)
+	show := func(db *DB, name string) string {
+		t.Helper()
+		var v string
+		if err := db.SQL().QueryRowContext(ctx, `SELECT current_setting($1)`, name).Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	db := openDB(t, url)
+	for name, want := range map[string]string{"jit": "off", "max_parallel_workers_per_gather": "0"} {
+		if got := show(db, name); got != want {
+			t.Errorf("%s = %q on a pool connection, want %q", name, got, want)
+		}
+	}
+	s := NewEventStore(db, EventStoreConfig{})
+	t.Cleanup(func() { s.Close() })
+	w, err := pgx.ConnectConfig(ctx, s.ownConnConfig("test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close(context.Background()) })
+	var v string
+	if err := w.QueryRow(ctx, `SELECT current_setting('max_parallel_workers_per_gather')`).Scan(&v); err != nil || v != "0" {
+		t.Errorf("max_parallel_workers_per_gather = %q, %v on the store's writer, want 0", v, err)
+	}
+	sep := "?"
+	if strings.Contains(url, "?") {
+		sep = "&"
+	}
+	own := openDB(t, url+sep+"max_parallel_workers_per_gather=1")
+	if got := show(own, "max_parallel_workers_per_gather"); got != "1" {
+		t.Errorf("max_parallel_workers_per_gather = %q with the URL setting 1, want 1", got)
 	}
 }
