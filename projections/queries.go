@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -647,25 +648,22 @@ func (r *ReadModels) Inbox(ctx context.Context, p directory.Principal, q InboxQu
 // planned by the dialect if it is a SearchPlanner, the terms at once, since
 // each asks the engine.
 func (r *ReadModels) planSearch(ctx context.Context, terms []string) ([]string, []any, error) {
-	clauses, args := make([]string, len(terms)), make([]any, len(terms))
+	clauses := make([]string, len(terms))
 	sp, ok := r.d.(SearchPlanner)
 	if !ok {
+		args := make([]any, len(terms))
 		for i, term := range terms {
 			clauses[i], args[i] = r.d.SearchMatch(term)
 		}
 		return clauses, args, nil
 	}
-	errs := make([]error, len(terms))
+	termArgs, errs := make([][]any, len(terms)), make([]error, len(terms))
 	var wg sync.WaitGroup
 	for i, term := range terms {
-		wg.Go(func() {
-			var arg string
-			clauses[i], arg, errs[i] = sp.PlanSearch(ctx, r.db, term)
-			args[i] = arg
-		})
+		wg.Go(func() { clauses[i], termArgs[i], errs[i] = sp.PlanSearch(ctx, r.db, term) })
 	}
 	wg.Wait()
-	return clauses, args, errors.Join(errs...)
+	return clauses, slices.Concat(termArgs...), errors.Join(errs...)
 }
 
 // InboxRow returns conversation id as p's inbox shows it.

@@ -35,10 +35,10 @@ type Dialect interface {
 
 // SearchPlanner is implemented by a Dialect that chooses how to match a
 // term from what the engine knows of it, asking db: PlanSearch returns a
-// clause and its argument that hold for the same conversations as
-// SearchMatch's, and may differ only in how the engine finds them.
+// clause and its arguments, in order, that hold for the same conversations
+// as SearchMatch's, and may differ only in how the engine finds them.
 type SearchPlanner interface {
-	PlanSearch(ctx context.Context, db *sql.DB, term string) (clause string, arg string, err error)
+	PlanSearch(ctx context.Context, db *sql.DB, term string) (clause string, args []any, err error)
 }
 
 // Pipeliner is implemented by a Dialect whose engine is a round trip away:

@@ -149,9 +149,9 @@ func TestPlanSearchAgreesWithSearchMatch(t *testing.T) {
 	if _, err := db.ExecContext(ctx, `ANALYZE conversations, search_docs`); err != nil {
 		t.Fatal(err)
 	}
-	ids := func(clause, arg string) []string {
+	ids := func(clause string, args ...any) []string {
 		t.Helper()
-		rows, err := db.QueryContext(ctx, Postgres{}.Rebind(`SELECT c.id FROM conversations c WHERE `+clause+` ORDER BY c.id`), arg)
+		rows, err := db.QueryContext(ctx, Postgres{}.Rebind(`SELECT c.id FROM conversations c WHERE `+clause+` ORDER BY c.id`), args...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -166,16 +166,18 @@ func TestPlanSearchAgreesWithSearchMatch(t *testing.T) {
 		}
 		return out
 	}
-	fromDocs := map[string]bool{}
+	fromDocs, exactFirst := map[string]bool{}, map[string]bool{}
 	for _, term := range []string{"shipped", "ship", "customer", "zebra", "zeb", "ana.silva@example.com", "ana.silva@example.co",
-		"ana.silva@example", "warehouse", "nothing", "order 7", "7", "!!!"} {
-		clause, arg, err := Postgres{}.PlanSearch(ctx, db, term)
+		"ana.silva@example", "silva ana", "zebra crossing near", "zebra cross", "crossing zebra", "warehouse", "nothing",
+		"order 7", "7", "!!!"} {
+		clause, args, err := Postgres{}.PlanSearch(ctx, db, term)
 		if err != nil {
 			t.Fatal(err)
 		}
 		fromDocs[term] = strings.HasPrefix(clause, "c.num IN")
+		exactFirst[term] = strings.Contains(clause, "ts_match_vq")
 		wantClause, wantArg := Postgres{}.SearchMatch(term)
-		got, want := ids(clause, arg), ids(wantClause, wantArg)
+		got, want := ids(clause, args...), ids(wantClause, wantArg)
 		if strings.Join(got, ",") != strings.Join(want, ",") {
 			t.Errorf("search %q: PlanSearch finds %d conversations, SearchMatch %d", term, len(got), len(want))
 		}
@@ -185,6 +187,11 @@ func TestPlanSearchAgreesWithSearchMatch(t *testing.T) {
 	}
 	if !fromDocs["ana.silva@example.com"] || fromDocs["shipped"] {
 		t.Errorf("starts from the documents: %v; want it for the e-mail, not for the common word", fromDocs)
+	}
+	// The index looks for the exact words alone when they are rare, not
+	// when they are common, nor for one word.
+	if !exactFirst["ana.silva@example.com"] || !exactFirst["zebra cross"] || exactFirst["order 7"] || exactFirst["zebra"] {
+		t.Errorf("looks for the exact words first: %v; want it for the e-mail and zebra cross, not order 7 or zebra", exactFirst)
 	}
 }
 

@@ -85,11 +85,11 @@ const walkFrom = 50_000
 // SearchWalkFrom documents) walks the conversations in the page's order
 // and stops at its end; a rarer one starts from its documents, as
 // SearchMatch. Any other term, or a prefix of more words, is SearchMatch's.
-func (s SQLite) PlanSearch(ctx context.Context, db *sql.DB, term string) (string, string, error) {
+func (s SQLite) PlanSearch(ctx context.Context, db *sql.DB, term string) (string, []any, error) {
 	clause, match := s.SearchMatch(term)
 	prefix, ok := asciiWord(term)
 	if !ok {
-		return clause, match, nil
+		return clause, []any{match}, nil
 	}
 	// Words are folded to lower case: those with the prefix sort from it
 	// up to the prefix with its last letter moved one up.
@@ -97,7 +97,7 @@ func (s SQLite) PlanSearch(ctx context.Context, db *sql.DB, term string) (string
 	rows, err := db.QueryContext(ctx, `SELECT term, doc FROM search_words WHERE term >= ? AND term < ? LIMIT ?`,
 		prefix, upper, maxSearchWords+1)
 	if err != nil {
-		return "", "", fmt.Errorf("plan the search of %q: %w", term, err)
+		return "", nil, fmt.Errorf("plan the search of %q: %w", term, err)
 	}
 	defer rows.Close()
 	var words []string
@@ -106,15 +106,15 @@ func (s SQLite) PlanSearch(ctx context.Context, db *sql.DB, term string) (string
 		var w string
 		var n int
 		if err := rows.Scan(&w, &n); err != nil {
-			return "", "", fmt.Errorf("plan the search of %q: %w", term, err)
+			return "", nil, fmt.Errorf("plan the search of %q: %w", term, err)
 		}
 		words, docs = append(words, `"`+strings.ReplaceAll(w, `"`, `""`)+`"`), docs+n
 	}
 	if err := rows.Err(); err != nil {
-		return "", "", fmt.Errorf("plan the search of %q: %w", term, err)
+		return "", nil, fmt.Errorf("plan the search of %q: %w", term, err)
 	}
 	if len(words) == 0 || len(words) > maxSearchWords {
-		return clause, match, nil
+		return clause, []any{match}, nil
 	}
 	match = strings.Join(words, " OR ")
 	walk := s.SearchWalkFrom
@@ -122,9 +122,9 @@ func (s SQLite) PlanSearch(ctx context.Context, db *sql.DB, term string) (string
 		walk = walkFrom
 	}
 	if docs >= walk {
-		return `EXISTS (SELECT 1 FROM search_fts WHERE search_fts MATCH ? AND rowid >= c.num * 16777216 AND rowid < (c.num + 1) * 16777216)`, match, nil
+		return `EXISTS (SELECT 1 FROM search_fts WHERE search_fts MATCH ? AND rowid >= c.num * 16777216 AND rowid < (c.num + 1) * 16777216)`, []any{match}, nil
 	}
-	return clause, match, nil
+	return clause, []any{match}, nil
 }
 
 // asciiWord returns term in lower case if it is one word of ASCII letters
