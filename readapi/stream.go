@@ -782,11 +782,16 @@ func (r *renderings) helpdesk(ctx context.Context, pos uint64) ([]byte, error) {
 // valid up to a position: get returns the value read for a key if it was
 // read after pos was applied, or reads it again. It keeps the limit keys
 // asked for last (and up to as many more, between sweeps).
+//
+// Every stream asks it for every change it sends, a thousand streams for
+// one post: a value already read is found under the read lock, so that
+// they do not queue behind one another (with one mutex, the last stream
+// of a thousand waited for each of the others to be woken in turn).
 type flights[K comparable, V any] struct {
 	limit int
+	uses  atomic.Uint64 // counts the asks, to tell which keys were asked for last
 
-	mu      sync.Mutex
-	uses    uint64
+	mu      sync.RWMutex // held for writing to add or drop entries
 	entries map[K]*flight[V]
 }
 
@@ -797,7 +802,7 @@ type flight[V any] struct {
 	done  atomic.Bool   // ready is closed
 	val   V
 	err   error
-	used  uint64 // guarded by flights.mu
+	used  atomic.Uint64 // the ask that last found it (flights.uses)
 }
 
 func newFlights[K comparable, V any](limit int) *flights[K, V] {
@@ -808,31 +813,17 @@ func newFlights[K comparable, V any](limit int) *flights[K, V] {
 // reading it with load if need be; applied tells how far the read models
 // are known to be, for the position the read value stands at.
 func (f *flights[K, V]) get(ctx context.Context, pos uint64, applied func() uint64, key K, load func(context.Context) (V, error)) (V, error) {
-	f.mu.Lock()
-	f.uses++
+	f.mu.RLock()
 	e := f.entries[key]
+	f.mu.RUnlock()
 	if e == nil || e.pos < pos {
-		e = &flight[V]{pos: max(pos, applied()), ready: make(chan struct{}), used: f.uses}
-		f.entries[key] = e
-		f.sweep()
-		f.mu.Unlock()
-		// Read for every stream that asks: one client's leaving cancels nothing.
-		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), renderLoadTimeout)
-		e.val, e.err = load(lctx)
-		cancel()
-		e.done.Store(true)
-		close(e.ready)
-		if e.err != nil {
-			f.mu.Lock()
-			if f.entries[key] == e {
-				delete(f.entries, key)
-			}
-			f.mu.Unlock()
+		f.mu.Lock()
+		if e = f.entries[key]; e == nil || e.pos < pos { // not read meanwhile
+			return f.load(ctx, pos, applied, key, load)
 		}
-		return e.val, e.err
+		f.mu.Unlock()
 	}
-	e.used = f.uses
-	f.mu.Unlock()
+	e.used.Store(f.uses.Add(1))
 	if e.done.Load() {
 		return e.val, e.err
 	}
@@ -845,6 +836,29 @@ func (f *flights[K, V]) get(ctx context.Context, pos uint64, applied func() uint
 	}
 }
 
+// load is get's read of key: f.mu is held for writing, and released.
+func (f *flights[K, V]) load(ctx context.Context, pos uint64, applied func() uint64, key K, load func(context.Context) (V, error)) (V, error) {
+	e := &flight[V]{pos: max(pos, applied()), ready: make(chan struct{})}
+	e.used.Store(f.uses.Add(1))
+	f.entries[key] = e
+	f.sweep()
+	f.mu.Unlock()
+	// Read for every stream that asks: one client's leaving cancels nothing.
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), renderLoadTimeout)
+	e.val, e.err = load(lctx)
+	cancel()
+	e.done.Store(true)
+	close(e.ready)
+	if e.err != nil {
+		f.mu.Lock()
+		if f.entries[key] == e {
+			delete(f.entries, key)
+		}
+		f.mu.Unlock()
+	}
+	return e.val, e.err
+}
+
 // fill reads the values of those of keys not known up to position pos
 // with one call of load, which returns a value for each key it is given;
 // streams asking for them meanwhile wait for it rather than read them too.
@@ -855,12 +869,12 @@ func (f *flights[K, V]) fill(ctx context.Context, pos uint64, applied func() uin
 	var todo []K
 	var es []*flight[V]
 	for _, k := range keys {
-		f.uses++
 		if e := f.entries[k]; e != nil && e.pos >= pos {
-			e.used = f.uses
+			e.used.Store(f.uses.Add(1))
 			continue
 		}
-		e := &flight[V]{pos: at, ready: make(chan struct{}), used: f.uses}
+		e := &flight[V]{pos: at, ready: make(chan struct{})}
+		e.used.Store(f.uses.Add(1))
 		f.entries[k] = e
 		todo, es = append(todo, k), append(es, e)
 	}
@@ -890,7 +904,7 @@ func (f *flights[K, V]) fill(ctx context.Context, pos uint64, applied func() uin
 }
 
 // sweep drops the entries asked for longest ago once there are twice the
-// limit; f.mu must be held.
+// limit; f.mu must be held for writing.
 func (f *flights[K, V]) sweep() {
 	if len(f.entries) <= 2*f.limit {
 		return
@@ -901,7 +915,7 @@ func (f *flights[K, V]) sweep() {
 	}
 	all := make([]aged, 0, len(f.entries))
 	for k, e := range f.entries {
-		all = append(all, aged{k, e.used})
+		all = append(all, aged{k, e.used.Load()})
 	}
 	slices.SortFunc(all, func(a, b aged) int { return cmp.Compare(a.used, b.used) })
 	for _, a := range all[:len(all)-f.limit] {

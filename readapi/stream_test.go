@@ -1053,12 +1053,17 @@ func TestFlightsReadOnceAndNeverGoBack(t *testing.T) {
 		t.Errorf("the reader got %d, want 40", v)
 	}
 
-	// At most twice the limit are kept.
+	// At most twice the limit are kept, those asked for last: k0, asked
+	// for again after each other key, stays.
 	for i := range 10 {
 		f.get(ctx, 1, at, fmt.Sprint("k", i), func(context.Context) (int, error) { return i, nil })
+		f.get(ctx, 1, at, "k0", func(context.Context) (int, error) { return -1, nil })
 	}
 	if n := len(f.entries); n > 4 {
 		t.Errorf("%d entries kept, want at most 4", n)
+	}
+	if v, _ := f.get(ctx, 1, at, "k0", func(context.Context) (int, error) { return -1, nil }); v != 0 {
+		t.Errorf("k0, asked for all along, was read again (%d): the sweep dropped it", v)
 	}
 }
 
