@@ -143,7 +143,7 @@ func (b *bench) run(ctx context.Context) error {
 	var r report
 	r.Server, r.Run = b.cfg.Server, b.runID
 	r.setConfig(b.cfg)
-	r.RSS.Start, r.RSS.Peak, r.ServerCPU = b.api.sample(ctx, b.cfg.PID).rss, -1, -1
+	r.RSS.Start, r.RSS.Peak, r.ServerCPU, r.HostCPU = b.api.sample(ctx, b.cfg.PID).rss, -1, -1, -1
 
 	setupStart := time.Now()
 	if err := b.setup(ctx); err != nil {
@@ -179,7 +179,7 @@ func (b *bench) run(ctx context.Context) error {
 	b.measureFrom = begin + b.cfg.Warmup
 	b.measureTo = b.measureFrom + b.cfg.Duration
 	prog := b.startProgress(ctx, &r)
-	cpu0, rusage0, t0 := b.api.sample(ctx, b.cfg.PID).cpu, selfCPU(), b.clock()
+	cpu0, rusage0, host0, t0 := b.api.sample(ctx, b.cfg.PID).cpu, selfCPU(), readHostCPU(), b.clock()
 	b.schedule(ctx, jobs, begin)
 	windowEnd := b.measureTo
 	if ctx.Err() != nil {
@@ -188,7 +188,8 @@ func (b *bench) run(ctx context.Context) error {
 	window := windowEnd - b.measureFrom
 	close(jobs)
 	writers.Wait()
-	cpu1, rusage1, t1 := b.api.sample(reqCtx, b.cfg.PID).cpu, selfCPU(), b.clock()
+	cpu1, rusage1, host1, t1 := b.api.sample(reqCtx, b.cfg.PID).cpu, selfCPU(), readHostCPU(), b.clock()
+	r.HostCPU, r.HostCores = host1.busySince(host0), host1.cpus
 	if wall := (t1 - t0).Seconds(); wall > 0 {
 		if cpu0 >= 0 && cpu1 >= 0 {
 			r.ServerCPU = round2((cpu1 - cpu0) / wall)
@@ -227,6 +228,58 @@ func (b *bench) run(ctx context.Context) error {
 func round2(f float64) float64 { return float64(int64(f*100+0.5)) / 100 }
 
 // selfCPU returns the user plus system CPU time this process has used.
+// hostCPU is a reading of this machine's CPU time from /proc/stat, in
+// clock ticks summed over its CPUs; cpus is 0 when it could not be read.
+type hostCPU struct {
+	busy, total uint64
+	cpus        int
+}
+
+// readHostCPU reads /proc/stat.
+func readHostCPU() hostCPU {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return hostCPU{}
+	}
+	return parseProcStat(string(b))
+}
+
+// parseProcStat reads the text of /proc/stat: busy is all but idle and
+// iowait.
+func parseProcStat(stat string) hostCPU {
+	var h hostCPU
+	for line := range strings.Lines(stat) {
+		f := strings.Fields(line)
+		if len(f) == 0 || !strings.HasPrefix(f[0], "cpu") {
+			continue
+		}
+		if f[0] != "cpu" {
+			h.cpus++ // cpu0, cpu1, …
+			continue
+		}
+		for i, v := range f[1:] { // user nice system idle iowait irq softirq steal guest guest_nice
+			n, err := strconv.ParseUint(v, 10, 64)
+			if err != nil || i >= 8 { // guest time is counted in user time already
+				continue
+			}
+			h.total += n
+			if i != 3 && i != 4 {
+				h.busy += n
+			}
+		}
+	}
+	return h
+}
+
+// busySince returns how many of the machine's CPUs were busy, on average,
+// from reading a to h; -1 when either could not be read.
+func (h hostCPU) busySince(a hostCPU) float64 {
+	if h.cpus == 0 || a.cpus == 0 || h.total <= a.total {
+		return -1
+	}
+	return round2(float64(h.busy-a.busy) / float64(h.total-a.total) * float64(h.cpus))
+}
+
 func selfCPU() time.Duration {
 	var ru syscall.Rusage
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -192,6 +193,9 @@ func TestRunAgainstMessengerd(t *testing.T) {
 			if r.RSS.Start <= 0 || r.RSS.Peak < r.RSS.Start || r.ServerCPU <= 0 {
 				t.Errorf("server RSS %+v, CPU %v: want them read", r.RSS, r.ServerCPU)
 			}
+			if r.HostCores != runtime.NumCPU() || r.HostCPU <= 0 || r.HostCPU > float64(r.HostCores) {
+				t.Errorf("this machine's CPU: %v of %d cores busy, want some of %d", r.HostCPU, r.HostCores, runtime.NumCPU())
+			}
 			if r.Lag.Samples == 0 {
 				t.Errorf("projection lag never sampled")
 			}
@@ -260,5 +264,25 @@ func TestStreamsResumeAcrossARestart(t *testing.T) {
 	}
 	if r.Streams.Reconnects < 7 {
 		t.Errorf("reconnects: got %d, want every one of the 7 streams to reconnect", r.Streams.Reconnects)
+	}
+}
+
+// TestParseProcStat reads the busy share of the machine from two readings
+// of /proc/stat: idle and iowait are not busy, guest time is in user time.
+func TestParseProcStat(t *testing.T) {
+	a := parseProcStat("cpu  100 0 100 700 100 0 0 0 50 0\ncpu0 50 0 50 350 50 0 0 0 25 0\ncpu1 50 0 50 350 50 0 0 0 25 0\nintr 1 2\n")
+	b := parseProcStat("cpu  400 10 190 1100 300 0 0 0 90 0\ncpu0 200 5 95 550 150 0 0 0 45 0\ncpu1 200 5 95 550 150 0 0 0 45 0\nintr 1 2\n")
+	if a.cpus != 2 || a.busy != 200 || a.total != 1000 {
+		t.Errorf("first reading: %+v, want 2 cpus, 200 busy of 1000", a)
+	}
+	// 400 busy ticks of 1000: 0.8 of 2 CPUs.
+	if got := b.busySince(a); got != 0.8 {
+		t.Errorf("busySince = %v, want 0.8", got)
+	}
+	if got := a.busySince(b); got != -1 {
+		t.Errorf("busySince of a later reading = %v, want -1", got)
+	}
+	if got := b.busySince(hostCPU{}); got != -1 {
+		t.Errorf("busySince of no reading = %v, want -1", got)
 	}
 }

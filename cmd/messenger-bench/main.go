@@ -4,7 +4,9 @@
 // customers), reads of the inbox, the unread counts and conversations, all
 // at a paced rate; it reports command latency, the latency from a post to
 // its message.created at every stream that should receive it, lost and
-// duplicated deliveries, projection lag and the server's memory.
+// duplicated deliveries, projection lag, the server's memory and CPU, and
+// how busy this machine was (with -pid and a server on the same machine,
+// the rest is what else runs there, as its database).
 //
 //	messenger-bench -server http://127.0.0.1:8080 -admin-token $TOKEN \
 //	    -customers 50 -agents 1000 -support-share 1 -rate 100 -duration 20s

@@ -34,6 +34,11 @@ type report struct {
 	RSS        rssReport      `json:"server_rss"`
 	ServerCPU  float64        `json:"server_cpu_cores"` // CPU seconds per second used by the server under load; -1 when unknown
 	ClientCPU  float64        `json:"bench_cpu_cores"`  // the same for this process
+	// HostCPU is how many of this machine's HostCores were busy under
+	// load (-1 when unknown): beside the server's and this process's, what
+	// else the machine ran, as a database on the same machine.
+	HostCPU   float64 `json:"host_cpu_cores"`
+	HostCores int     `json:"host_cores"`
 
 	Failures []string `json:"failures"` // why the run failed; empty when it passed
 }
@@ -182,6 +187,11 @@ func (r *report) print(w io.Writer, asJSON bool) error {
 		row("server CPU", "n/a")
 	}
 	row("bench CPU", "%.2f cores", r.ClientCPU)
+	if r.HostCPU >= 0 {
+		row("this machine's CPU", "%.2f of %d cores busy", r.HostCPU, r.HostCores)
+	} else {
+		row("this machine's CPU", "n/a")
+	}
 	result := "PASS"
 	if len(r.Failures) > 0 {
 		result = "FAIL: " + strings.Join(r.Failures, "; ")
