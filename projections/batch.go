@@ -169,7 +169,8 @@ func (b *batch) prefetch(recs []domain.Recorded) error {
 }
 
 func (b *batch) loadCustomers(ids []string) error {
-	rows, err := b.t.query(`SELECT id, name, email FROM customers WHERE id IN (`+placeholders(len(ids))+`)`, anys(ids)...)
+	in, args := inList(ids)
+	rows, err := b.t.query(`SELECT id, name, email FROM customers WHERE id IN (`+in+`)`, args...)
 	if err != nil {
 		return fmt.Errorf("load customers: %w", err)
 	}
@@ -185,8 +186,9 @@ func (b *batch) loadCustomers(ids []string) error {
 }
 
 func (b *batch) load(ids []string) error {
+	in, args := inList(ids)
 	rows, err := b.t.query(`SELECT id, channel, subject, status, customer_id, created_at, updated_at,
-		last_seq, last_live_seq, last_message_id, first_message_id, position, version, num FROM conversations WHERE id IN (`+placeholders(len(ids))+`)`, anys(ids)...)
+		last_seq, last_live_seq, last_message_id, first_message_id, position, version, num FROM conversations WHERE id IN (`+in+`)`, args...)
 	if err != nil {
 		return fmt.Errorf("load conversations: %w", err)
 	}
@@ -203,7 +205,7 @@ func (b *batch) load(ids []string) error {
 	if err := rows.Err(); err != nil {
 		return err
 	}
-	rows, err = b.t.query(`SELECT conversation_id, reader, seq FROM reads WHERE conversation_id IN (`+placeholders(len(ids))+`)`, anys(ids)...)
+	rows, err = b.t.query(`SELECT conversation_id, reader, seq FROM reads WHERE conversation_id IN (`+in+`)`, args...)
 	if err != nil {
 		return fmt.Errorf("load read marks: %w", err)
 	}
