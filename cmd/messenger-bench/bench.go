@@ -227,7 +227,6 @@ func (b *bench) run(ctx context.Context) error {
 
 func round2(f float64) float64 { return float64(int64(f*100+0.5)) / 100 }
 
-// selfCPU returns the user plus system CPU time this process has used.
 // hostCPU is a reading of this machine's CPU time from /proc/stat, in
 // clock ticks summed over its CPUs; cpus is 0 when it could not be read.
 type hostCPU struct {
@@ -280,6 +279,7 @@ func (h hostCPU) busySince(a hostCPU) float64 {
 	return round2(float64(h.busy-a.busy) / float64(h.total-a.total) * float64(h.cpus))
 }
 
+// selfCPU returns the user plus system CPU time this process has used.
 func selfCPU() time.Duration {
 	var ru syscall.Rusage
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {

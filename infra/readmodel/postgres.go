@@ -457,16 +457,19 @@ func (Postgres) SearchDrop() []string { return []string{`DROP TABLE IF EXISTS se
 // documents' words are: no text-search parser on either side.
 func (Postgres) SearchMatch(term string) (string, string) {
 	query, _ := searchQueries(term)
-	// A semi-join the planner can run either way, from the statistics
-	// ANALYZE keeps of the words: for a common word, walk the inbox in order
-	// and look into each conversation's own documents (its id range) until
-	// the page is full; for a rare one, find its few documents through the
-	// GIN index once. (A set of all the matching documents' conversations,
-	// as on SQLite, costs 200-400 ms here for a word in 200k documents: each
-	// is read back from the table to recheck the prefix match.)
-	return `EXISTS (SELECT 1 FROM search_docs d WHERE d.id >= c.num * 16777216 AND d.id < (c.num + 1) * 16777216
-		AND d.tsv @@ CAST(? AS tsquery))`, query
+	return matchClause, query
 }
+
+// matchClause is SearchMatch's clause: a semi-join the planner can run
+// either way, from the statistics ANALYZE keeps of the words: for a common
+// word, walk the inbox in order and look into each conversation's own
+// documents (its id range) until the page is full; for a rare one, find its
+// few documents through the GIN index once. (A set of all the matching
+// documents' conversations, as on SQLite, costs 200-400 ms here for a word
+// in 200k documents: each is read back from the table to recheck the
+// prefix match.)
+const matchClause = `EXISTS (SELECT 1 FROM search_docs d WHERE d.id >= c.num * 16777216 AND d.id < (c.num + 1) * 16777216
+		AND d.tsv @@ CAST(? AS tsquery))`
 
 // searchQueries returns the tsquery literals of term: the phrase of its
 // words, the last one a prefix ("" matches nothing); and, when it has more
@@ -523,16 +526,16 @@ const rareDocuments = 1000
 // of it in the index). So when the term's exact words are rare too, the
 // index looks for them alone, and the documents it finds are checked
 // against the whole phrase (1.7 ms).
-func (p Postgres) PlanSearch(ctx context.Context, db *sql.DB, term string) (string, []any, error) {
-	clause, query := p.SearchMatch(term)
+func (Postgres) PlanSearch(ctx context.Context, db *sql.DB, term string) (string, []any, error) {
+	query, exact := searchQueries(term)
 	rows, err := estimateDocuments(ctx, db, query)
 	if err != nil {
 		return "", nil, fmt.Errorf("plan the search of %q: %w", term, err)
 	}
 	if rows > rareDocuments {
-		return clause, []any{query}, nil
+		return matchClause, []any{query}, nil
 	}
-	if _, exact := searchQueries(term); exact != "" {
+	if exact != "" {
 		rows, err := estimateDocuments(ctx, db, exact)
 		if err != nil {
 			return "", nil, fmt.Errorf("plan the search of %q: %w", term, err)
