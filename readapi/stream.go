@@ -819,7 +819,7 @@ func (f *flights[K, V]) get(ctx context.Context, pos uint64, applied func() uint
 	if e == nil || e.pos < pos {
 		f.mu.Lock()
 		if e = f.entries[key]; e == nil || e.pos < pos { // not read meanwhile
-			return f.load(ctx, pos, applied, key, load)
+			return f.read(ctx, pos, applied, key, load)
 		}
 		f.mu.Unlock()
 	}
@@ -836,8 +836,8 @@ func (f *flights[K, V]) get(ctx context.Context, pos uint64, applied func() uint
 	}
 }
 
-// load is get's read of key: f.mu is held for writing, and released.
-func (f *flights[K, V]) load(ctx context.Context, pos uint64, applied func() uint64, key K, load func(context.Context) (V, error)) (V, error) {
+// read is get's read of key: f.mu is held for writing, and released.
+func (f *flights[K, V]) read(ctx context.Context, pos uint64, applied func() uint64, key K, load func(context.Context) (V, error)) (V, error) {
 	e := &flight[V]{pos: max(pos, applied()), ready: make(chan struct{})}
 	e.used.Store(f.uses.Add(1))
 	f.entries[key] = e
