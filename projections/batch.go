@@ -169,8 +169,7 @@ func (b *batch) prefetch(recs []domain.Recorded) error {
 }
 
 func (b *batch) loadCustomers(ids []string) error {
-	in, args := inList(ids)
-	rows, err := b.t.query(`SELECT id, name, email FROM customers WHERE id IN (`+in+`)`, args...)
+	rows, err := b.t.query(`SELECT id, name, email FROM customers WHERE id IN (`+placeholders(len(ids))+`)`, anys(ids)...)
 	if err != nil {
 		return fmt.Errorf("load customers: %w", err)
 	}
@@ -186,9 +185,8 @@ func (b *batch) loadCustomers(ids []string) error {
 }
 
 func (b *batch) load(ids []string) error {
-	in, args := inList(ids)
 	rows, err := b.t.query(`SELECT id, channel, subject, status, customer_id, created_at, updated_at,
-		last_seq, last_live_seq, last_message_id, first_message_id, position, version, num FROM conversations WHERE id IN (`+in+`)`, args...)
+		last_seq, last_live_seq, last_message_id, first_message_id, position, version, num FROM conversations WHERE id IN (`+placeholders(len(ids))+`)`, anys(ids)...)
 	if err != nil {
 		return fmt.Errorf("load conversations: %w", err)
 	}
@@ -205,7 +203,7 @@ func (b *batch) load(ids []string) error {
 	if err := rows.Err(); err != nil {
 		return err
 	}
-	rows, err = b.t.query(`SELECT conversation_id, reader, seq FROM reads WHERE conversation_id IN (`+in+`)`, args...)
+	rows, err = b.t.query(`SELECT conversation_id, reader, seq FROM reads WHERE conversation_id IN (`+placeholders(len(ids))+`)`, anys(ids)...)
 	if err != nil {
 		return fmt.Errorf("load read marks: %w", err)
 	}

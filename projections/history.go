@@ -64,8 +64,7 @@ func (r *ReadModels) RenderState(ctx context.Context, st conversation.State, msg
 		d.Participants = append(d.Participants, Person{ID: id, Name: names[id]})
 	}
 	if len(st.Links) > 0 {
-		in, args := inList(st.Links)
-		rows, err := r.query(ctx, `SELECT id, kind, title, status FROM items WHERE id IN (`+in+`)`, args...)
+		rows, err := r.query(ctx, `SELECT id, kind, title, status FROM items WHERE id IN (`+placeholders(len(st.Links))+`)`, anys(st.Links)...)
 		if err != nil {
 			return d, err
 		}

@@ -164,27 +164,12 @@ func placeholders(n int) string {
 	return strings.TrimSuffix(strings.Repeat("?, ", n), ", ")
 }
 
-// inList returns the placeholders and arguments of ids as a list for IN
-// (…), its length rounded up to a power of two by repeating the last id.
-// PostgreSQL keeps a plan per prepared statement and connection, and plans
-// anew for a statement's first five runs: with a statement text per length,
-// the lists of the live streams' reads (any length up to 500) were planned
-// on two calls in three; a few lengths are planned a few times per
-// connection. (SQLite likewise keeps fewer statements compiled.) An empty
-// list is NULL, which matches nothing.
-func inList(ids []string) (string, []any) {
-	if len(ids) == 0 {
-		return "NULL", nil
+func anys(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
 	}
-	n := 1
-	for n < len(ids) {
-		n *= 2
-	}
-	args := make([]any, n)
-	for i := range args {
-		args[i] = ids[min(i, len(ids)-1)]
-	}
-	return placeholders(n), args
+	return out
 }
 
 func (r *ReadModels) userNames(ctx context.Context, ids []string) (map[string]string, error) {
@@ -192,8 +177,7 @@ func (r *ReadModels) userNames(ctx context.Context, ids []string) (map[string]st
 	if len(ids) == 0 {
 		return names, nil
 	}
-	in, args := inList(ids)
-	rows, err := r.query(ctx, `SELECT id, name FROM users WHERE id IN (`+in+`)`, args...)
+	rows, err := r.query(ctx, `SELECT id, name FROM users WHERE id IN (`+placeholders(len(ids))+`)`, anys(ids)...)
 	if err != nil {
 		return nil, err
 	}
@@ -213,8 +197,7 @@ func (r *ReadModels) customerRefs(ctx context.Context, ids []string) (map[string
 	if len(ids) == 0 {
 		return refs, nil
 	}
-	in, args := inList(ids)
-	rows, err := r.query(ctx, `SELECT id, name, email FROM customers WHERE id IN (`+in+`)`, args...)
+	rows, err := r.query(ctx, `SELECT id, name, email FROM customers WHERE id IN (`+placeholders(len(ids))+`)`, anys(ids)...)
 	if err != nil {
 		return nil, err
 	}
@@ -280,9 +263,8 @@ func (r *ReadModels) links(ctx context.Context, convs []string) (map[string][]Li
 	if len(convs) == 0 {
 		return out, nil
 	}
-	in, args := inList(convs)
 	rows, err := r.query(ctx, `SELECT l.conversation_id, i.id, i.kind, i.title, i.status FROM links l
-		JOIN items i ON i.id = l.item_id WHERE l.conversation_id IN (`+in+`) ORDER BY l.linked`, args...)
+		JOIN items i ON i.id = l.item_id WHERE l.conversation_id IN (`+placeholders(len(convs))+`) ORDER BY l.linked`, anys(convs)...)
 	if err != nil {
 		return nil, err
 	}
@@ -436,8 +418,7 @@ func (r *ReadModels) MessagesByID(ctx context.Context, ids []string) (map[string
 	ids = uniq(ids)
 	for start := 0; start < len(ids); start += snapshotChunk {
 		part := ids[start:min(start+snapshotChunk, len(ids))]
-		in, args := inList(part)
-		rows, err := r.query(ctx, messagesFrom+`WHERE m.id IN (`+in+`)`, args...)
+		rows, err := r.query(ctx, messagesFrom+`WHERE m.id IN (`+placeholders(len(part))+`)`, anys(part)...)
 		if err != nil {
 			return nil, err
 		}

@@ -50,7 +50,7 @@ func (r *ReadModels) Snapshots(ctx context.Context, ids []string) (map[string]*S
 }
 
 func (r *ReadModels) snapshots(ctx context.Context, ids []string, out map[string]*Snapshot) error {
-	in, args := inList(ids)
+	in, args := placeholders(len(ids)), anys(ids)
 	rows, err := r.query(ctx, `SELECT c.id, c.channel, c.subject, c.status, c.customer_id, c.last_message_id, c.updated_at, c.last_seq, `+joinedCols+`
 		FROM conversations c `+joinedFrom("c")+` WHERE c.id IN (`+in+`)`, args...)
 	if err != nil {

@@ -56,7 +56,7 @@ var (
 // marking the new pages all-visible, for index-only scans, a vacuum
 // records the table's size, which makes every connection plan its
 // statements on it again: a generic plan made while the messages were few
-// (a scan of the whole table) would otherwise outlive their growth.
+// would otherwise be kept as they grow, until the connection is renewed.
 func (Postgres) Maintenance() []string {
 	return []string{
 		`SELECT gin_clean_pending_list('search_docs_tsv')`,
