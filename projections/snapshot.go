@@ -144,6 +144,10 @@ func (s *Snapshot) ID() string { return s.row.ID }
 // LiveChat reports whether the conversation is with a customer.
 func (s *Snapshot) LiveChat() bool { return s.row.Channel == "livechat" }
 
+// Staff returns the ids of the staff who take part in the conversation or
+// whom a linked item concerns: those for whom it is theirs (Mine).
+func (s *Snapshot) Staff() []string { return slices.Concat(s.participants, s.interested) }
+
 // Mine reports whether the conversation is in p's "My conversations": p
 // takes part, or it links an item p created, is assigned to or follows.
 // It is the rule of the SQL condition mine, for a conversation in hand.

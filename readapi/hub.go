@@ -27,7 +27,10 @@ type HubConfig struct {
 // told only of the changes for it and those for everyone (see audience):
 // a post wakes its customer's widgets, not every widget open. It passes
 // over the rest without reading them, so the ring running past them does
-// not cut it off.
+// not cut it off. A staff member who sees only their own conversations
+// subscribes likewise (SubscribeStaff), and is told of a conversation's
+// changes when the route given with them (DeliverRouted) names them, or
+// when it does not know.
 type Hub struct {
 	mu   sync.RWMutex // held by Deliver while it writes the ring, for reading by Next
 	ring []projections.Change
@@ -37,7 +40,8 @@ type Hub struct {
 	// the ring and signals them (taken before mu).
 	subsMu sync.Mutex
 	subs   []*Subscription            // open subscriptions for every change, each at its index
-	keyed  map[string][]*Subscription // open subscriptions for an audience, each at its index
+	keyed  map[string][]*Subscription // open subscriptions for a customer's changes, each at its index
+	staff  map[string][]*Subscription // open subscriptions for the conversations routed to a staff member
 
 	head atomic.Uint64 // the highest position delivered; written under mu
 }
@@ -47,7 +51,8 @@ func NewHub(cfg HubConfig) *Hub {
 	if cfg.ClientBuffer <= 0 {
 		cfg.ClientBuffer = 1024
 	}
-	return &Hub{ring: make([]projections.Change, cfg.ClientBuffer), keyed: map[string][]*Subscription{}}
+	return &Hub{ring: make([]projections.Change, cfg.ClientBuffer), keyed: map[string][]*Subscription{},
+		staff: map[string][]*Subscription{}}
 }
 
 // Subscription is one subscriber's place in the hub. Next and Caught are
@@ -58,12 +63,14 @@ type Subscription struct {
 	cursor     atomic.Uint64 // the sequence number of the next change to take
 	overflowed atomic.Bool
 	closed     atomic.Bool
-	index      int // in hub.subs, or hub.keyed[key]; guarded by hub.subsMu
+	index      int // in hub.subs, or hub.keyed[key] (hub.staff[key]); guarded by hub.subsMu
 
-	// For a subscription for one audience: key names it, and first is one
-	// more than the sequence number of the first change for it not taken,
-	// 0 if there is none (written by Deliver under hub.mu, and by Next).
+	// For a subscription for one audience: key names it (a staff member's
+	// when staff), and first is one more than the sequence number of the
+	// first change for it not taken, 0 if there is none (written by
+	// Deliver under hub.mu, and by Next).
 	key   string
+	staff bool
 	first atomic.Uint64
 	// passed is the position up to which Next passed over every change,
 	// as not for it (0 for a subscription to every change).
@@ -77,38 +84,56 @@ func (h *Hub) Subscribe() *Subscription { return h.SubscribeFor("") }
 // SubscribeFor is Subscribe for the changes of one audience, key (a
 // customer's id: see audience), and those for everyone; "" is for every
 // change.
-func (h *Hub) SubscribeFor(key string) *Subscription {
-	s := &Subscription{hub: h, ready: make(chan struct{}, 1), key: key}
+func (h *Hub) SubscribeFor(key string) *Subscription { return h.subscribe(key, false) }
+
+// SubscribeStaff is Subscribe for a staff member who sees only the
+// conversations they take part in or whose linked items concern them: the
+// changes of the conversations routed to key (see DeliverRouted), and
+// those for everyone. The counters, which only the staff who see every
+// customer conversation use, are not among them.
+func (h *Hub) SubscribeStaff(key string) *Subscription { return h.subscribe(key, true) }
+
+func (h *Hub) subscribe(key string, staff bool) *Subscription {
+	s := &Subscription{hub: h, ready: make(chan struct{}, 1), key: key, staff: staff && key != ""}
 	h.subsMu.Lock()
 	defer h.subsMu.Unlock()
 	h.mu.RLock()
 	s.cursor.Store(h.next)
 	h.mu.RUnlock()
-	if key == "" {
+	switch {
+	case key == "":
 		s.index = len(h.subs)
 		h.subs = append(h.subs, s)
-	} else {
+	case staff:
+		s.index = len(h.staff[key])
+		h.staff[key] = append(h.staff[key], s)
+	default:
 		s.index = len(h.keyed[key])
 		h.keyed[key] = append(h.keyed[key], s)
 	}
 	return s
 }
 
-// audience tells whom a change is for: the subscriptions for key (the
-// customer of the conversation it changed), everyone, or, neither, only
-// the subscriptions to every change (a widget has no use of the counters,
-// nor of a conversation without a customer).
-func audience(ch projections.Change) (key string, everyone bool) {
+// audience tells whom a change is for: a conversation's change is for the
+// subscriptions for key (its customer) and for the staff it is routed to;
+// another is for everyone, or, neither, only for the subscriptions to
+// every change (only they use the counters).
+func audience(ch projections.Change) (key string, conversation, everyone bool) {
 	switch ch.Kind {
 	case projections.CountsChanged:
-		return "", false
+		return "", false, false
 	case projections.ConversationCreated, projections.ConversationUpdated, projections.ReadChanged,
 		projections.MessageCreated, projections.MessageUpdated, projections.MessageDeleted:
-		return ch.Customer, false
+		return ch.Customer, true, false
 	default: // the helpdesk, an item (which may change anyone's rows), a kind not known here
-		return "", true
+		return "", false, true
 	}
 }
+
+// A Route tells which staff subscriptions a conversation's change is for:
+// their keys; ok is false when it does not know, and the change is then
+// for every staff subscription.
+type Route func(ch projections.Change) (keys []string, ok bool)
 
 // Ready returns the channel that receives a signal once changes were
 // delivered after the last signal: then Next has some, or had them
@@ -209,9 +234,12 @@ func (s *Subscription) Close() {
 	if s.closed.Swap(true) {
 		return
 	}
-	subs := h.subs
+	subs, byKey := h.subs, h.keyed
+	if s.staff {
+		byKey = h.staff
+	}
 	if s.key != "" {
-		subs = h.keyed[s.key]
+		subs = byKey[s.key]
 	}
 	last := subs[len(subs)-1]
 	subs[s.index], last.index = last, s.index
@@ -221,9 +249,9 @@ func (s *Subscription) Close() {
 	case s.key == "":
 		h.subs = subs
 	case len(subs) == 0:
-		delete(h.keyed, s.key)
+		delete(byKey, s.key)
 	default:
-		h.keyed[s.key] = subs
+		byKey[s.key] = subs
 	}
 }
 
@@ -231,14 +259,20 @@ func (s *Subscription) Close() {
 // except those at or below the highest position delivered before:
 // transports redeliver. A FeedGap among them cuts every subscriber off
 // before the changes that follow it. It never waits for a subscriber.
-func (h *Hub) Deliver(changes []projections.Change) {
+// Every staff subscription gets every conversation's changes.
+func (h *Hub) Deliver(changes []projections.Change) { h.DeliverRouted(changes, nil) }
+
+// DeliverRouted is Deliver, a conversation's changes going to the staff
+// subscriptions route names (to all of them where route is nil or does
+// not know). It calls route with the hub's locks held.
+func (h *Hub) DeliverRouted(changes []projections.Change, route Route) {
 	for {
 		i := slices.IndexFunc(changes, func(ch projections.Change) bool { return ch.Kind == projections.FeedGap })
 		if i < 0 {
-			h.deliver(changes)
+			h.deliver(changes, route)
 			return
 		}
-		h.deliver(changes[:i])
+		h.deliver(changes[:i], route)
 		if changes[i].Position > h.head.Load() {
 			// Changes before it were lost: every subscriber stops, before
 			// it can take what follows, and its client resumes from its
@@ -249,14 +283,14 @@ func (h *Hub) Deliver(changes []projections.Change) {
 	}
 }
 
-// deliver is Deliver for changes without a FeedGap.
-func (h *Hub) deliver(changes []projections.Change) {
+// deliver is DeliverRouted for changes without a FeedGap.
+func (h *Hub) deliver(changes []projections.Change, route Route) {
 	h.subsMu.Lock()
 	defer h.subsMu.Unlock()
 	h.mu.Lock()
 	from := h.head.Load() // the changes of one log event share its position: compare with the head before the batch
-	added, everyone := false, false
-	var keys []string // the audiences told, in order, perhaps repeated
+	added, everyone, allStaff := false, false, false
+	var keys, staffKeys []string // the audiences told, in order, perhaps repeated
 	for _, ch := range changes {
 		if ch.Position <= from {
 			continue
@@ -266,20 +300,45 @@ func (h *Hub) deliver(changes []projections.Change) {
 		h.next++
 		h.head.Store(max(h.head.Load(), ch.Position))
 		added = true
-		if len(h.keyed) == 0 {
+		if len(h.keyed) == 0 && len(h.staff) == 0 {
 			continue
 		}
 		// Mark the change for its audience before Next can see it.
-		key, all := audience(ch)
-		switch {
-		case all:
+		key, conversation, all := audience(ch)
+		if all {
 			everyone = true
 			for _, subs := range h.keyed {
 				markFirst(subs, seq)
 			}
-		case h.keyed[key] != nil:
+			for _, subs := range h.staff {
+				markFirst(subs, seq)
+			}
+			continue
+		}
+		if h.keyed[key] != nil {
 			markFirst(h.keyed[key], seq)
 			keys = append(keys, key)
+		}
+		if !conversation || len(h.staff) == 0 {
+			continue
+		}
+		var routed []string
+		ok := false
+		if route != nil {
+			routed, ok = route(ch)
+		}
+		if !ok {
+			allStaff = true
+			for _, subs := range h.staff {
+				markFirst(subs, seq)
+			}
+			continue
+		}
+		for _, k := range routed {
+			if subs := h.staff[k]; subs != nil {
+				markFirst(subs, seq)
+				staffKeys = append(staffKeys, k)
+			}
 		}
 	}
 	h.mu.Unlock()
@@ -291,10 +350,22 @@ func (h *Hub) deliver(changes []projections.Change) {
 		for _, subs := range h.keyed {
 			signal(subs)
 		}
+		for _, subs := range h.staff {
+			signal(subs)
+		}
 		return
 	}
 	for _, key := range keys {
 		signal(h.keyed[key])
+	}
+	if allStaff {
+		for _, subs := range h.staff {
+			signal(subs)
+		}
+		return
+	}
+	for _, key := range staffKeys {
+		signal(h.staff[key])
 	}
 }
 
@@ -331,6 +402,9 @@ func (h *Hub) cutAll() {
 	for _, subs := range h.keyed {
 		cut(subs)
 	}
+	for _, subs := range h.staff {
+		cut(subs)
+	}
 }
 
 // Head returns the highest position delivered.
@@ -342,6 +416,9 @@ func (h *Hub) Subscribers() int {
 	defer h.subsMu.Unlock()
 	n := len(h.subs)
 	for _, subs := range h.keyed {
+		n += len(subs)
+	}
+	for _, subs := range h.staff {
 		n += len(subs)
 	}
 	return n

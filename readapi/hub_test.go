@@ -1,6 +1,7 @@
 package readapi
 
 import (
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -393,5 +394,72 @@ func TestHubTellsAnAudienceOnlyItsChanges(t *testing.T) {
 	bob.Close()
 	if n := h.Subscribers(); n != 2 {
 		t.Errorf("Subscribers = %d after bob left, want 2", n)
+	}
+}
+
+// TestHubRoutesConversationsToTheirStaff: a staff subscription is
+// signalled for the conversation changes its route names, for those whose
+// route does not know (or with no route: Deliver), and for those for
+// everyone; not for others', nor for the counters. A widget's and an
+// unkeyed subscription are not affected by the route.
+func TestHubRoutesConversationsToTheirStaff(t *testing.T) {
+	h := NewHub(HubConfig{})
+	tia, tom, bob, agent := h.SubscribeStaff("user:tia"), h.SubscribeStaff("user:tom"), h.SubscribeFor("bob"), h.Subscribe()
+	for _, s := range []*Subscription{tia, tom, bob, agent} {
+		defer s.Close()
+	}
+	if n := h.Subscribers(); n != 4 {
+		t.Fatalf("Subscribers = %d, want 4", n)
+	}
+	route := func(ch projections.Change) ([]string, bool) {
+		switch ch.ConversationID {
+		case "c-tia":
+			return []string{"user:tia", "user:nobody"}, true
+		case "c-none":
+			return nil, true
+		}
+		return nil, false // c-unknown
+	}
+	conv := func(pos uint64, id, customer string) projections.Change {
+		return projections.Change{Position: pos, Kind: projections.MessageCreated, ConversationID: id, Customer: customer}
+	}
+	took := func(s *Subscription) []uint64 {
+		t.Helper()
+		got, closed := drain(s)
+		if closed {
+			t.Fatal("cut off")
+		}
+		return got
+	}
+	h.DeliverRouted([]projections.Change{conv(1, "c-none", "bob"), {Position: 2, Kind: projections.CountsChanged}}, route)
+	h.DeliverRouted([]projections.Change{conv(3, "c-tia", "")}, route)
+	if got := took(tia); !slices.Equal(got, []uint64{3}) {
+		t.Errorf("tia took %v, want [3]: her conversation only", got)
+	}
+	if got := took(tom); len(got) != 0 {
+		t.Errorf("tom took %v, want nothing", got)
+	}
+	if got := took(bob); !slices.Equal(got, []uint64{1, 2, 3}) {
+		t.Errorf("bob took %v, want [1 2 3]: from his own change on", got)
+	}
+	if got := took(agent); !slices.Equal(got, []uint64{1, 2, 3}) {
+		t.Errorf("the agent took %v, want all", got)
+	}
+	// Unknown routes, no route at all, and a change for everyone reach
+	// every staff subscription.
+	h.DeliverRouted([]projections.Change{conv(4, "c-unknown", "")}, route)
+	if got := took(tom); !slices.Equal(got, []uint64{4}) {
+		t.Errorf("tom took %v, want [4]: a route not known goes to all staff", got)
+	}
+	h.Deliver([]projections.Change{conv(5, "c-none", "")})
+	if got := took(tom); !slices.Equal(got, []uint64{5}) {
+		t.Errorf("tom took %v, want [5]: Deliver routes nothing", got)
+	}
+	h.DeliverRouted([]projections.Change{{Position: 6, Kind: projections.HelpdeskChanged}}, route)
+	if got := took(tom); !slices.Equal(got, []uint64{6}) {
+		t.Errorf("tom took %v, want [6]: the helpdesk is for everyone", got)
+	}
+	if got := took(tia); !slices.Equal(got, []uint64{4, 5, 6}) {
+		t.Errorf("tia took %v, want [4 5 6]", got)
 	}
 }

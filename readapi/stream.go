@@ -55,6 +55,7 @@ type Streams struct {
 	hub      *Hub
 	cfg      StreamConfig
 	shared   *renderings
+	routes   *routing // of the staff streams routed (see route)
 	watch    *writeWatch
 
 	clients atomic.Int64
@@ -72,7 +73,7 @@ func NewStreams(rm *projections.ReadModels, log Log, progress Progress, hub *Hub
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = time.Minute
 	}
-	s := &Streams{rm: rm, log: log, progress: progress, hub: hub, cfg: cfg, watch: newWriteWatch(cfg.WriteTimeout)}
+	s := &Streams{rm: rm, log: log, progress: progress, hub: hub, cfg: cfg, routes: newRouting(), watch: newWriteWatch(cfg.WriteTimeout)}
 	s.shared = newRenderings(rm, func() uint64 { return max(hub.Head(), progress.Applied()) })
 	return s
 }
@@ -83,7 +84,7 @@ func (s *Streams) Deliver(changes []projections.Change) {
 	if s.hub.Subscribers() > 0 {
 		s.shared.prefetch(context.Background(), changes)
 	}
-	s.hub.Deliver(changes)
+	s.hub.DeliverRouted(changes, s.route)
 }
 
 // Clients returns how many streams are open.
@@ -111,7 +112,11 @@ type stream struct {
 	p      directory.Principal
 	widget bool
 	sub    *Subscription
-	out    *sseWriter
+	// routed is set for staff who see only their own conversations (see
+	// route), and loaded once their unread My conversations are counted
+	// in Streams.routes.
+	routed, loaded bool
+	out            *sseWriter
 
 	cur  uint64 // the position of the last log event whose changes were taken
 	done uint64 // every log event up to here has been sent, or was not for p
@@ -165,12 +170,18 @@ func (s *Streams) open(c *gin.Context, widget bool) *stream {
 	// Subscribe before reading where the log stands: every change past that
 	// point then reaches the subscription, and nothing falls in between.
 	// A widget is told only of its customer's changes and those for
-	// everyone; an agent's stream, of every change.
-	audience := ""
-	if widget {
-		audience = p.ID
+	// everyone; the stream of staff who see only their own conversations,
+	// of those routed to them (see route); other staff's, of every change.
+	st := &stream{Streams: s, p: p, widget: widget, routed: !widget && !p.SeesCustomers()}
+	switch {
+	case widget:
+		st.sub = s.hub.SubscribeFor(p.ID)
+	case st.routed:
+		s.routes.startLoading(p.Actor().Key())
+		st.sub = s.hub.SubscribeStaff(p.Actor().Key())
+	default:
+		st.sub = s.hub.Subscribe()
 	}
-	st := &stream{Streams: s, p: p, widget: widget, sub: s.hub.SubscribeFor(audience)}
 	now := max(s.progress.Applied(), s.hub.Head())
 
 	token, resume := resumeToken(c)
@@ -183,7 +194,7 @@ func (s *Streams) open(c *gin.Context, widget bool) *stream {
 		if !reset {
 			far, err := s.tooFar(ctx, from, now)
 			if err != nil {
-				st.sub.Close()
+				st.unsubscribe()
 				httpkit.Fail(c, err)
 				return nil
 			}
@@ -193,9 +204,13 @@ func (s *Streams) open(c *gin.Context, widget bool) *stream {
 	if !widget {
 		// After now: the changes since then keep the sets up to date.
 		if err := st.loadUnread(ctx); err != nil {
-			st.sub.Close()
+			st.unsubscribe()
 			httpkit.Fail(c, err)
 			return nil
+		}
+		if st.routed {
+			s.routes.loaded(p.Actor().Key(), st.mine)
+			st.loaded = true
 		}
 	}
 
@@ -227,9 +242,22 @@ func (s *Streams) open(c *gin.Context, widget bool) *stream {
 
 // close ends a stream that open returned.
 func (st *stream) close() {
-	st.sub.Close()
+	st.unsubscribe()
 	st.clients.Add(-1)
 	st.out.end()
+}
+
+// unsubscribe closes the stream's subscription, and takes a routed
+// stream out of the routes.
+func (st *stream) unsubscribe() {
+	st.sub.Close()
+	switch {
+	case !st.routed:
+	case st.loaded:
+		st.routes.forget(st.p.Actor().Key(), st.mine)
+	default:
+		st.routes.stopLoading(st.p.Actor().Key())
+	}
 }
 
 // live sends the changes of the hub as they come, and a heartbeat, until
@@ -540,7 +568,11 @@ func (st *stream) see(pos uint64, cv *convView) (unread int, ok bool) {
 		unread, ok = cv.snap.Unread(st.p), true
 	}
 	if !st.widget {
-		st.mine = st.mine.set(cv.id, unread > 0 && cv.snap.Mine(st.p))
+		in := unread > 0 && cv.snap.Mine(st.p)
+		if _, was := st.mine[cv.id]; was != in && st.loaded {
+			st.routes.set(st.p.Actor().Key(), cv.id, in)
+		}
+		st.mine = st.mine.set(cv.id, in)
 	}
 	st.seen.cv, st.seen.unread, st.seen.ok, st.seen.pos = cv, unread, ok, pos
 	return unread, ok
@@ -834,6 +866,19 @@ func (f *flights[K, V]) get(ctx context.Context, pos uint64, applied func() uint
 		var zero V
 		return zero, ctx.Err()
 	}
+}
+
+// peek returns the value of key if it was read, without error, after
+// position pos was applied.
+func (f *flights[K, V]) peek(key K, pos uint64) (V, bool) {
+	f.mu.RLock()
+	e := f.entries[key]
+	f.mu.RUnlock()
+	if e == nil || e.pos < pos || !e.done.Load() || e.err != nil {
+		var zero V
+		return zero, false
+	}
+	return e.val, true
 }
 
 // read is get's read of key: f.mu is held for writing, and released.

@@ -110,9 +110,18 @@ func newFixture(t *testing.T, o options) *fixture {
 	subscribed := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(2)
+	// As messengerd: the streams read what a batch looks like and route it
+	// (Streams.Deliver), once they exist.
+	var live atomic.Pointer[Streams]
 	go func() {
 		defer wg.Done()
-		bus.Consume(ctx, readySubscriber{feed, subscribed}, bus.Topic, 0, hub.Deliver)
+		bus.Consume(ctx, readySubscriber{feed, subscribed}, bus.Topic, 0, func(changes []projections.Change) {
+			if st := live.Load(); st != nil {
+				st.Deliver(changes)
+			} else {
+				hub.Deliver(changes)
+			}
+		})
 	}()
 	<-subscribed
 
@@ -140,6 +149,7 @@ func newFixture(t *testing.T, o options) *fixture {
 		log = heldLog{store, o.replay}
 	}
 	streams := NewStreams(projections.NewReadModels(db.Reader(), readmodel.SQLite{}), log, proj, hub, o.streams)
+	live.Store(streams)
 	gin.SetMode(gin.TestMode)
 	r := gin.New()
 	r.GET("/v1/stream", httpkit.Authenticate(fakeAuth{}, true), streams.Agent)
@@ -923,6 +933,49 @@ func TestUnreadTotalsFollowTheReadModels(t *testing.T) {
 	if checked["support"] < 6 || checked["teammate"] < 4 || checked["auditor"] < 2 {
 		t.Errorf("unread.changed checked %v times, want at least support 6, teammate 4, auditor 2", checked)
 	}
+}
+
+// TestRoutedStreamForgetsWhatItNoLongerSees: a teammate's stream is told
+// only of its own conversations' changes, yet the change that takes an
+// unread conversation from them (its item unlinked) reaches it, so that
+// its count of My conversations follows the read models.
+func TestRoutedStreamForgetsWhatItNoLongerSees(t *testing.T) {
+	f := newFixture(t, options{})
+	sam, tia, cust1 := principals["support"], principals["teammate"], principals["cust1"]
+	c := f.open("/v1/stream", "teammate", "")
+	waitClients(t, f.streams, 1)
+	helpdesk := 0
+	check := func(name string, want int) {
+		t.Helper()
+		barrier := f.helpdeskOnline(helpdesk%2 == 0, int64(helpdesk))
+		helpdesk++
+		var last *agentUnread
+		for _, ev := range c.until(barrier) {
+			if ev.Event == "unread.changed" {
+				u := decode[agentUnread](t, ev)
+				last = &u
+			}
+		}
+		_, mine, err := f.streams.rm.Unread(context.Background(), tia)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if last == nil || last.Mine != mine || mine != want {
+			t.Errorf("%s: the stream's last unread.changed %+v, the read models' mine %d; want both %d", name, last, mine, want)
+		}
+	}
+	f.startChat("c1", cust1, "hello")
+	f.append("conversation-c3", domain.NoStream,
+		conversation.Started{Meta: f.meta(sam), ConversationID: "c3", Channel: conversation.Internal, Participants: []string{"u-support", "u-team"}},
+		conversation.MessagePosted{Meta: f.meta(sam), MessageID: "c3-m1", Body: "hi"})
+	f.append("item-i1", domain.NoStream, item.Created{Meta: f.meta(sam), ItemID: "i1", Kind: item.Task, Title: "c1"},
+		item.Assigned{Meta: f.meta(sam), UserID: "u-team"})
+	f.append("conversation-c1", 2, conversation.ItemLinked{Meta: f.meta(sam), ItemID: "i1"})
+	f.append("conversation-c1", 3, conversation.MessagePosted{Meta: f.meta(cust1), MessageID: "c1-m2", Body: "any news?"})
+	check("c1 is the teammate's, unread", 2)
+	f.append("conversation-c1", 4, conversation.ItemUnlinked{Meta: f.meta(sam), ItemID: "i1"})
+	f.append("conversation-c3", 2, conversation.MessagePosted{Meta: f.meta(sam), MessageID: "c3-m2", Body: "c1 is not yours"})
+	check("c1 is no longer the teammate's", 1)
 }
 
 // TestSharedRowsAreEachViewersRow: the inbox rows a stream splices its
