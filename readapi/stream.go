@@ -112,11 +112,12 @@ type stream struct {
 	p      directory.Principal
 	widget bool
 	sub    *Subscription
-	// routed is set for staff who see only their own conversations (see
-	// route), and loaded once their unread My conversations are counted
-	// in Streams.routes.
-	routed, loaded bool
-	out            *sseWriter
+	// routeKey is the actor key of staff who see only their own
+	// conversations (see route), "" for others; loaded is set once their
+	// unread My conversations are counted in Streams.routes.
+	routeKey string
+	loaded   bool
+	out      *sseWriter
 
 	cur  uint64 // the position of the last log event whose changes were taken
 	done uint64 // every log event up to here has been sent, or was not for p
@@ -172,13 +173,14 @@ func (s *Streams) open(c *gin.Context, widget bool) *stream {
 	// A widget is told only of its customer's changes and those for
 	// everyone; the stream of staff who see only their own conversations,
 	// of those routed to them (see route); other staff's, of every change.
-	st := &stream{Streams: s, p: p, widget: widget, routed: !widget && !p.SeesCustomers()}
+	st := &stream{Streams: s, p: p, widget: widget}
 	switch {
 	case widget:
 		st.sub = s.hub.SubscribeFor(p.ID)
-	case st.routed:
-		s.routes.startLoading(p.Actor().Key())
-		st.sub = s.hub.SubscribeStaff(p.Actor().Key())
+	case !p.SeesCustomers():
+		st.routeKey = p.Actor().Key()
+		s.routes.startLoading(st.routeKey)
+		st.sub = s.hub.SubscribeStaff(st.routeKey)
 	default:
 		st.sub = s.hub.Subscribe()
 	}
@@ -208,8 +210,8 @@ func (s *Streams) open(c *gin.Context, widget bool) *stream {
 			httpkit.Fail(c, err)
 			return nil
 		}
-		if st.routed {
-			s.routes.loaded(p.Actor().Key(), st.mine)
+		if st.routeKey != "" {
+			s.routes.loaded(st.routeKey, st.mine)
 			st.loaded = true
 		}
 	}
@@ -252,11 +254,11 @@ func (st *stream) close() {
 func (st *stream) unsubscribe() {
 	st.sub.Close()
 	switch {
-	case !st.routed:
+	case st.routeKey == "":
 	case st.loaded:
-		st.routes.forget(st.p.Actor().Key(), st.mine)
+		st.routes.forget(st.routeKey, st.mine)
 	default:
-		st.routes.stopLoading(st.p.Actor().Key())
+		st.routes.stopLoading(st.routeKey)
 	}
 }
 
@@ -570,7 +572,7 @@ func (st *stream) see(pos uint64, cv *convView) (unread int, ok bool) {
 	if !st.widget {
 		in := unread > 0 && cv.snap.Mine(st.p)
 		if _, was := st.mine[cv.id]; was != in && st.loaded {
-			st.routes.set(st.p.Actor().Key(), cv.id, in)
+			st.routes.set(st.routeKey, cv.id, in)
 		}
 		st.mine = st.mine.set(cv.id, in)
 	}
