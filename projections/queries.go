@@ -259,7 +259,7 @@ func uniq(ss []string) []string {
 
 // links returns the linked items of each conversation, in linking order.
 func (r *ReadModels) links(ctx context.Context, convs []string) (map[string][]Link, error) {
-	out := make(map[string][]Link, len(convs))
+	out := map[string][]Link{} // most conversations link nothing
 	if len(convs) == 0 {
 		return out, nil
 	}
@@ -296,7 +296,11 @@ type convRow struct {
 // conversation row named x, that read its customer and its last message
 // with its author's name in the conversation's statement (see convRow's
 // joined): one round trip instead of three. joinedRow scans them.
-const joinedCols = `cu.id, cu.name, cu.email, m.id, m.author_kind, m.author_id, m.body, m.created_at, COALESCE(u.name, mc.name, '')`
+// Of the body, only what the excerpt shows travels: one character more
+// than it keeps, so that Excerpt still sees a longer body cut (a message
+// holds up to 10,000).
+var joinedCols = `cu.id, cu.name, cu.email, m.id, m.author_kind, m.author_id, substr(m.body, 1, ` + strconv.Itoa(ExcerptLen+1) + `),
+	m.created_at, COALESCE(u.name, mc.name, '')`
 
 func joinedFrom(x string) string {
 	return `LEFT JOIN customers cu ON cu.id = ` + x + `.customer_id
@@ -316,9 +320,10 @@ func (j *joinedRow) dest() []any {
 	return []any{&j.cuID, &j.cuName, &j.cuEmail, &j.mID, &j.mKind, &j.mAuthor, &j.mBody, &j.mAt, &j.mName}
 }
 
-// fill marks c joined, with the customer and the last message j read.
+// fill marks c joined, with the customer and the last message j read,
+// replacing those of a row scanned into c before.
 func (j *joinedRow) fill(c *convRow) {
-	c.joined = true
+	c.joined, c.customer, c.last = true, nil, nil
 	if j.cuID.Valid {
 		c.customer = &CustomerRef{ID: j.cuID.String, Name: j.cuName.String, Email: j.cuEmail.String}
 	}
@@ -616,14 +621,16 @@ func (r *ReadModels) Inbox(ctx context.Context, p directory.Principal, q InboxQu
 	if err != nil {
 		return nil, "", err
 	}
-	var cs []convRow
+	// One row to scan into, and one list of destinations, for the page:
+	// Scan sets every column of c and j, and fill the rest.
+	cs := make([]convRow, 0, q.Limit+1)
+	var c convRow
+	var j joinedRow
+	dest := append([]any{&c.id, &c.channel, &c.subject, &c.status, &c.customerID, &c.lastMessageID, &c.updatedAt, &c.unread}, j.dest()...)
 	func() {
 		defer rows.Close()
 		for rows.Next() {
-			var c convRow
-			var j joinedRow
-			if err = rows.Scan(append([]any{&c.id, &c.channel, &c.subject, &c.status, &c.customerID, &c.lastMessageID, &c.updatedAt, &c.unread},
-				j.dest()...)...); err != nil {
+			if err = rows.Scan(dest...); err != nil {
 				return
 			}
 			j.fill(&c)

@@ -56,14 +56,13 @@ func (r *ReadModels) snapshots(ctx context.Context, ids []string, out map[string
 	if err != nil {
 		return err
 	}
-	var convs []convRow
-	var lastSeqs []int
+	convs, lastSeqs := make([]convRow, 0, len(ids)), make([]int, 0, len(ids))
+	var c convRow
+	var lastSeq int
+	var j joinedRow
+	dest := append([]any{&c.id, &c.channel, &c.subject, &c.status, &c.customerID, &c.lastMessageID, &c.updatedAt, &lastSeq}, j.dest()...)
 	for rows.Next() {
-		var c convRow
-		var lastSeq int
-		var j joinedRow
-		if err := rows.Scan(append([]any{&c.id, &c.channel, &c.subject, &c.status, &c.customerID, &c.lastMessageID, &c.updatedAt, &lastSeq},
-			j.dest()...)...); err != nil {
+		if err := rows.Scan(dest...); err != nil {
 			rows.Close()
 			return err
 		}

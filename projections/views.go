@@ -182,11 +182,15 @@ type Helpdesk struct {
 // ExcerptLen is how many characters of a message an inbox row shows.
 const ExcerptLen = 140
 
-// Excerpt cuts s to n characters, adding "…" when it was longer.
+// Excerpt cuts s to n characters, adding "…" when it was longer. It
+// walks s without copying it: a body may be 10,000 characters long.
 func Excerpt(s string, n int) string {
-	r := []rune(s)
-	if len(r) <= n {
-		return s
+	chars := 0
+	for at := range s {
+		if chars == n {
+			return s[:at] + "…"
+		}
+		chars++
 	}
-	return string(r[:n]) + "…"
+	return s
 }
