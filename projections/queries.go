@@ -623,7 +623,7 @@ func (r *ReadModels) Inbox(ctx context.Context, p directory.Principal, q InboxQu
 	}
 	// One row to scan into, and one list of destinations, for the page:
 	// Scan sets every column of c and j, and fill the rest.
-	cs := make([]convRow, 0, q.Limit+1)
+	cs := make([]convRow, 0, min(max(q.Limit, 0), 200)+1) // the API's limits
 	var c convRow
 	var j joinedRow
 	dest := append([]any{&c.id, &c.channel, &c.subject, &c.status, &c.customerID, &c.lastMessageID, &c.updatedAt, &c.unread}, j.dest()...)
