@@ -3,8 +3,10 @@ package projections
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/helpdesk/messenger/domain"
 	"github.com/helpdesk/messenger/domain/conversation"
@@ -137,15 +139,16 @@ func trimPrefix(s, p string) string {
 // BEGIN and COMMIT travel with the statements (see commitWith): a batch
 // that reads nothing is one round trip.
 type txn struct {
-	ctx    context.Context
-	begin  func() (*sql.Conn, *sql.Tx, error)
-	conn   *sql.Conn // the connection the transaction runs on with a Pipeliner; else nil
-	tx     *sql.Tx   // nil until begun, and always with a Pipeliner
-	begun  bool      // with a Pipeliner: BEGIN was sent on conn, and neither COMMIT nor ROLLBACK since
-	d      Dialect
-	pipe   Pipeliner  // nil: each statement runs at once
-	copier Copier     // nil: rows are never copied
-	cache  *stmtCache // nil: statements are not kept prepared
+	ctx     context.Context
+	begin   func() (*sql.Conn, *sql.Tx, error)
+	conn    *sql.Conn // the connection the transaction runs on with a Pipeliner or a FlushDeferrer; else nil
+	restore string    // what conn runs before it is given back (a FlushDeferrer's restore), or ""
+	tx      *sql.Tx   // nil until begun, and always with a Pipeliner
+	begun   bool      // with a Pipeliner: BEGIN was sent on conn, and neither COMMIT nor ROLLBACK since
+	d       Dialect
+	pipe    Pipeliner  // nil: each statement runs at once
+	copier  Copier     // nil: rows are never copied
+	cache   *stmtCache // nil: statements are not kept prepared
 
 	pending      []Statement // the statements held, in order
 	pendingBytes int         // the length of their texts
@@ -194,6 +197,8 @@ func newTxn(ctx context.Context, begin func() (*sql.Conn, *sql.Tx, error), d Dia
 	t.pipe, _ = d.(Pipeliner)
 	if t.pipe != nil {
 		t.copier, _ = d.(Copier)
+	} else if fd, ok := d.(FlushDeferrer); ok {
+		_, t.restore = fd.DeferFlush()
 	}
 	return t
 }
@@ -226,12 +231,28 @@ func (t *txn) rollback() {
 	t.release()
 }
 
-// release gives the transaction's connection back, if it has one.
+// release gives the transaction's connection back, if it has one, once
+// restore has run on it.
 func (t *txn) release() {
 	if t.conn != nil {
-		t.conn.Close()
+		giveBack(t.conn, t.restore)
 		t.conn = nil
 	}
+}
+
+// giveBack runs restore on conn, unless it is "", and gives conn back to
+// its pool; if restore fails, the pool closes conn instead of keeping it.
+func giveBack(conn *sql.Conn, restore string) {
+	if restore != "" {
+		// Even when the batch's context is done: the connection must not
+		// go back to the pool as it is.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := conn.ExecContext(ctx, restore); err != nil {
+			conn.Raw(func(any) error { return driver.ErrBadConn })
+		}
+	}
+	conn.Close()
 }
 
 // commit sends what is held and commits.

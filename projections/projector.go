@@ -222,14 +222,34 @@ func (p *Projector) applyBatch(ctx context.Context, recs []domain.Recorded) (int
 
 // begin begins a transaction of the writer; if the dialect is a
 // Pipeliner, it returns a connection of the writer instead, on which the
-// txn's first statements begin the transaction (see txn).
+// txn's first statements begin the transaction (see txn). If it is a
+// FlushDeferrer, the transaction runs on a connection of its own, relaxed,
+// which it returns too, for the txn to restore it (see txn.release).
 func (p *Projector) begin(ctx context.Context) (*sql.Conn, *sql.Tx, error) {
-	if _, ok := p.d.(Pipeliner); !ok {
+	if _, ok := p.d.(Pipeliner); ok {
+		conn, err := p.db.Conn(ctx)
+		return conn, nil, err
+	}
+	fd, ok := p.d.(FlushDeferrer)
+	if !ok {
 		tx, err := p.db.BeginTx(ctx, nil)
 		return nil, tx, err
 	}
+	relax, restore := fd.DeferFlush()
 	conn, err := p.db.Conn(ctx)
-	return conn, nil, err
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, err := conn.ExecContext(ctx, relax); err != nil {
+		giveBack(conn, restore)
+		return nil, nil, err
+	}
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		giveBack(conn, restore)
+		return nil, nil, err
+	}
+	return conn, tx, nil
 }
 
 // prepared is a batch applied in memory, whose row changes its txn holds

@@ -73,6 +73,23 @@ type Copier interface {
 	Copy(ctx context.Context, conn *sql.Conn, table string, columns []string, rows [][]any) error
 }
 
+// FlushDeferrer is implemented by a Dialect whose engine can commit a
+// transaction without waiting for the disk, as a setting of the
+// connection: SQLite's synchronous=NORMAL in WAL mode, whose commits reach
+// the log file at once but are flushed to the disk by the next commit that
+// waits for it (the event store's, in the same file) or a checkpoint. The
+// projector's transactions may: what they write derives from the event
+// log, whose own commits still wait for the disk, and the checkpoint that
+// says how far they got commits with them. A power cut then loses at most
+// the last batches, which the projector applies again at the next start;
+// a crash of the process loses nothing. The projector runs relax on a
+// connection of its own before it begins a transaction, and restore
+// before it gives the connection back; a connection on which restore
+// fails is closed instead.
+type FlushDeferrer interface {
+	DeferFlush() (relax, restore string)
+}
+
 // SearchWorder is implemented by a Dialect whose full-text index does not
 // find the words of a document by itself: its search_docs has a column
 // tsv instead of body (searches read the words, never the text), into

@@ -25,7 +25,18 @@ var (
 	_ projections.Dialect       = SQLite{}
 	_ projections.SearchPlanner = SQLite{}
 	_ projections.Compactor     = SQLite{}
+	_ projections.FlushDeferrer = SQLite{}
 )
+
+// DeferFlush lets the projector commit with synchronous=NORMAL: in WAL
+// mode its commits reach the WAL at once, and the event store's next
+// commit in the same file (synchronous=FULL) flushes them with its own.
+// A projector's commit waited for the disk while it held the file's one
+// writer, so every append behind it waited too: at 1,000 posts a second a
+// post's median was 7 ms with every commit FULL, 2.3 with all NORMAL.
+func (SQLite) DeferFlush() (relax, restore string) {
+	return `PRAGMA synchronous = NORMAL`, `PRAGMA synchronous = FULL`
+}
 
 // Compact merges the full-text index into one segment. A rebuild commits a
 // batch at a time, each adding a segment that FTS5 merges only level by

@@ -6,6 +6,10 @@
 // in database/sql rather than on SQLite's lock; reads use the pool of
 // read-only connections of Reader and never wait for a writer. Commits are
 // synchronous=FULL: an acknowledged write survives a crash or a power cut.
+// A user of Writer whose writes can be derived again from the log may
+// relax it on a connection it holds (the projector does, with
+// synchronous=NORMAL: see projections.FlushDeferrer), provided it sets
+// FULL again, or closes the connection, before giving it back.
 //
 // PRAGMA user_version is the version of the schema in migrations/, applied
 // by Open; other users of the file must track their own schema elsewhere.
