@@ -38,7 +38,12 @@ func seeded(b *testing.B) (*projections.ReadModels, []directory.Principal) {
 			b.Fatal(err)
 		}
 		b.Cleanup(func() { db.Close() })
-		return projections.NewReadModels(db.SQL(), readmodel.Postgres{}), seedAgents(b, dir)
+		rm := projections.NewReadModels(db.SQL(), readmodel.Postgres{})
+		// As messengerd does at start.
+		if err := rm.Warm(ctx, int(db.Pool().Config().MaxConns)); err != nil {
+			b.Fatal(err)
+		}
+		return rm, seedAgents(b, dir)
 	}
 	db, err := sqlite.Open(ctx, filepath.Join(dir, "messenger.db"))
 	if err != nil {
@@ -66,7 +71,11 @@ func seeded(b *testing.B) (*projections.ReadModels, []directory.Principal) {
 			agents = append(agents, directory.Principal{Kind: domain.ActorUser, ID: id, Role: directory.Agent, Support: res.Support[i]})
 		}
 	}
-	return projections.NewReadModels(db.Reader(), readmodel.SQLite{}), agents
+	rm := projections.NewReadModels(db.Reader(), readmodel.SQLite{})
+	if err := rm.Warm(ctx, db.Readers()); err != nil { // as messengerd does at start
+		b.Fatal(err)
+	}
+	return rm, agents
 }
 
 // seedAgents reads the agents `messengerd seed` wrote into dir, if any.

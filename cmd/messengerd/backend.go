@@ -38,6 +38,7 @@ type backend struct {
 	store   eventStore
 	writer  *sql.DB // read-model writes
 	reader  *sql.DB // read-model queries
+	readers int     // reader's connections at most
 	dialect projections.Dialect
 	// pool is set when the read models are in PostgreSQL: several replicas
 	// may share them, and one at a time runs the projector.
@@ -46,6 +47,10 @@ type backend struct {
 	sub     message.Subscriber
 	closers []func() error
 }
+
+// pgReaders is the size of the PostgreSQL pool of the queries and the
+// event store's reads.
+const pgReaders = 32
 
 // replicated reports whether other processes may share this backend.
 func (b *backend) replicated() bool { return b.pool != nil }
@@ -71,7 +76,7 @@ func openBackend(ctx context.Context, cfg config) (_ *backend, err error) {
 		}
 	}()
 	if cfg.DatabaseURL != "" {
-		db, err := postgres.Open(ctx, cfg.DatabaseURL, postgres.Config{MaxConns: 32}) // pgxpool's default, max(4, CPUs), starves requests and streams
+		db, err := postgres.Open(ctx, cfg.DatabaseURL, postgres.Config{MaxConns: pgReaders}) // pgxpool's default, max(4, CPUs), starves requests and streams
 		if err != nil {
 			return nil, err
 		}
@@ -87,6 +92,7 @@ func openBackend(ctx context.Context, cfg config) (_ *backend, err error) {
 		writer.SetConnMaxLifetime(30 * time.Minute)
 		b.closers = append(b.closers, writer.Close)
 		b.writer, b.reader, b.dialect, b.pool = writer, db.SQL(), readmodel.Postgres{}, db.Pool()
+		b.readers = int(db.Pool().Config().MaxConns)
 		if cfg.EventStoreURL == "" {
 			store := postgres.NewEventStore(db, postgres.EventStoreConfig{})
 			b.closers = append(b.closers, store.Close)
@@ -101,7 +107,7 @@ func openBackend(ctx context.Context, cfg config) (_ *backend, err error) {
 			return nil, err
 		}
 		b.closers = append(b.closers, db.Close)
-		b.writer, b.reader, b.dialect = db.Writer(), db.Reader(), readmodel.SQLite{}
+		b.writer, b.reader, b.dialect, b.readers = db.Writer(), db.Reader(), readmodel.SQLite{}, db.Readers()
 		if cfg.EventStoreURL == "" {
 			store := sqlite.NewEventStore(db, sqlite.EventStoreConfig{})
 			b.closers = append(b.closers, store.Close)

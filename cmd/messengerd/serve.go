@@ -81,6 +81,11 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 
 	a := &app{be: be, metrics: newMetrics()}
 	a.rm = projections.NewReadModels(be.reader, be.dialect)
+	// The first requests after a start would wait for each connection's
+	// first statements; a failure here is not one of the service.
+	if err := a.rm.Warm(ctx, be.readers); err != nil {
+		log.Warn("read models not warmed", "err", err)
+	}
 	pcfg := projections.Config{
 		OnBatch: func(n int, pos uint64) { a.metrics.projected.Add(float64(n)); a.metrics.applied.Set(float64(pos)) },
 		OnError: func(err error) { log.Error("projector", "err", err) },

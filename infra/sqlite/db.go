@@ -122,6 +122,9 @@ func (db *DB) Writer() *sql.DB { return db.writer }
 // see the last commit and never wait for the writer.
 func (db *DB) Reader() *sql.DB { return db.reader }
 
+// Readers returns how many connections Reader opens at most.
+func (db *DB) Readers() int { return db.reader.Stats().MaxOpenConnections }
+
 // Close closes every connection. The last one to close checkpoints the WAL
 // into the database file.
 func (db *DB) Close() error {
