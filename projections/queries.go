@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 	"unicode"
 
 	"github.com/helpdesk/messenger/domain"
@@ -55,6 +56,12 @@ func NewReadModels(db *sql.DB, d Dialect) *ReadModels {
 // waited for that (on the seed, the first of a fresh process 6-26 ms
 // against 1.5-2). The connections go back to the pool, idle.
 func (r *ReadModels) Warm(ctx context.Context, n int) error {
+	// Asking for more connections than the pool has would wait forever.
+	if most := r.db.Stats().MaxOpenConnections; most > 0 {
+		n = min(n, most)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
 	conns := make([]*sql.Conn, 0, n)
 	defer func() {
 		for _, c := range conns {
