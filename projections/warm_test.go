@@ -32,6 +32,10 @@ func TestWarmOpensEveryConnection(t *testing.T) {
 		if got, want := db.Reader().Stats().Idle, db.Readers(); got != want || want < 2 {
 			t.Errorf("%d idle readers after warming %d", got, want)
 		}
+		// More than the pool holds: as many as it holds, without waiting.
+		if err := rm.Warm(ctx, 10*db.Readers()); err != nil {
+			t.Fatal(err)
+		}
 	})
 	t.Run("postgres", func(t *testing.T) {
 		db, err := postgres.Open(ctx, pgtest.NewDatabase(t), postgres.Config{MaxConns: 6})
