@@ -33,7 +33,7 @@ var (
 // commit in the same file (synchronous=FULL) flushes them with its own.
 // A projector's commit waited for the disk while it held the file's one
 // writer, so every append behind it waited too: at 1,000 posts a second a
-// post's median was 7 ms with every commit FULL, 2.3 with all NORMAL.
+// post's median fell from 7.7-8.0 ms to 5.6-6.1 ms.
 func (SQLite) DeferFlush() (relax, restore string) {
 	return `PRAGMA synchronous = NORMAL`, `PRAGMA synchronous = FULL`
 }
