@@ -389,6 +389,13 @@ func (j *joinedRow) dest() []any {
 	return []any{&j.cuID, &j.cuName, &j.cuEmail, &j.mID, &j.mKind, &j.mAuthor, &j.mBody, &j.mAt, &j.mName}
 }
 
+// joinedDest returns the destinations of a conversation's row read with
+// joinedCols: its columns id to updated_at into c, the next one into
+// extra, then j's.
+func joinedDest(c *convRow, extra any, j *joinedRow) []any {
+	return append([]any{&c.id, &c.channel, &c.subject, &c.status, &c.customerID, &c.lastMessageID, &c.updatedAt, extra}, j.dest()...)
+}
+
 // fill marks c joined, with the customer and the last message j read,
 // replacing those of a row scanned into c before.
 func (j *joinedRow) fill(c *convRow) {
@@ -695,7 +702,7 @@ func (r *ReadModels) Inbox(ctx context.Context, p directory.Principal, q InboxQu
 	cs := make([]convRow, 0, min(max(q.Limit, 0), 200)+1) // the API's limits
 	var c convRow
 	var j joinedRow
-	dest := append([]any{&c.id, &c.channel, &c.subject, &c.status, &c.customerID, &c.lastMessageID, &c.updatedAt, &c.unread}, j.dest()...)
+	dest := joinedDest(&c, &c.unread, &j)
 	func() {
 		defer rows.Close()
 		for rows.Next() {

@@ -60,7 +60,7 @@ func (r *ReadModels) snapshots(ctx context.Context, ids []string, out map[string
 	var c convRow
 	var lastSeq int
 	var j joinedRow
-	dest := append([]any{&c.id, &c.channel, &c.subject, &c.status, &c.customerID, &c.lastMessageID, &c.updatedAt, &lastSeq}, j.dest()...)
+	dest := joinedDest(&c, &lastSeq, &j)
 	for rows.Next() {
 		if err := rows.Scan(dest...); err != nil {
 			rows.Close()
