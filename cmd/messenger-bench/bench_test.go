@@ -149,7 +149,7 @@ func TestRunAgainstMessengerd(t *testing.T) {
 		name string
 		args []string
 	}{
-		{"proc", []string{"-pid", strconv.Itoa(pid), "-idle", "10"}},
+		{"proc", []string{"-pid", strconv.Itoa(pid), "-idle", "10", "-cpuprofile", filepath.Join(t.TempDir(), "bench.prof")}},
 		{"metrics", []string{"-mix", "0.5"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -195,6 +195,14 @@ func TestRunAgainstMessengerd(t *testing.T) {
 			}
 			if r.HostCores != runtime.NumCPU() || r.HostCPU <= 0 || r.HostCPU > float64(r.HostCores) {
 				t.Errorf("this machine's CPU: %v of %d cores busy, want some of %d", r.HostCPU, r.HostCores, runtime.NumCPU())
+			}
+			for i, a := range tc.args {
+				if a != "-cpuprofile" {
+					continue
+				}
+				if fi, err := os.Stat(tc.args[i+1]); err != nil || fi.Size() == 0 {
+					t.Errorf("-cpuprofile wrote nothing: %v", err)
+				}
 			}
 			if r.Lag.Samples == 0 {
 				t.Errorf("projection lag never sampled")

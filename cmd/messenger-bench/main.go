@@ -34,6 +34,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 	"time"
 )
@@ -70,6 +71,7 @@ type config struct {
 	BodySize     int
 	MaxErrorRate float64
 	Setup        int
+	CPUProfile   string
 }
 
 func parseConfig(args []string, stderr io.Writer) (config, error) {
@@ -95,6 +97,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&cfg.BodySize, "body-size", 80, "bytes of each message body")
 	fs.Float64Var(&cfg.MaxErrorRate, "max-error-rate", 0.01, "share of failed requests (streams' included) above which the run fails")
 	fs.IntVar(&cfg.Setup, "setup-concurrency", 16, "requests in flight while creating users and customers")
+	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write the load tool's own CPU profile to this file (it shares the machine with the server)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -142,6 +145,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	b, err := newBench(cfg, stdout, stderr)
 	if err != nil {
 		return err
+	}
+	if cfg.CPUProfile != "" {
+		f, err := os.Create(cfg.CPUProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	return b.run(ctx)
 }
