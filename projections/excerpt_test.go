@@ -40,10 +40,7 @@ func TestExcerpt(t *testing.T) {
 // read the whole message). All three cut it alike, after ExcerptLen
 // characters.
 func TestLongLastMessageExcerpt(t *testing.T) {
-	for _, e := range []struct {
-		name string
-		open func(testing.TB) engine
-	}{{"sqlite", sqliteEngine}, {"postgres", postgresEngine}} {
+	for _, e := range engines {
 		t.Run(e.name, func(t *testing.T) {
 			ctx := context.Background()
 			en := e.open(t)

@@ -59,6 +59,12 @@ func postgresEngine(t testing.TB) engine {
 	return engine{store: store, cold: cold, writer: db.SQL(), reader: db.SQL(), dialect: readmodel.Postgres{}}
 }
 
+// engines are the engines a test runs on alike, by name.
+var engines = []struct {
+	name string
+	open func(testing.TB) engine
+}{{"sqlite", sqliteEngine}, {"postgres", postgresEngine}}
+
 // project migrates e's read models and runs a projector on them until
 // the test ends.
 func project(t *testing.T, e engine) *projections.Projector {

@@ -21,10 +21,7 @@ import (
 // messages themselves: the counters of /v1/unread, the per-conversation
 // count of the inbox, and the snapshots of live streams.
 func TestUnreadCountersMatchTheMessages(t *testing.T) {
-	for _, e := range []struct {
-		name string
-		open func(testing.TB) engine
-	}{{"sqlite", sqliteEngine}, {"postgres", postgresEngine}} {
+	for _, e := range engines {
 		// Live: each command projected before the next, and checked. Batched:
 		// all of them projected together at the end (posts, reads and
 		// deletions of one conversation in one transaction), then checked.

@@ -55,10 +55,7 @@ func TestWarmOpensEveryConnection(t *testing.T) {
 		}
 	})
 	// On a helpdesk with rows, too: the questions are the same.
-	for _, e := range []struct {
-		name string
-		open func(testing.TB) engine
-	}{{"sqlite", sqliteEngine}, {"postgres", postgresEngine}} {
+	for _, e := range engines {
 		t.Run(e.name+"/scripted", func(t *testing.T) {
 			w := build(t, e.open(t))
 			if err := w.rm.Warm(ctx, 2); err != nil {
