@@ -87,11 +87,16 @@ func CheckBody(field, s string) error {
 	return CheckLen(field, s, MaxBodyLen)
 }
 
-// CheckLen returns a FieldError when s is not valid UTF-8 or holds more than
-// max characters.
+// CheckLen returns a FieldError when s is not valid UTF-8, holds the
+// character U+0000 or holds more than max characters. An event's text must
+// fit every engine's text columns, and PostgreSQL's refuse U+0000: one such
+// event in the log would stop its read models at that event.
 func CheckLen(field, s string, max int) error {
 	if !utf8.ValidString(s) {
 		return Invalid(field, "must be valid UTF-8")
+	}
+	if strings.IndexByte(s, 0) >= 0 {
+		return Invalid(field, "must not contain the character U+0000")
 	}
 	if n := utf8.RuneCountInString(s); n > max {
 		return Invalid(field, "must be at most "+itoa(max)+" characters")

@@ -67,6 +67,20 @@ func TestCheckLen(t *testing.T) {
 	if got, want := err.Error(), "body: must be at most 10000 characters"; got != want {
 		t.Errorf("message: got %q, want %q", got, want)
 	}
+	// PostgreSQL's text columns refuse U+0000 (the other control
+	// characters they keep, and so do the events).
+	for _, s := range []string{"\x00", "hello\x00world", "end\x00"} {
+		err = domain.CheckLen("subject", s, domain.MaxSubjectLen)
+		if !errors.As(err, &fe) || fe.Field != "subject" || fe.Reason != "must not contain the character U+0000" {
+			t.Errorf("CheckLen(%q): got %v, want a FieldError for subject about U+0000", s, err)
+		}
+	}
+	if err := domain.CheckLen("subject", "tab\tand\u0001bell", domain.MaxSubjectLen); err != nil {
+		t.Errorf("CheckLen(other control characters): got %v, want nil", err)
+	}
+	if err := domain.CheckBody("body", "hi\x00"); err == nil {
+		t.Errorf("CheckBody(with U+0000): got nil, want an error")
+	}
 }
 
 func TestInvalid(t *testing.T) {
