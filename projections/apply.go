@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/helpdesk/messenger/domain"
 	"github.com/helpdesk/messenger/domain/conversation"
@@ -366,6 +367,9 @@ func (t *txn) runCopies() error {
 			return err
 		}
 		done = c.at
+		for _, r := range c.rows {
+			storableRow(r)
+		}
 		err := t.copier.Copy(t.ctx, t.conn, c.table, c.cols, c.rows)
 		if err != nil && t.ctx.Err() != nil {
 			return err
@@ -462,6 +466,9 @@ func (t *txn) send(stmts []Statement) (int64, error) {
 		t.begun = true
 		stmts = append([]Statement{{Query: `BEGIN`}}, stmts...)
 	}
+	for i := range stmts {
+		stmts[i].Args = storableArgs(stmts[i].Args)
+	}
 	n, err := t.pipe.Send(t.ctx, t.conn, stmts)
 	if err != nil {
 		return 0, fmt.Errorf("%d statements sent together: %w", len(stmts), err)
@@ -477,7 +484,7 @@ func (t *txn) query(q string, args ...any) (*sql.Rows, error) {
 	if err := t.open(); err != nil {
 		return nil, err
 	}
-	q = t.d.Rebind(q)
+	q, args = t.d.Rebind(q), storableArgs(args)
 	var rows *sql.Rows
 	var err error
 	if t.tx == nil {
@@ -504,7 +511,7 @@ func (t *txn) scan(q string, args []any, dest ...any) error {
 	if err := t.open(); err != nil {
 		return err
 	}
-	q = t.d.Rebind(q)
+	q, args = t.d.Rebind(q), storableArgs(args)
 	if t.tx == nil {
 		return t.conn.QueryRowContext(t.ctx, q, args...).Scan(dest...)
 	}
@@ -516,11 +523,51 @@ func (t *txn) scan(q string, args []any, dest ...any) error {
 
 // execNow runs q in the transaction, begun, prepared if the cache has it.
 func (t *txn) execNow(q string, args []any) (sql.Result, error) {
-	q = t.d.Rebind(q)
+	q, args = t.d.Rebind(q), storableArgs(args)
 	if stmt := t.cache.get(q); stmt != nil {
 		return t.tx.StmtContext(t.ctx, stmt).ExecContext(t.ctx, args...)
 	}
 	return t.tx.ExecContext(t.ctx, q, args...)
+}
+
+// The read models hold text every engine stores: PostgreSQL's text columns
+// refuse U+0000 and invalid UTF-8, which a statement's text arguments (the
+// array literals of a Bulker among them) and the rows copied then hold
+// with U+FFFD in their place. The domain refuses such text now, but a log
+// may hold it from before, or from another writer, and the projector must
+// not stop at its event: the log keeps the event as it came, for the
+// auditors; the read models show it replaced, on every engine alike.
+// Every statement and copy of a txn goes through storableArgs or
+// storableRow on its way to the engine.
+
+// unstorable reports whether s holds U+0000 or is not valid UTF-8.
+func unstorable(s string) bool { return strings.IndexByte(s, 0) >= 0 || !utf8.ValidString(s) }
+
+// storableText returns s with U+FFFD for each invalid byte and U+0000.
+func storableText(s string) string {
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
+}
+
+// storableArgs returns args, or a copy of them with storable text in place
+// of text that is not.
+func storableArgs(args []any) []any {
+	for i, a := range args {
+		if s, ok := a.(string); ok && unstorable(s) {
+			out := append([]any(nil), args...)
+			storableRow(out[i:])
+			return out
+		}
+	}
+	return args
+}
+
+// storableRow makes the text of row storable, in place.
+func storableRow(row []any) {
+	for i, a := range row {
+		if s, ok := a.(string); ok && unstorable(s) {
+			row[i] = storableText(s)
+		}
+	}
 }
 
 func b2i(b bool) int {

@@ -28,3 +28,6 @@ func BeginBatch(ctx context.Context, p *Projector) (*sql.Tx, func(commit bool) e
 		return nil
 	}, nil
 }
+
+// StorableArgs is storableArgs, for tests.
+func StorableArgs(args []any) []any { return storableArgs(args) }
