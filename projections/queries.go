@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/helpdesk/messenger/domain"
 	"github.com/helpdesk/messenger/domain/directory"
@@ -641,7 +642,9 @@ func decodeCursor(s string) (int64, string, error) {
 	}
 	at, id, ok := strings.Cut(string(b), ":")
 	n, err := strconv.ParseInt(at, 10, 64)
-	if !ok || err != nil || id == "" {
+	// A cursor is the client's to forge: its id, which the page's query
+	// compares, must be text PostgreSQL takes.
+	if !ok || err != nil || id == "" || !utf8.ValidString(id) || strings.IndexByte(id, 0) >= 0 {
 		return 0, "", ErrBadCursor
 	}
 	return n, id, nil

@@ -2,16 +2,17 @@ package main
 
 import (
 	"context"
-	"reflect"
-
-	"github.com/helpdesk/messenger/infra/natsbus/natstest"
-	"github.com/helpdesk/messenger/infra/postgres/pgtest"
+	"encoding/base64"
 	"io"
 	"net/http"
 	"net/url"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/helpdesk/messenger/infra/natsbus/natstest"
+	"github.com/helpdesk/messenger/infra/postgres/pgtest"
 )
 
 // people are the principals of the seed scenario.
@@ -378,11 +379,25 @@ func seedScenario(t *testing.T, vars map[string]string) {
 	}
 }
 
+// TestBadInputAppendsNothing sends hostile requests, on every backend:
+// each is answered with its JSON error, appends nothing, and leaves the
+// read models running (PostgreSQL's refused U+0000: a customer's name
+// holding one stopped them at its event, and ids holding one were
+// internal errors).
 func TestBadInputAppendsNothing(t *testing.T) {
-	s := startServer(t, t.TempDir(), nil)
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) { badInputAppendsNothing(t, b.vars(t)) })
+	}
+}
+
+func badInputAppendsNothing(t *testing.T, vars map[string]string) {
+	s := startServer(t, t.TempDir(), vars)
 	p := seedPeople(t, s)
 	id := s.do("POST", "/v1/conversations", p.customer, map[string]any{"body": "hello"}).want(t, 201).str("id")
 	msgs := "/v1/conversations/" + id + "/messages"
+	mid := s.do("POST", msgs, p.customer, map[string]any{"body": "mine"}).want(t, 201).str("id")
+	item := s.do("POST", "/v1/items", p.support, map[string]any{"kind": "task", "title": "Check"}).want(t, 201).str("id")
+	forged := base64.RawURLEncoding.EncodeToString([]byte("1:a\x00b"))
 	before := countEvents(t, s)
 	cases := []struct {
 		name, method, path, token string
@@ -418,6 +433,27 @@ func TestBadInputAppendsNothing(t *testing.T) {
 		{"client_id too long", "POST", msgs, p.customer, map[string]any{"body": "hi", "client_id": strings.Repeat("x", 65)}, 400, "invalid_request", "client_id"},
 		{"unlink an unknown item", "DELETE", "/v1/conversations/" + id + "/links/ghost", p.support, nil, 404, "not_found", ""},
 		{"follow an unknown item", "POST", "/v1/items/ghost/followers", p.support, map[string]any{"user_id": "ghost"}, 404, "not_found", ""},
+		{"array for an object", "POST", msgs, p.customer, `[1,2]`, 400, "invalid_request", ""},
+		{"U+0000 in a body", "POST", msgs, p.customer, `{"body":"hi\u0000there"}`, 400, "invalid_request", "body"},
+		{"U+0000 in a client_id", "POST", msgs, p.customer, `{"body":"hi","client_id":"c\u0000"}`, 400, "invalid_request", "client_id"},
+		{"U+0000 in an edit", "PATCH", msgs + "/" + mid, p.customer, `{"body":"x\u0000"}`, 400, "invalid_request", "body"},
+		{"U+0000 in a widget name", "POST", "/v1/widget/sessions", "", `{"name":"Eve\u0000"}`, 400, "invalid_request", "name"},
+		{"U+0000 in an email", "POST", "/v1/users", p.admin, `{"name":"x","email":"x\u0000@y.z","role":"agent"}`, 400, "invalid_request", "email"},
+		{"U+0000 in a subject", "POST", "/v1/conversations", p.customer, `{"body":"hi","subject":"a\u0000"}`, 400, "invalid_request", "subject"},
+		{"U+0000 in a participant", "POST", "/v1/conversations", p.agent, `{"body":"hi","participants":["\u0000"]}`, 400, "invalid_request", "participants"},
+		{"U+0000 in an assignee", "POST", "/v1/items", p.support, `{"kind":"task","title":"x","assignees":["a\u0000"]}`, 400, "invalid_request", "assignees"},
+		{"U+0000 in an item title", "POST", "/v1/items", p.support, `{"kind":"task","title":"x\u0000"}`, 400, "invalid_request", "title"},
+		{"U+0000 in an item to link", "POST", "/v1/conversations/" + id + "/links", p.support, `{"item_id":"\u0000"}`, 400, "invalid_request", "item_id"},
+		{"U+0000 in a follower", "POST", "/v1/items/" + item + "/followers", p.support, `{"user_id":"a\u0000"}`, 400, "invalid_request", "user_id"},
+		{"U+0000 in a helpdesk message", "PUT", "/v1/helpdesk/messages", p.admin, `{"online_message":"hi\u0000","offline_message":"bye"}`, 400, "invalid_request", "online_message"},
+		{"U+0000 in a path id", "POST", "/v1/conversations/a%00b/messages", p.customer, map[string]any{"body": "hi"}, 404, "not_found", ""},
+		{"U+0000 in a read's path id", "GET", "/v1/conversations/a%00b", p.support, nil, 404, "not_found", ""},
+		{"invalid UTF-8 in a path id", "GET", "/v1/conversations/%FF/history", p.auditor, nil, 404, "not_found", ""},
+		{"U+0000 in a user id", "GET", "/v1/users/%00", p.support, nil, 404, "not_found", ""},
+		{"U+0000 in an item id", "GET", "/v1/items/x%00", p.support, nil, 404, "not_found", ""},
+		{"U+0000 in a customer id", "GET", "/v1/customers/x%00", p.support, nil, 404, "not_found", ""},
+		{"U+0000 in a link's path", "DELETE", "/v1/conversations/" + id + "/links/%00", p.support, nil, 404, "not_found", ""},
+		{"forged cursor", "GET", "/v1/inbox?section=customers&cursor=" + forged, p.support, nil, 400, "invalid_request", ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -443,6 +479,19 @@ func TestBadInputAppendsNothing(t *testing.T) {
 	}
 	if r := s.do("GET", "/v1/nope", "", nil); r.Status != http.StatusNotFound {
 		t.Errorf("unknown route: %d", r.Status)
+	}
+	// The read models are still running: a new post is read back at once,
+	// and the readiness check shows no lag.
+	posted := s.do("POST", msgs, p.customer, map[string]any{"body": "still here"}).want(t, 201).str("id")
+	found := false
+	for _, m := range s.do("GET", "/v1/conversations/"+id, p.support, nil).want(t, 200).list("messages") {
+		found = found || m["id"] == posted
+	}
+	if !found {
+		t.Errorf("the post after the bad input is not in the conversation")
+	}
+	if r := s.do("GET", "/readyz", "", nil).want(t, 200); r.Body["lag"] != float64(0) {
+		t.Errorf("readyz: %s", r.Raw)
 	}
 }
 

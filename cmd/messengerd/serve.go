@@ -266,7 +266,7 @@ func (a *app) routes(cfg config, draining <-chan struct{}) http.Handler {
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
 	r.HandleMethodNotAllowed = false
-	r.Use(recovery(), a.metrics.middleware(), limitBody(), cors(cfg.AllowedOrigins))
+	r.Use(recovery(), a.metrics.middleware(), limitBody(), cors(cfg.AllowedOrigins), httpkit.CheckParams())
 	r.NoRoute(func(c *gin.Context) {
 		httpkit.Fail(c, httpkit.Errorf(http.StatusNotFound, httpkit.CodeNotFound, "no route %s %s", c.Request.Method, c.Request.URL.Path))
 	})

@@ -13,8 +13,10 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"reflect"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
 
@@ -132,7 +134,10 @@ func Decode(c *gin.Context, v any) error {
 	return DecodeBytes(body, v)
 }
 
-// DecodeBytes decodes body as one strict JSON value into v.
+// DecodeBytes decodes body as one strict JSON value into v. It refuses a
+// string holding U+0000 anywhere in it (JSON's "\u0000"): no id holds one,
+// and PostgreSQL's text columns refuse it, so that it could only fail
+// later, as an internal error, or stop the read models at its event.
 func DecodeBytes(body []byte, v any) error {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return Errorf(http.StatusBadRequest, CodeInvalid, "request body must be a JSON object")
@@ -143,7 +148,11 @@ func DecodeBytes(body []byte, v any) error {
 		e := Errorf(http.StatusBadRequest, CodeInvalid, "malformed JSON: %v", err)
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
-			e.Field, e.Message = te.Field, fmt.Sprintf("%s must be %s", te.Field, te.Type)
+			if te.Field == "" {
+				e.Message = "request body must be " + jsonType(te.Type)
+			} else {
+				e.Field, e.Message = te.Field, te.Field+" must be "+jsonType(te.Type)
+			}
 		}
 		if f, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
 			e.Field, e.Message = strings.Trim(f, `"`), "unknown field "+f
@@ -157,7 +166,99 @@ func DecodeBytes(body []byte, v any) error {
 	if err := dec.Decode(&extra); err != io.EOF {
 		return Errorf(http.StatusBadRequest, CodeInvalid, "request body holds more than one JSON value")
 	}
+	if field, ok := nulField(reflect.ValueOf(v), ""); ok {
+		e := Errorf(http.StatusBadRequest, CodeInvalid, "request body must not contain the character U+0000")
+		if field != "" {
+			e.Field, e.Message = field, field+" must not contain the character U+0000"
+		}
+		return e
+	}
 	return nil
+}
+
+// jsonType names the JSON values that decode into t, for a client.
+func jsonType(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Pointer:
+		return jsonType(t.Elem())
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "a whole number"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.Struct, reflect.Map:
+		return "a JSON object"
+	}
+	return "another JSON value"
+}
+
+// nulField returns the JSON name of the first value of v, a decoded
+// request named name, that holds a string with U+0000 (a map's key too),
+// and whether there is one: "" for v itself, "a.b" for field b of a.
+func nulField(v reflect.Value, name string) (string, bool) {
+	switch v.Kind() {
+	case reflect.Pointer, reflect.Interface:
+		if !v.IsNil() {
+			return nulField(v.Elem(), name)
+		}
+	case reflect.String:
+		return name, strings.IndexByte(v.String(), 0) >= 0
+	case reflect.Slice, reflect.Array:
+		for i := range v.Len() {
+			if f, ok := nulField(v.Index(i), name); ok {
+				return f, true
+			}
+		}
+	case reflect.Map:
+		for it := v.MapRange(); it.Next(); {
+			if f, ok := nulField(it.Key(), name); ok {
+				return f, true
+			}
+			if f, ok := nulField(it.Value(), name); ok {
+				return f, true
+			}
+		}
+	case reflect.Struct:
+		t := v.Type()
+		for i := range t.NumField() {
+			sf := t.Field(i)
+			tag, _, _ := strings.Cut(sf.Tag.Get("json"), ",")
+			if !sf.IsExported() || tag == "-" {
+				continue
+			}
+			if tag == "" {
+				tag = sf.Name
+			}
+			if name != "" {
+				tag = name + "." + tag
+			}
+			if f, ok := nulField(v.Field(i), tag); ok {
+				return f, true
+			}
+		}
+	}
+	return "", false
+}
+
+// CheckParams answers 404 to a request whose path parameters are not
+// valid UTF-8 or hold U+0000: no id is such, and PostgreSQL would refuse
+// to look them up (an internal error, else).
+func CheckParams() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		for _, p := range c.Params {
+			if !utf8.ValidString(p.Value) || strings.IndexByte(p.Value, 0) >= 0 {
+				Fail(c, Errorf(http.StatusNotFound, CodeNotFound, "%s %q does not exist", p.Key, p.Value))
+				return
+			}
+		}
+		c.Next()
+	}
 }
 
 // Limit reads ?limit= (1–200, default 50).

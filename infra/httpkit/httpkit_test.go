@@ -3,9 +3,14 @@ package httpkit
 import (
 	"encoding/json"
 	"errors"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gin-gonic/gin"
 )
 
 type postRequest struct {
@@ -13,6 +18,84 @@ type postRequest struct {
 	ClientID     string   `json:"client_id"`
 	Participants []string `json:"participants"`
 	Online       *bool    `json:"online"`
+}
+
+// TestDecodeMessages checks that what the decoder answers speaks JSON,
+// not Go: the types named are JSON's, and U+0000 is refused by name.
+func TestDecodeMessages(t *testing.T) {
+	for in, want := range map[string]string{
+		`[1,2]`:                  "request body must be a JSON object",
+		`"str"`:                  "request body must be a JSON object",
+		`{"body":1}`:             "body must be a string",
+		`{"online":"yes"}`:       "online must be true or false",
+		`{"participants":"a"}`:   "participants must be an array",
+		`{"body":"hi\u0000"}`:    "body must not contain the character U+0000",
+		`{"client_id":"\u0000"}`: "client_id must not contain the character U+0000",
+	} {
+		var v postRequest
+		err := DecodeBytes([]byte(in), &v)
+		if err == nil || err.Error() != want {
+			t.Errorf("DecodeBytes(%s) = %v, want %q", in, err, want)
+		}
+	}
+}
+
+func TestNulField(t *testing.T) {
+	type inner struct {
+		Tags map[string]string `json:"tags"`
+		Skip string            `json:"-"`
+		Bare string
+	}
+	type outer struct {
+		In  *inner `json:"in,omitempty"`
+		Any any    `json:"any"`
+	}
+	for _, tt := range []struct {
+		v    any
+		want string
+		ok   bool
+	}{
+		{outer{}, "", false},
+		{outer{In: &inner{Tags: map[string]string{"k": "v"}, Bare: "x"}}, "", false},
+		{outer{In: &inner{Tags: map[string]string{"k\x00": "v"}}}, "in.tags", true},
+		{outer{In: &inner{Tags: map[string]string{"k": "\x00"}}}, "in.tags", true},
+		{outer{In: &inner{Skip: "\x00"}}, "", false},
+		{outer{In: &inner{Bare: "\x00"}}, "in.Bare", true},
+		{outer{Any: []any{"a", map[string]any{"b": "\x00"}}}, "any", true},
+		{"\x00", "", true},
+	} {
+		got, ok := nulField(reflect.ValueOf(&tt.v), "")
+		if got != tt.want || ok != tt.ok {
+			t.Errorf("nulField(%#v) = %q, %v; want %q, %v", tt.v, got, ok, tt.want, tt.ok)
+		}
+	}
+}
+
+func TestCheckParams(t *testing.T) {
+	gin.SetMode(gin.TestMode)
+	r := gin.New()
+	r.Use(CheckParams())
+	r.GET("/things/:id", func(c *gin.Context) { c.String(http.StatusOK, c.Param("id")) })
+	for path, want := range map[string]int{
+		"/things/abc":           200,
+		"/things/%C3%A9t%C3%A9": 200,
+		"/things/a%00b":         404,
+		"/things/%FF":           404,
+		"/things/%C3":           404,
+	} {
+		w := httptest.NewRecorder()
+		r.ServeHTTP(w, httptest.NewRequest(http.MethodGet, path, nil))
+		if w.Code != want {
+			t.Errorf("GET %s: %d %s, want %d", path, w.Code, w.Body, want)
+			continue
+		}
+		if want == 404 {
+			var body struct{ Error Error }
+			if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil || body.Error.Code != CodeNotFound {
+				t.Errorf("GET %s: body %s, want a not_found error", path, w.Body)
+			}
+		}
+	}
 }
 
 func TestDecodeBytes(t *testing.T) {
@@ -33,6 +116,10 @@ func TestDecodeBytes(t *testing.T) {
 		{`{"body":"a"} x`, true, ""},
 		{`{"body":`, true, ""},
 		{`[1,2]`, true, ""},
+		{`"str"`, true, ""},
+		{`{"body":"a\u0000b"}`, true, "body"},
+		{`{"body":"ok","participants":["a","\u0000"]}`, true, "participants"},
+		{`{"body":"a\\u0000b"}`, false, ""}, // a backslash, then "u0000": no U+0000
 	}
 	for _, tt := range tests {
 		var v postRequest
