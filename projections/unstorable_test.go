@@ -52,7 +52,7 @@ func TestUnstorableTextInTheLog(t *testing.T) {
 				last = recs[len(recs)-1].Position
 			}
 			appendAll(directory.CustomerStream(cust), directory.CustomerRegistered{
-				Meta: domain.Meta{At: at, Actor: domain.Actor{Kind: domain.ActorSystem, ID: "test"}},
+				Meta:       domain.Meta{At: at, Actor: domain.Actor{Kind: domain.ActorSystem, ID: "test"}},
 				CustomerID: cust, Name: "Nul\x00Name", Email: "nul@example.com", TokenHash: "hash-c1"})
 			appendAll(conversation.Stream(conv),
 				conversation.Started{Meta: by, ConversationID: conv, Channel: conversation.LiveChat, Subject: "Sub\x00ject", CustomerID: cust},
