@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"encoding/base64"
 	"io"
 	"net/http"
@@ -561,5 +562,76 @@ func TestKurrentDBUnreachable(t *testing.T) {
 	}
 	if ctx.Err() != nil {
 		t.Fatal("the start did not fail fast")
+	}
+}
+
+// TestStalledProjectorIsNotReady makes the read models refuse an event,
+// as a bug or a broken database would: the readiness check must say so
+// once the projector has failed for stallAfter, and recover when the
+// event applies at last. Before, it answered ready, with a lag of 1,
+// while every write waited for the read models in vain.
+func TestStalledProjectorIsNotReady(t *testing.T) {
+	old := stallAfter
+	stallAfter = 300 * time.Millisecond
+	t.Cleanup(func() { stallAfter = old })
+	dbURL := pgtest.NewDatabase(t)
+	s := startServer(t, t.TempDir(), map[string]string{"MESSENGER_DATABASE_URL": dbURL})
+	p := seedPeople(t, s)
+	id := s.do("POST", "/v1/conversations", p.customer, map[string]any{"body": "hello"}).want(t, 201).str("id")
+	db, err := sql.Open("pgx", dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`ALTER TABLE messages ADD CONSTRAINT poison CHECK (body <> 'poison')`); err != nil {
+		t.Fatal(err)
+	}
+	posted := make(chan int, 1)
+	go func() {
+		// Appended at once; its answer waits for the read models.
+		body := strings.NewReader(`{"body":"poison"}`)
+		req, _ := http.NewRequest("POST", s.base+"/v1/conversations/"+id+"/messages", body)
+		req.Header.Set("Authorization", "Bearer "+p.customer)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			posted <- 0
+			return
+		}
+		resp.Body.Close()
+		posted <- resp.StatusCode
+	}()
+	waitReady := func(want string) map[string]any {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			r := s.do("GET", "/readyz", "", nil)
+			if r.Body["status"] == want {
+				return r.Body
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("readyz never said %s: last %d %s", want, r.Status, r.Raw)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	stalled := waitReady("stalled")
+	if stalled["lag"] != float64(1) {
+		t.Errorf("stalled: %v, want a lag of 1", stalled)
+	}
+	if r := s.do("GET", "/readyz", "", nil); r.Status != http.StatusServiceUnavailable {
+		t.Errorf("stalled readyz answered %d", r.Status)
+	}
+	metrics := string(s.do("GET", "/metrics", "", nil).Raw)
+	if !strings.Contains(metrics, "messenger_projector_errors_total ") || strings.Contains(metrics, "messenger_projector_errors_total 0\n") {
+		t.Errorf("no projector errors counted")
+	}
+	if _, err := db.Exec(`ALTER TABLE messages DROP CONSTRAINT poison`); err != nil {
+		t.Fatal(err)
+	}
+	if ready := waitReady("ready"); ready["lag"] != float64(0) {
+		t.Errorf("after the fix: %v", ready)
+	}
+	if code := <-posted; code != 201 && code != 503 {
+		t.Errorf("the poisoned post answered %d", code)
 	}
 }

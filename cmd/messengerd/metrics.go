@@ -20,7 +20,9 @@ type metrics struct {
 	projected prometheus.Counter
 	applied   prometheus.Gauge
 	lag       prometheus.Gauge
-	streams   func() int
+	// projectorErrors counts the projector's failed batches and reads.
+	projectorErrors prometheus.Counter
+	streams         func() int
 }
 
 func newMetrics() *metrics {
@@ -39,7 +41,9 @@ func newMetrics() *metrics {
 	m.projected = prometheus.NewCounter(prometheus.CounterOpts{Name: "messenger_projected_events_total", Help: "Events applied to the read models."})
 	m.applied = prometheus.NewGauge(prometheus.GaugeOpts{Name: "messenger_projection_position", Help: "Log position the read models have applied."})
 	m.lag = prometheus.NewGauge(prometheus.GaugeOpts{Name: "messenger_projection_lag_events", Help: "Events in the log not yet applied to the read models."})
-	m.reg.MustRegister(m.requests, m.appends, m.applies, m.projected, m.applied, m.lag,
+	m.projectorErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "messenger_projector_errors_total",
+		Help: "Failures of the projector's batches and reads of the log, each retried after a pause."})
+	m.reg.MustRegister(m.requests, m.appends, m.applies, m.projected, m.applied, m.lag, m.projectorErrors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "messenger_sse_clients", Help: "Open SSE streams."},
 			func() float64 { return float64(m.streams()) }))

@@ -49,6 +49,9 @@ type app struct {
 	metrics   *metrics
 	ready     atomic.Bool
 	leader    atomic.Bool
+	// failingSince is when the projector's batches began to fail, in Unix
+	// nanoseconds, since its last batch that committed; 0 when none failed.
+	failingSince atomic.Int64
 }
 
 // authTTL is how long a principal found for a token is kept at most.
@@ -87,8 +90,16 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		log.Warn("read models not warmed", "err", err)
 	}
 	pcfg := projections.Config{
-		OnBatch: func(n int, pos uint64) { a.metrics.projected.Add(float64(n)); a.metrics.applied.Set(float64(pos)) },
-		OnError: func(err error) { log.Error("projector", "err", err) },
+		OnBatch: func(n int, pos uint64) {
+			a.metrics.projected.Add(float64(n))
+			a.metrics.applied.Set(float64(pos))
+			a.failingSince.Store(0)
+		},
+		OnError: func(err error) {
+			log.Error("projector", "err", err)
+			a.metrics.projectorErrors.Inc()
+			a.failingSince.CompareAndSwap(0, time.Now().UnixNano())
+		},
 	}
 	if be.replicated() {
 		// Another replica may be the one projecting: writes wait on the stored checkpoint.
@@ -291,6 +302,12 @@ func (a *app) routes(cfg config, draining <-chan struct{}) http.Handler {
 // process still answers ready, once it has caught up after its start.
 const maxReadyLag = 10000
 
+// stallAfter is how long the projector's batches may fail, with events
+// left to apply, before the instance answers not ready: long enough for a
+// database's restart or failover, after which they apply again. The
+// errors are in the log, and counted by messenger_projector_errors_total.
+var stallAfter = 30 * time.Second
+
 func (a *app) readyz(c *gin.Context) {
 	head, err := a.be.store.Head(c.Request.Context())
 	if err != nil {
@@ -298,6 +315,15 @@ func (a *app) readyz(c *gin.Context) {
 		return
 	}
 	lag := head - min(head, a.projector.Applied())
+	if since := a.failingSince.Load(); since != 0 && lag > 0 {
+		// Its batches fail again and again (the same one, most likely): the
+		// lag may be small, but writes wait for it in vain.
+		if failing := time.Since(time.Unix(0, since)); failing > stallAfter {
+			c.JSON(http.StatusServiceUnavailable, gin.H{"status": "stalled", "lag": lag, "projecting": a.leader.Load(),
+				"failing_for_seconds": int(failing.Seconds())})
+			return
+		}
+	}
 	if !a.ready.Load() || lag > maxReadyLag {
 		c.JSON(http.StatusServiceUnavailable, gin.H{"status": "catching_up", "lag": lag, "projecting": a.leader.Load()})
 		return
