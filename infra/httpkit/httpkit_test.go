@@ -143,7 +143,7 @@ func TestDecodeBytes(t *testing.T) {
 // every rejection as a 400 API error, and accepts only documents with no
 // unknown field that decode the same way again.
 func FuzzDecodeRequest(f *testing.F) {
-	for _, s := range []string{`{"body":"hi"}`, `{"body":"hi","client_id":"c1"}`, `{"participants":["a"]}`, `{"online":false}`, `{"x":1}`, `{`, `"str"`, `{"body":"\u00e9"}`} {
+	for _, s := range []string{`{"body":"hi"}`, `{"body":"hi","client_id":"c1"}`, `{"participants":["a"]}`, `{"online":false}`, `{"x":1}`, `{`, `"str"`, `{"body":"\u00e9"}`, `{"participants":["a\u0000"]}`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
@@ -155,6 +155,9 @@ func FuzzDecodeRequest(f *testing.F) {
 				t.Fatalf("rejection %v is not a 400 API error", err)
 			}
 			return
+		}
+		if strings.Contains(v.Body+v.ClientID+strings.Join(v.Participants, ""), "\x00") {
+			t.Fatalf("accepted U+0000 in %q", in)
 		}
 		var generic map[string]any
 		if json.Unmarshal(in, &generic) == nil {
