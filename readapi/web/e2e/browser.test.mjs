@@ -352,6 +352,40 @@ async function scenario(t) {
     await shot(agent, 'agent-ticket-details');
   });
 
+  await step('the history lists every event in order and shows the conversation at an instant', async () => {
+    await agent.getByRole('button', { name: 'History' }).click();
+    const panel = agent.getByRole('complementary', { name: 'History' });
+    const events = panel.getByRole('list', { name: 'Events' }).locator(':scope > li');
+    await events.first().waitFor();
+    const types = await events.evaluateAll((els) => els.map((e) => e.dataset.type));
+    const positions = await events.evaluateAll((els) => els.map((e) => Number(e.dataset.position)));
+    assert.deepEqual(positions, [...positions].sort((a, b) => a - b), 'events in log order');
+    assert.equal(types[0], 'conversation.started');
+    const at = (type) => types.indexOf(type);
+    for (const [before, later] of [['conversation.closed', 'conversation.reopened'],
+      ['conversation.message_edited', 'conversation.message_deleted'], ['conversation.message_deleted', 'conversation.item_linked']]) {
+      assert.ok(at(before) >= 0 && at(before) < at(later), `${before} before ${later}: ${types}`);
+    }
+    await panel.locator('li[data-type="conversation.closed"]', { hasText: 'Sam Support (you) closed the conversation' }).waitFor();
+    await panel.locator('li[data-type="conversation.item_linked"]', { hasText: ticketTitle }).waitFor();
+    // A deletion keeps, for the auditors, what the message said.
+    await panel.locator('li[data-type="conversation.message_deleted"] blockquote', { hasText: 'which address?' }).waitFor();
+    // Right after the close: closed, the customer's second message not written yet.
+    await panel.locator('li[data-type="conversation.closed"]').getByRole('button', { name: /State after this/ }).click();
+    const then = panel.getByRole('region', { name: 'State at the chosen instant' });
+    await then.locator('.pill', { hasText: 'closed' }).waitFor();
+    await then.getByText(REPLY).waitFor();
+    assert.equal(await then.getByText(SECOND).count(), 0);
+    await shot(agent, 'agent-history');
+    // The picker starts at the last event's second: the conversation as it is now.
+    await panel.getByRole('button', { name: 'Show' }).click();
+    await then.getByText(`linked: ${ticketTitle}`, { exact: false }).waitFor();
+    await then.getByText(SECOND).waitFor();
+    await then.locator('.pill', { hasText: 'open' }).waitFor();
+    await agent.getByRole('button', { name: 'Close details' }).click();
+    await panel.waitFor({ state: 'hidden' });
+  });
+
   await step('the helpdesk goes offline and the widget shows the offline message', async () => {
     const sw = agent.getByRole('switch', { name: /Helpdesk/ });
     await sw.click();

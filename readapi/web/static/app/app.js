@@ -488,7 +488,7 @@ async function openConversation(id, { keepView = false } = {}) {
     $('links').hidden = true;
     $('load-earlier').hidden = true;
     $('composer-error').textContent = '';
-    for (const b of ['btn-item', 'btn-close', 'btn-reopen']) $(b).hidden = true;
+    for (const b of ['btn-item', 'btn-close', 'btn-reopen', 'btn-history']) $(b).hidden = true;
   }
   $('conv-empty').hidden = true;
   $('conv-view').hidden = false;
@@ -534,6 +534,7 @@ function renderConvHead() {
   $('btn-item').hidden = !w;
   $('btn-close').hidden = !w || c.status !== 'open';
   $('btn-reopen').hidden = !w || c.status !== 'closed';
+  $('btn-history').hidden = false; // every staff member who sees it, auditors first
   $('composer').hidden = !w;
   $('readonly-note').hidden = w;
   $('reply').placeholder = c.status === 'closed' ? 'Write a reply to reopen this conversation…' : 'Write a reply…  Enter sends, Shift+Enter adds a line';
@@ -919,6 +920,130 @@ async function unlink(itemId) {
   }
 }
 
+// ---- history: every event of the conversation, and its state at an instant --
+
+/** eventText says what an event of the conversation did, after its actor's name. */
+function eventText(e) {
+  const d = e.data || {};
+  const item = (id) => {
+    const l = state.conv?.links?.find((x) => x.item_id === id);
+    return l ? `${l.kind} “${l.title}”` : `item ${id}`;
+  };
+  switch (e.type) {
+    case 'conversation.started': return d.subject ? `started the conversation “${d.subject}”` : 'started the conversation';
+    case 'conversation.message_posted': return 'posted a message';
+    case 'conversation.message_edited': return 'edited a message';
+    case 'conversation.message_deleted': return 'deleted a message';
+    case 'conversation.closed': return 'closed the conversation';
+    case 'conversation.reopened':
+      return d.cause === 'customer_replied' || d.cause === 'teammate_replied' ? 'reopened it by replying' : 'reopened the conversation';
+    case 'conversation.read': return `read up to message ${d.up_to_seq}`;
+    case 'conversation.item_linked': return `linked ${item(d.item_id)}`;
+    case 'conversation.item_unlinked': return `unlinked ${item(d.item_id)}`;
+    default: return e.type;
+  }
+}
+
+/** actorNames maps "kind:id" to the names of the events' actors, asking the server for those the view does not know. */
+async function actorNames(events) {
+  const names = new Map();
+  const c = state.conv;
+  if (c?.customer) names.set(`customer:${c.customer.id}`, c.customer.name || c.customer.email || 'Visitor');
+  for (const p of c?.participants || []) names.set(`user:${p.id}`, p.name);
+  if (state.me) names.set(`user:${state.me.id}`, `${state.me.name || 'You'} (you)`);
+  const unknown = [...new Set(events.map((e) => `${e.actor.kind}:${e.actor.id}`))].filter((k) => !names.has(k));
+  await Promise.all(unknown.map(async (key) => {
+    const kind = key.slice(0, key.indexOf(':'));
+    const id = key.slice(kind.length + 1);
+    if (kind === 'system') {
+      names.set(key, 'The system');
+      return;
+    }
+    try {
+      const p = await api.get(kind === 'customer' ? `/v1/customers/${encodeURIComponent(id)}` : `/v1/users/${encodeURIComponent(id)}`);
+      names.set(key, p.name || p.email || (kind === 'customer' ? 'Visitor' : 'A team member'));
+    } catch {
+      names.set(key, kind === 'customer' ? 'A customer' : `User ${id}`);
+    }
+  }));
+  return names;
+}
+
+async function openHistory(from) {
+  const id = state.convId;
+  openPanel('History', h('p', { class: 'muted' }, 'Loading…'), from);
+  try {
+    const { events } = await api.get(`/v1/conversations/${encodeURIComponent(id)}/history`);
+    const names = await actorNames(events);
+    if (id !== state.convId) return;
+    showHistory(id, events, names, from);
+  } catch (err) {
+    if (id !== state.convId) return;
+    openPanel('History', h('p', { class: 'error' }, err.status === 404 ? 'This conversation does not exist, or you may not see it.' : err.message), from);
+  }
+}
+
+function showHistory(id, events, names, from) {
+  const said = new Map(); // message id → its text as last posted or edited: what a deletion took away
+  const box = h('section', { class: 'state-at', 'aria-label': 'State at the chosen instant', 'aria-live': 'polite', tabindex: '-1' });
+  const items = events.map((e) => {
+    const d = e.data || {};
+    let quote = null;
+    if (typeof d.body === 'string') {
+      quote = d.body;
+      said.set(d.message_id, d.body);
+    } else if (e.type === 'conversation.message_deleted' && said.has(d.message_id)) {
+      quote = said.get(d.message_id);
+    }
+    return h('li', { class: 'event', dataset: { type: e.type, position: e.position } },
+      h('p', { class: 'event-head' },
+        h('time', { datetime: e.at, title: e.at }, secondsTime(e.at)), ' ',
+        h('strong', {}, names.get(`${e.actor.kind}:${e.actor.id}`) || e.actor.kind), ` ${eventText(e)}`),
+      quote === null ? null : h('blockquote', { class: `event-quote${e.type === 'conversation.message_deleted' ? ' event-quote-deleted' : ''}` }, quote),
+      h('button', { type: 'button', class: 'btn btn-ghost btn-small', onclick: () => showStateAt(id, e.at, box) },
+        'State after this', h('span', { class: 'sr-only' }, ` (event ${e.version})`)));
+  });
+  const picker = h('input', { type: 'datetime-local', step: '1', id: 'history-at', required: true });
+  const last = events.at(-1);
+  if (last) picker.value = localInput(last.at);
+  const form = h('form', {
+    class: 'history-at',
+    onsubmit: (ev) => {
+      ev.preventDefault();
+      const t = new Date(picker.value);
+      // The end of the second chosen: what had happened by the time the clock showed it.
+      if (!Number.isNaN(t.getTime())) showStateAt(id, new Date(t.getTime() + 999).toISOString(), box);
+    },
+  }, h('label', { for: 'history-at' }, 'State at'), picker, h('button', { type: 'submit', class: 'btn btn-small' }, 'Show'));
+  openPanel('History', h('div', { class: 'details history' },
+    h('p', { class: 'muted small' }, `${events.length} event${events.length === 1 ? '' : 's'}, oldest first, as the log holds them: edits and deletions keep what was said before.`),
+    h('ol', { class: 'timeline', 'aria-label': 'Events' }, items),
+    form, box), from);
+}
+
+async function showStateAt(id, at, box) {
+  box.replaceChildren(h('p', { class: 'muted' }, 'Loading…'));
+  try {
+    const { state: st } = await api.get(`/v1/conversations/${encodeURIComponent(id)}/history?at=${encodeURIComponent(at)}`);
+    const head = h('h3', {}, `As it stood at ${secondsTime(at)}`);
+    if (!st) {
+      box.replaceChildren(head, h('p', { class: 'muted' }, 'The conversation did not exist yet.'));
+    } else {
+      const n = st.messages.length;
+      box.replaceChildren(head,
+        h('p', {}, h('span', { class: `pill pill-${st.status}` }, st.status), st.subject ? ` ${st.subject} ·` : '',
+          ` ${n} message${n === 1 ? '' : 's'}`, st.links?.length ? ` · linked: ${st.links.map((l) => l.title || l.item_id).join(', ')}` : ''),
+        h('ol', { class: 'state-messages', 'aria-label': 'Messages then' }, st.messages.map((m) => h('li', { class: m.deleted ? 'state-deleted' : null },
+          h('p', { class: 'event-head' }, h('strong', {}, m.author.name || (m.author.kind === 'customer' ? 'Visitor' : 'Agent')), ' ',
+            h('time', { datetime: m.created_at, title: m.created_at }, secondsTime(m.created_at)), m.edited && !m.deleted ? ' (edited)' : ''),
+          m.deleted ? h('p', { class: 'tombstone' }, 'message deleted') : h('p', { class: 'state-body' }, m.body)))));
+    }
+    box.focus();
+  } catch (err) {
+    box.replaceChildren(h('p', { class: 'error' }, err.message));
+  }
+}
+
 // ---- people ----------------------------------------------------------------
 
 async function openAuthor(author, from) {
@@ -989,6 +1114,18 @@ function shortTime(iso, withDay = false) {
   const today = new Date().toDateString() === d.toDateString();
   if (today) return timeFmt.format(d);
   return withDay ? `${dayFmt.format(d)}, ${timeFmt.format(d)}` : dayFmt.format(d);
+}
+
+const secondsFmt = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'medium' });
+function secondsTime(iso) {
+  const d = new Date(iso);
+  return Number.isNaN(d.getTime()) ? '' : secondsFmt.format(d);
+}
+
+/** localInput gives an instant as a datetime-local input's value, to the second. */
+function localInput(iso) {
+  const d = new Date(iso);
+  return new Date(d.getTime() - d.getTimezoneOffset() * 60_000).toISOString().slice(0, 19);
 }
 
 function fullTime(iso) {
@@ -1063,6 +1200,7 @@ function wireStatic() {
   $('btn-close').addEventListener('click', () => setStatus('close'));
   $('btn-reopen').addEventListener('click', () => setStatus('reopen'));
   $('btn-item').addEventListener('click', openItemDialog);
+  $('btn-history').addEventListener('click', (e) => openHistory(e.currentTarget));
   $('item-form').addEventListener('submit', createItem);
   $('item-cancel').addEventListener('click', () => $('item-dialog').close());
   $('link-form').addEventListener('submit', linkItem);
