@@ -448,6 +448,33 @@ async function scenario(t) {
     await shot(agent, 'agent-my-conversations');
   });
 
+  await step('an auditor reads a conversation and replays it, without writing', async () => {
+    const auditor = await api(base, ADMIN_TOKEN, 'POST', '/v1/users', { name: 'Ada Auditor', email: 'ada@northwind.example', role: 'auditor' });
+    const ctx = await browser.newContext({ viewport: { width: 1360, height: 820 } });
+    cleanups.push(() => ctx.close());
+    const page = await ctx.newPage();
+    watch(page, 'auditor');
+    await page.goto(`${base}/app/`);
+    await page.getByLabel('Access token').fill(auditor.token);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.locator('#me-name', { hasText: 'Ada Auditor' }).waitFor();
+    await page.getByRole('link', { name: /From customers/ }).click();
+    await page.locator('#conv-list li', { hasText: 'Alice Martin' }).getByRole('link').click();
+    await page.locator('#messages > li', { hasText: AFTER_RESTART }).waitFor();
+    await page.getByText('Auditors read conversations; they do not write in them.').waitFor();
+    // Unread counts an auditor could never clear are not shown.
+    assert.equal(await page.locator('.badge:visible').count(), 0, 'an auditor sees no unread badge');
+    for (const name of ['Close', 'Create ticket/task', 'Send']) {
+      assert.equal(await page.getByRole('button', { name, exact: true }).isVisible(), false, `an auditor has no ${name}`);
+    }
+    await page.getByRole('button', { name: 'History' }).click();
+    const panel = page.getByRole('complementary', { name: 'History' });
+    await panel.locator('li[data-type="conversation.message_posted"]', { hasText: DURING_RESTART }).waitFor();
+    // The agent's events carry his name, though the auditor never met him.
+    await panel.locator('li[data-type="conversation.closed"]', { hasText: 'Sam Support closed the conversation' }).waitFor();
+    await shot(page, 'auditor-history');
+  });
+
   await step('the demo page at desktop width', async () => {
     const page = await agentCtx.newPage();
     watch(page, 'demo');

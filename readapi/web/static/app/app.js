@@ -350,12 +350,13 @@ function rowLink(row) {
   const title = rowTitle(row);
   const lm = row.last_message;
   const deleted = lm && !lm.excerpt; // a message holds text unless it was deleted
+  const unread = state.canWrite ? row.unread : 0; // an auditor's never clear (see renderBadges)
   let excerpt = !lm ? '' : deleted ? 'message deleted' : lm.excerpt;
   if (lm && isMine(lm.author)) excerpt = `You: ${excerpt}`;
   else if (lm && lm.author.kind === 'user' && row.channel === 'livechat') excerpt = `${lm.author.name}: ${excerpt}`;
   return h('a', {
     href: hashFor(state.section, state.status, row.id),
-    class: 'conv-link' + (row.unread ? ' is-unread' : ''),
+    class: 'conv-link' + (unread ? ' is-unread' : ''),
     'aria-current': row.id === state.convId ? 'true' : null,
   },
   h('span', { class: 'avatar', 'aria-hidden': 'true' }, initials(title)),
@@ -367,7 +368,7 @@ function rowLink(row) {
     row.subject && row.customer ? h('span', { class: 'conv-subject' }, row.subject) : null,
     h('span', { class: 'conv-line' },
       h('span', { class: `conv-excerpt${deleted ? ' tombstone' : ''}` }, excerpt || ' '),
-      row.unread ? h('span', { class: 'badge' }, String(row.unread), h('span', { class: 'sr-only' }, ' unread')) : null),
+      unread ? h('span', { class: 'badge' }, String(unread), h('span', { class: 'sr-only' }, ' unread')) : null),
     row.links?.length ? h('span', { class: 'conv-links' }, row.links.map((l) => h('span', { class: 'chip chip-small' }, `${l.kind}: ${l.title}`))) : null));
 }
 
@@ -399,9 +400,12 @@ function renderBadges() {
     b.hidden = !n;
     b.replaceChildren(String(n), h('span', { class: 'sr-only' }, n === 1 ? ' unread conversation' : ' unread conversations'));
   };
-  set('badge-customers', state.seesCustomers ? state.unread.customers : 0);
-  set('badge-mine', state.unread.mine);
-  const total = (state.seesCustomers ? state.unread.customers : 0) + state.unread.mine;
+  // An auditor may not mark anything read: counts that can never clear would only be noise.
+  const customers = state.seesCustomers && state.canWrite ? state.unread.customers : 0;
+  const mine = state.canWrite ? state.unread.mine : 0;
+  set('badge-customers', customers);
+  set('badge-mine', mine);
+  const total = customers + mine;
   document.title = `${total ? `(${total}) ` : ''}Messenger`;
 }
 
