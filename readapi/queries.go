@@ -34,6 +34,7 @@ func New(rm *projections.ReadModels, log Log) *API { return &API{rm: rm, log: lo
 // ones on public.
 func (a *API) Register(public, authed gin.IRouter) {
 	public.GET("/v1/widget/status", a.widgetStatus)
+	authed.GET("/v1/helpdesk", a.helpdesk)
 	authed.GET("/v1/me", a.me)
 	authed.GET("/v1/users/:id", a.user)
 	authed.GET("/v1/customers/:id", a.customer)
@@ -53,6 +54,20 @@ func staffOnly(c *gin.Context) (directory.Principal, bool) {
 		return p, false
 	}
 	return p, true
+}
+
+// helpdesk answers the helpdesk's status and both of its messages, as an
+// admin edits them (the widget's status shows only the one in force).
+func (a *API) helpdesk(c *gin.Context) {
+	if _, ok := staffOnly(c); !ok {
+		return
+	}
+	h, err := a.rm.Helpdesk(c.Request.Context())
+	if err != nil {
+		httpkit.Fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, h)
 }
 
 func (a *API) widgetStatus(c *gin.Context) {

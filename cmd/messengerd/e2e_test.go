@@ -278,6 +278,11 @@ func seedScenario(t *testing.T, vars map[string]string) {
 	if st := s.do("GET", "/v1/widget/status", "", nil).want(t, 200); st.Body["online"] != false || st.str("message") != "Back tomorrow." {
 		t.Errorf("widget status = %s", st.Raw)
 	}
+	// Staff read both messages, as an admin edits them.
+	if hd := s.do("GET", "/v1/helpdesk", p.auditor, nil).want(t, 200); hd.Body["online"] != false ||
+		hd.str("online_message") != "We are here!" || hd.str("offline_message") != "Back tomorrow." || hd.str("position") == "" {
+		t.Errorf("helpdesk = %s", hd.Raw)
+	}
 	s.do("PUT", "/v1/helpdesk/status", p.agent, map[string]any{"online": true}).want(t, 403)
 
 	// An auditor reads the history and the state as it was before the close.
