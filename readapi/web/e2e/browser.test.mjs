@@ -514,6 +514,37 @@ async function scenario(t) {
     await shot(page, 'widget-cross-origin');
   });
 
+  await step('an admin edits the widget messages; the widget shows the new one live', async () => {
+    const ctx = await browser.newContext({ viewport: { width: 1360, height: 820 } });
+    cleanups.push(() => ctx.close());
+    const page = await ctx.newPage();
+    watch(page, 'admin');
+    await page.goto(`${base}/app/`);
+    await page.getByLabel('Access token').fill(ADMIN_TOKEN);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.locator('#connection[data-state="live"]').waitFor();
+    await page.getByRole('button', { name: 'Edit widget messages' }).click();
+    const dialog = page.getByRole('dialog', { name: 'Widget messages' });
+    const online = dialog.getByRole('textbox', { name: 'When online' });
+    const offline = dialog.getByRole('textbox', { name: 'When offline' });
+    await dialog.getByRole('button', { name: 'Save' }).and(page.locator(':enabled')).waitFor();
+    assert.equal(await online.inputValue(), ONLINE);
+    assert.equal(await offline.inputValue(), OFFLINE);
+    await offline.fill('   ');
+    await dialog.getByRole('button', { name: 'Save' }).click();
+    await dialog.getByText('Both messages need some text.').waitFor();
+    const holidays = 'Closed for the holidays: back on Monday at 9.';
+    await offline.fill(holidays);
+    await shot(page, 'admin-widget-messages');
+    await dialog.getByRole('button', { name: 'Save' }).click();
+    await dialog.waitFor({ state: 'hidden' });
+    await page.locator('#helpdesk-message', { hasText: holidays }).waitFor();
+    // The helpdesk is offline: the customer's open widget says so at once.
+    await widget.locator('#status-text', { hasText: holidays }).waitFor();
+    // The agent, not an admin, has no such button.
+    assert.equal(await agent.getByRole('button', { name: 'Edit widget messages' }).isVisible(), false);
+  });
+
   await step('no page error, nothing fetched from elsewhere', async () => {
     assert.deepEqual(problems, []);
   });

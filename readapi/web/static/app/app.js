@@ -106,6 +106,7 @@ async function signIn(token, { fromStorage = false } = {}) {
   $('me-avatar').textContent = initials(me.name || me.email);
   $('nav-customers-item').hidden = !state.seesCustomers;
   $('helpdesk').hidden = !state.canToggle;
+  $('helpdesk-edit').hidden = !state.isAdmin;
   applyRoute();
 
   live = new Live(`/v1/stream?access_token=${encodeURIComponent(token)}`,
@@ -439,6 +440,44 @@ async function toggleHelpdesk() {
   } finally {
     sw.disabled = false;
     sw.focus();
+  }
+}
+
+async function openMessagesDialog() {
+  $('messages-error').textContent = '';
+  $('messages-save').disabled = true;
+  $('messages-dialog').showModal();
+  try {
+    const hd = await api.get('/v1/helpdesk');
+    $('online-message').value = hd.online_message;
+    $('offline-message').value = hd.offline_message;
+    $('messages-save').disabled = false;
+  } catch (err) {
+    $('messages-error').textContent = `Cannot read the messages: ${err.message}`;
+  }
+  $('online-message').focus();
+}
+
+async function saveMessages(e) {
+  e.preventDefault();
+  const body = { online_message: $('online-message').value, offline_message: $('offline-message').value };
+  for (const [field, id] of [['online_message', 'online-message'], ['offline_message', 'offline-message']]) {
+    if (!body[field].trim()) {
+      $('messages-error').textContent = 'Both messages need some text.';
+      $(id).focus();
+      return;
+    }
+  }
+  $('messages-save').disabled = true;
+  try {
+    await api.put('/v1/helpdesk/messages', body);
+    $('messages-dialog').close();
+    await loadHelpdesk();
+    announce('Widget messages saved');
+  } catch (err) {
+    $('messages-error').textContent = err.message;
+  } finally {
+    $('messages-save').disabled = false;
   }
 }
 
@@ -1211,6 +1250,10 @@ function wireStatic() {
   $('panel-close').addEventListener('click', () => closePanel());
   $('panel').addEventListener('keydown', (e) => { if (e.key === 'Escape') closePanel(); });
   $('helpdesk-switch').addEventListener('click', toggleHelpdesk);
+  $('helpdesk-edit').addEventListener('click', openMessagesDialog);
+  $('messages-form').addEventListener('submit', saveMessages);
+  $('messages-form').addEventListener('input', () => { $('messages-error').textContent = ''; });
+  $('messages-cancel').addEventListener('click', () => $('messages-dialog').close());
   document.addEventListener('click', (e) => { if (!e.target.closest('.msg-menu')) closeMenus(); });
   document.addEventListener('visibilitychange', () => {
     const row = state.rows.find((r) => r.id === state.convId);
