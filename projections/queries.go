@@ -166,6 +166,45 @@ func (r *ReadModels) User(ctx context.Context, id string) (User, bool, error) {
 	return u, ok, err
 }
 
+// Users returns a page of at most limit users, in the order of their ids
+// (the order they were created in), after cursor (a page's next cursor;
+// "" for the first page), and the next page's cursor ("" after the last).
+func (r *ReadModels) Users(ctx context.Context, limit int, cursor string) ([]User, string, error) {
+	after := ""
+	if cursor != "" {
+		b, err := base64.RawURLEncoding.DecodeString(cursor)
+		// The client's to forge: the id it holds must be text PostgreSQL takes.
+		if err != nil || len(b) == 0 || !utf8.Valid(b) || strings.IndexByte(string(b), 0) >= 0 {
+			return nil, "", ErrBadCursor
+		}
+		after = string(b)
+	}
+	rows, err := r.query(ctx, `SELECT id, name, email, role, support FROM users WHERE id > ? ORDER BY id LIMIT ?`, after, limit+1)
+	if err != nil {
+		return nil, "", err
+	}
+	defer rows.Close()
+	users := make([]User, 0, min(limit, 200)+1)
+	for rows.Next() {
+		var u User
+		var support int
+		if err := rows.Scan(&u.ID, &u.Name, &u.Email, &u.Role, &support); err != nil {
+			return nil, "", err
+		}
+		u.Support = support == 1
+		users = append(users, u)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", err
+	}
+	next := ""
+	if len(users) > limit {
+		users = users[:limit]
+		next = base64.RawURLEncoding.EncodeToString([]byte(users[limit-1].ID))
+	}
+	return users, next, nil
+}
+
 // UserByEmail returns the user with email, if any.
 func (r *ReadModels) UserByEmail(ctx context.Context, email string) (User, bool, error) {
 	var id string

@@ -3,10 +3,13 @@ package projections_test
 import (
 	"context"
 	"database/sql"
+	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -365,6 +368,52 @@ func TestRebuildAnswersAlike(t *testing.T) {
 			for key, want := range live {
 				if got := rebuilt[key]; got != want {
 					t.Errorf("%s:\nrebuilt %s\nlive    %s", key, got, want)
+				}
+			}
+		})
+	}
+}
+
+// TestUsersPages pages through the team on every engine: in the order of
+// the ids, each user once, and a forged cursor refused.
+func TestUsersPages(t *testing.T) {
+	for _, c := range engines {
+		t.Run(c.name, func(t *testing.T) {
+			w := build(t, c.open(t))
+			ctx := context.Background()
+			var ids []string
+			cursor := ""
+			for pages := 0; ; pages++ {
+				us, next, err := w.rm.Users(ctx, 2, cursor)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(us) > 2 || (next != "" && len(us) != 2) {
+					t.Fatalf("page %d: %d users, next %q", pages, len(us), next)
+				}
+				for _, u := range us {
+					ids = append(ids, u.ID)
+				}
+				if next == "" {
+					break
+				}
+				cursor = next
+			}
+			want := []string{commands.BootstrapAdminID}
+			for _, k := range []string{"sam", "nora", "fred", "ada"} {
+				want = append(want, w.people[k].ID)
+			}
+			slices.Sort(want)
+			if !slices.Equal(ids, want) {
+				t.Errorf("users %v, want %v", ids, want)
+			}
+			one, _, err := w.rm.Users(ctx, 1, "")
+			if err != nil || len(one) != 1 || one[0].ID != commands.BootstrapAdminID || one[0].Role != "admin" || !one[0].Support {
+				t.Errorf("first user %+v, %v", one, err)
+			}
+			for _, bad := range []string{"!!", base64.RawURLEncoding.EncodeToString([]byte("a\x00")), base64.RawURLEncoding.EncodeToString([]byte{0xff})} {
+				if _, _, err := w.rm.Users(ctx, 2, bad); !errors.Is(err, projections.ErrBadCursor) {
+					t.Errorf("cursor %q: %v, want ErrBadCursor", bad, err)
 				}
 			}
 		})

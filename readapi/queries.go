@@ -36,6 +36,7 @@ func (a *API) Register(public, authed gin.IRouter) {
 	public.GET("/v1/widget/status", a.widgetStatus)
 	authed.GET("/v1/helpdesk", a.helpdesk)
 	authed.GET("/v1/me", a.me)
+	authed.GET("/v1/users", a.users)
 	authed.GET("/v1/users/:id", a.user)
 	authed.GET("/v1/customers/:id", a.customer)
 	authed.GET("/v1/items/:id", a.item)
@@ -105,6 +106,25 @@ func (a *API) user(c *gin.Context) {
 	}
 	u, ok, err := a.rm.User(c.Request.Context(), c.Param("id"))
 	one(c, u, ok, err, "user")
+}
+
+// users lists the team, a page at a time: whom an agent may add to a
+// conversation, assign or make follow an item.
+func (a *API) users(c *gin.Context) {
+	if _, ok := staffOnly(c); !ok {
+		return
+	}
+	limit, err := httpkit.Limit(c)
+	if err != nil {
+		httpkit.Fail(c, err)
+		return
+	}
+	us, next, err := a.rm.Users(c.Request.Context(), limit, c.Query("cursor"))
+	if err != nil {
+		httpkit.Fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"users": us, "next_cursor": nextCursor(next)})
 }
 
 func one[T any](c *gin.Context, v T, ok bool, err error, what string) {

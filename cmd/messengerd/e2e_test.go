@@ -278,6 +278,24 @@ func seedScenario(t *testing.T, vars map[string]string) {
 	if st := s.do("GET", "/v1/widget/status", "", nil).want(t, 200); st.Body["online"] != false || st.str("message") != "Back tomorrow." {
 		t.Errorf("widget status = %s", st.Raw)
 	}
+	// Staff list the team, a page at a time.
+	team := map[string]bool{}
+	for cursor := ""; ; {
+		page := s.do("GET", "/v1/users?limit=2&cursor="+url.QueryEscape(cursor), p.agent, nil).want(t, 200)
+		for _, u := range page.list("users") {
+			team[u["name"].(string)] = true
+		}
+		next, _ := page.Body["next_cursor"].(string)
+		if next == "" {
+			break
+		}
+		cursor = next
+	}
+	for _, name := range []string{"Sam Support", "Nora Agent", "Fred Follower", "Ada Auditor"} {
+		if !team[name] {
+			t.Errorf("the team lacks %s: %v", name, team)
+		}
+	}
 	// Staff read both messages, as an admin edits them.
 	if hd := s.do("GET", "/v1/helpdesk", p.auditor, nil).want(t, 200); hd.Body["online"] != false ||
 		hd.str("online_message") != "We are here!" || hd.str("offline_message") != "Back tomorrow." || hd.str("position") == "" {
@@ -460,6 +478,8 @@ func badInputAppendsNothing(t *testing.T, vars map[string]string) {
 		{"U+0000 in a customer id", "GET", "/v1/customers/x%00", p.support, nil, 404, "not_found", ""},
 		{"U+0000 in a link's path", "DELETE", "/v1/conversations/" + id + "/links/%00", p.support, nil, 404, "not_found", ""},
 		{"forged cursor", "GET", "/v1/inbox?section=customers&cursor=" + forged, p.support, nil, 400, "invalid_request", ""},
+		{"forged team cursor", "GET", "/v1/users?cursor=" + forged, p.support, nil, 400, "invalid_request", ""},
+		{"team page too long", "GET", "/v1/users?limit=1000", p.support, nil, 400, "invalid_request", "limit"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
