@@ -514,10 +514,12 @@ async function scenario(t) {
     await shot(page, 'widget-cross-origin');
   });
 
+  let admin = null;
   await step('an admin edits the widget messages; the widget shows the new one live', async () => {
     const ctx = await browser.newContext({ viewport: { width: 1360, height: 820 } });
     cleanups.push(() => ctx.close());
     const page = await ctx.newPage();
+    admin = page;
     watch(page, 'admin');
     await page.goto(`${base}/app/`);
     await page.getByLabel('Access token').fill(ADMIN_TOKEN);
@@ -543,6 +545,31 @@ async function scenario(t) {
     await widget.locator('#status-text', { hasText: holidays }).waitFor();
     // The agent, not an admin, has no such button.
     assert.equal(await agent.getByRole('button', { name: 'Edit widget messages' }).isVisible(), false);
+  });
+
+  await step('an agent starts a conversation with a teammate, who sees it live', async () => {
+    await agent.getByRole('button', { name: 'New conversation' }).click();
+    const dialog = agent.getByRole('dialog', { name: 'New conversation with teammates' });
+    await dialog.getByRole('checkbox', { name: /Admin/ }).waitFor();
+    // Neither auditors, who do not write, nor the agent himself are offered.
+    assert.equal(await dialog.getByRole('checkbox', { name: /Ada Auditor/ }).count(), 0);
+    assert.equal(await dialog.getByRole('checkbox', { name: /Sam Support/ }).count(), 0);
+    await dialog.getByRole('textbox', { name: 'Message' }).fill('Who covers the chat on Monday?');
+    await dialog.getByRole('button', { name: 'Start' }).click();
+    await dialog.getByText('Choose at least one teammate.').waitFor();
+    await dialog.getByRole('searchbox', { name: 'Filter teammates' }).fill('ADM');
+    await dialog.getByRole('checkbox', { name: /Admin/ }).check();
+    await dialog.getByRole('textbox', { name: 'Subject (optional)' }).fill('Holiday rota');
+    await shot(agent, 'agent-new-conversation');
+    await dialog.getByRole('button', { name: 'Start' }).click();
+    await dialog.waitFor({ state: 'hidden' });
+    await agentMsg('Who covers the chat on Monday?').waitFor();
+    await agent.getByRole('link', { name: /My conversations/ }).and(agent.locator('[aria-current="page"]')).waitFor();
+    await agent.locator('#conv-list li', { hasText: 'Holiday rota' }).waitFor();
+    // The teammate, in another browser, has it in My conversations, unread, without a reload.
+    await admin.getByRole('link', { name: /My conversations/ }).click();
+    await admin.locator('#conv-list li', { hasText: 'Holiday rota' }).locator('.badge').waitFor();
+    await shot(admin, 'admin-new-conversation-arrives');
   });
 
   await step('no page error, nothing fetched from elsewhere', async () => {

@@ -107,6 +107,7 @@ async function signIn(token, { fromStorage = false } = {}) {
   $('nav-customers-item').hidden = !state.seesCustomers;
   $('helpdesk').hidden = !state.canToggle;
   $('helpdesk-edit').hidden = !state.isAdmin;
+  $('btn-new').hidden = !state.canWrite;
   applyRoute();
 
   live = new Live(`/v1/stream?access_token=${encodeURIComponent(token)}`,
@@ -833,6 +834,77 @@ function markReadSoon(delay = 300) {
   }, delay);
 }
 
+// ---- a new conversation with teammates -------------------------------------
+
+/** loadTeam returns whom the caller may start a conversation with: the team but auditors and the caller, by name. */
+async function loadTeam() {
+  const users = [];
+  let cursor = null;
+  for (let i = 0; i < 50; i++) {
+    const page = await api.get(`/v1/users${qs({ limit: 200, cursor })}`);
+    users.push(...page.users);
+    cursor = page.next_cursor;
+    if (!cursor) break;
+  }
+  const name = (u) => u.name || u.email;
+  return users.filter((u) => u.role !== 'auditor' && u.id !== state.me?.id).sort((a, b) => name(a).localeCompare(name(b)));
+}
+
+async function openNewDialog() {
+  $('new-error').textContent = '';
+  $('new-subject').value = '';
+  $('new-body').value = '';
+  $('team-filter').value = '';
+  $('team-list').replaceChildren(h('li', { class: 'muted' }, 'Loading…'));
+  $('new-dialog').showModal();
+  $('team-filter').focus();
+  try {
+    const team = await loadTeam();
+    $('team-list').replaceChildren(...(team.length
+      ? team.map((u) => h('li', { dataset: { search: `${u.name} ${u.email}`.toLowerCase() } },
+        h('label', {}, h('input', { type: 'checkbox', name: 'teammate', value: u.id }), ` ${u.name || u.email} `,
+          h('span', { class: 'muted small' }, u.email))))
+      : [h('li', { class: 'muted' }, 'No teammates yet: an admin adds them.')]));
+  } catch (err) {
+    $('team-list').replaceChildren();
+    $('new-error').textContent = `Cannot list the team: ${err.message}`;
+  }
+}
+
+function filterTeam() {
+  const q = $('team-filter').value.trim().toLowerCase();
+  for (const li of $('team-list').children) {
+    if (li.dataset.search !== undefined) li.hidden = !!q && !li.dataset.search.includes(q);
+  }
+}
+
+async function startConversation(e) {
+  e.preventDefault();
+  const participants = [...$('team-list').querySelectorAll('input[name=teammate]:checked')].map((i) => i.value);
+  const body = $('new-body').value;
+  if (!participants.length) {
+    $('new-error').textContent = 'Choose at least one teammate.';
+    $('team-filter').focus();
+    return;
+  }
+  if (!body.trim()) {
+    $('new-error').textContent = 'Write the first message.';
+    $('new-body').focus();
+    return;
+  }
+  $('new-start').disabled = true;
+  try {
+    const c = await api.post('/v1/conversations', { body, subject: $('new-subject').value.trim(), participants });
+    $('new-dialog').close();
+    announce('Conversation started');
+    go('mine', 'open', c.id);
+  } catch (err) {
+    $('new-error').textContent = err.message;
+  } finally {
+    $('new-start').disabled = false;
+  }
+}
+
 // ---- tickets and tasks -----------------------------------------------------
 
 async function openItemDialog() {
@@ -1251,6 +1323,10 @@ function wireStatic() {
   $('panel').addEventListener('keydown', (e) => { if (e.key === 'Escape') closePanel(); });
   $('helpdesk-switch').addEventListener('click', toggleHelpdesk);
   $('helpdesk-edit').addEventListener('click', openMessagesDialog);
+  $('btn-new').addEventListener('click', openNewDialog);
+  $('new-form').addEventListener('submit', startConversation);
+  $('new-form').addEventListener('input', (e) => { if (e.target.id === 'team-filter') filterTeam(); else $('new-error').textContent = ''; });
+  $('new-cancel').addEventListener('click', () => $('new-dialog').close());
   $('messages-form').addEventListener('submit', saveMessages);
   $('messages-form').addEventListener('input', () => { $('messages-error').textContent = ''; });
   $('messages-cancel').addEventListener('click', () => $('messages-dialog').close());
