@@ -572,6 +572,28 @@ async function scenario(t) {
     await shot(admin, 'admin-new-conversation-arrives');
   });
 
+  await step('the agent follows the ticket and assigns it; the assignee’s My conversations gains the chat', async () => {
+    await agent.getByRole('link', { name: /From customers/ }).click();
+    await agentRow().getByRole('link').click();
+    await agent.locator('#links-list').getByRole('button', { name: new RegExp(ticketTitle) }).click();
+    const panel = agent.getByRole('complementary', { name: 'Ticket details' });
+    await panel.getByRole('heading', { name: ticketTitle }).waitFor();
+    await panel.getByRole('button', { name: 'Follow' }).click();
+    await panel.getByText('You follow it.').waitFor();
+    const followers = panel.locator('dt', { hasText: 'Followers' }).locator('xpath=following-sibling::dd[1]');
+    assert.equal(await followers.innerText(), 'Sam Support');
+    const assign = panel.getByRole('combobox', { name: 'Assign to' });
+    await assign.and(agent.locator(':enabled')).waitFor();
+    await assign.selectOption({ label: 'Admin' });
+    await panel.getByRole('button', { name: 'Assign' }).click();
+    const assignees = panel.locator('dt', { hasText: 'Assignees' }).locator('xpath=following-sibling::dd[1]');
+    await assignees.getByText('Admin').waitFor();
+    await shot(agent, 'agent-ticket-assigned');
+    // The admin took no part in the chat: the ticket assigned to them brings it into their My conversations.
+    await admin.locator('#conv-list li', { hasText: 'Alice Martin' }).waitFor();
+    await agent.getByRole('button', { name: 'Close details' }).click();
+  });
+
   await step('no page error, nothing fetched from elsewhere', async () => {
     assert.deepEqual(problems, []);
   });

@@ -837,7 +837,7 @@ function markReadSoon(delay = 300) {
 // ---- a new conversation with teammates -------------------------------------
 
 /** loadTeam returns whom the caller may start a conversation with: the team but auditors and the caller, by name. */
-async function loadTeam() {
+async function loadTeam({ withMe = false } = {}) {
   const users = [];
   let cursor = null;
   for (let i = 0; i < 50; i++) {
@@ -847,7 +847,7 @@ async function loadTeam() {
     if (!cursor) break;
   }
   const name = (u) => u.name || u.email;
-  return users.filter((u) => u.role !== 'auditor' && u.id !== state.me?.id).sort((a, b) => name(a).localeCompare(name(b)));
+  return users.filter((u) => u.role !== 'auditor' && (withMe || u.id !== state.me?.id)).sort((a, b) => name(a).localeCompare(name(b)));
 }
 
 async function openNewDialog() {
@@ -1014,10 +1014,45 @@ function showItem(it, from) {
         ? h('ul', { class: 'plain' }, it.conversations.map((c) => h('li', {},
           h('a', { href: hashFor(state.section, 'open', c) }, c === convId ? 'this conversation' : c))))
         : '—')),
+    state.canWrite ? itemActions(it, from) : null,
     state.canWrite && state.conv?.links?.some((l) => l.item_id === it.id)
       ? h('button', { type: 'button', class: 'btn btn-small', onclick: () => unlink(it.id) }, 'Unlink from this conversation')
       : null);
   openPanel(`${cap(it.kind)} details`, body, from);
+}
+
+/** itemActions lets the caller follow the item and assign it to a teammate (or to themselves). */
+function itemActions(it, from) {
+  const error = h('p', { class: 'error', role: 'alert' });
+  const act = async (list, userId, done) => {
+    error.textContent = '';
+    try {
+      showItem(await api.post(`/v1/items/${encodeURIComponent(it.id)}/${list}`, { user_id: userId }), from);
+      announce(done);
+    } catch (err) {
+      error.textContent = err.message;
+    }
+  };
+  const follows = it.followers?.some((p) => p.id === state.me?.id);
+  const select = h('select', { id: 'assign-to', disabled: true }, h('option', { value: '' }, 'Loading the team…'));
+  loadTeam({ withMe: true }).then((team) => {
+    const free = team.filter((u) => !it.assignees?.some((a) => a.id === u.id));
+    select.replaceChildren(h('option', { value: '' }, free.length ? 'Choose a teammate…' : 'Everyone is assigned'),
+      ...free.map((u) => h('option', { value: u.id }, u.id === state.me?.id ? `${u.name || u.email} (you)` : (u.name || u.email))));
+    select.disabled = !free.length;
+  }, (err) => { select.replaceChildren(h('option', { value: '' }, 'Cannot list the team')); error.textContent = err.message; });
+  return h('div', { class: 'item-actions' },
+    follows
+      ? h('p', { class: 'muted small' }, 'You follow it.')
+      : h('button', { type: 'button', class: 'btn btn-small', onclick: () => act('followers', state.me.id, 'You follow it now') }, 'Follow'),
+    h('form', {
+      class: 'inline',
+      onsubmit: (e) => {
+        e.preventDefault();
+        if (select.value) act('assignees', select.value, `Assigned to ${select.selectedOptions[0].textContent}`);
+      },
+    }, h('label', { for: 'assign-to' }, 'Assign to'), select, h('button', { type: 'submit', class: 'btn btn-small' }, 'Assign')),
+    error);
 }
 
 async function unlink(itemId) {
