@@ -594,6 +594,27 @@ async function scenario(t) {
     await agent.getByRole('button', { name: 'Close details' }).click();
   });
 
+  await step('an admin adds a teammate and hands over the token shown once', async () => {
+    await admin.getByRole('button', { name: 'Team' }).click();
+    const panel = admin.getByRole('complementary', { name: 'Team' });
+    const members = panel.getByRole('list', { name: 'Team members' });
+    await members.getByText('Sam Support').waitFor();
+    await members.getByText('Ada Auditor').waitFor();
+    await panel.getByRole('textbox', { name: 'Name' }).fill('Nora Night');
+    await panel.getByRole('textbox', { name: 'Email' }).fill('SAM@northwind.example'); // Sam's, in other letters
+    await panel.getByRole('button', { name: 'Add' }).click();
+    await panel.locator('p.error', { hasText: /./ }).waitFor();
+    await panel.getByRole('textbox', { name: 'Email' }).fill('nora@northwind.example');
+    await panel.getByRole('button', { name: 'Add' }).click();
+    await members.getByText('Nora Night').waitFor();
+    const token = (await panel.locator('.token-box code').innerText()).trim();
+    await shot(admin, 'admin-team');
+    const me = await api(base, token, 'GET', '/v1/me');
+    assert.equal(me.name, 'Nora Night');
+    assert.equal(me.support, true);
+    await admin.getByRole('button', { name: 'Close details' }).click();
+  });
+
   await step('no page error, nothing fetched from elsewhere', async () => {
     assert.deepEqual(problems, []);
   });

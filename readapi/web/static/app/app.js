@@ -108,6 +108,7 @@ async function signIn(token, { fromStorage = false } = {}) {
   $('helpdesk').hidden = !state.canToggle;
   $('helpdesk-edit').hidden = !state.isAdmin;
   $('btn-new').hidden = !state.canWrite;
+  $('btn-team').hidden = !state.isAdmin;
   applyRoute();
 
   live = new Live(`/v1/stream?access_token=${encodeURIComponent(token)}`,
@@ -905,6 +906,75 @@ async function startConversation(e) {
   }
 }
 
+// ---- the team (admins) ----------------------------------------------------------
+
+const ROLE_TEXT = { admin: 'admin', agent: 'agent', auditor: 'auditor' };
+
+async function openTeam(from) {
+  openPanel('Team', h('p', { class: 'muted' }, 'Loading…'), from);
+  try {
+    const users = [];
+    let cursor = null;
+    for (let i = 0; i < 50; i++) {
+      const page = await api.get(`/v1/users${qs({ limit: 200, cursor })}`);
+      users.push(...page.users);
+      cursor = page.next_cursor;
+      if (!cursor) break;
+    }
+    showTeam(users, from);
+  } catch (err) {
+    openPanel('Team', h('p', { class: 'error' }, err.message), from);
+  }
+}
+
+function showTeam(users, from, created = null) {
+  const error = h('p', { class: 'error', role: 'alert' });
+  const field = (label, input) => [h('label', { for: input.id }, label), input];
+  const name = h('input', { id: 'new-user-name', maxlength: '200', required: true, autocomplete: 'off' });
+  const email = h('input', { id: 'new-user-email', type: 'email', maxlength: '254', required: true, autocomplete: 'off' });
+  const role = h('select', { id: 'new-user-role' }, h('option', { value: 'agent' }, 'Agent'), h('option', { value: 'admin' }, 'Admin'),
+    h('option', { value: 'auditor' }, 'Auditor'));
+  const support = h('input', { id: 'new-user-support', type: 'checkbox', checked: true });
+  role.addEventListener('change', () => {
+    // An auditor cannot be a support agent.
+    support.disabled = role.value === 'auditor';
+    if (support.disabled) support.checked = false;
+  });
+  const form = h('form', {
+    class: 'dialog-form team-form',
+    onsubmit: async (e) => {
+      e.preventDefault();
+      error.textContent = '';
+      const button = form.querySelector('button[type=submit]');
+      button.disabled = true;
+      try {
+        const u = await api.post('/v1/users', { name: name.value.trim(), email: email.value.trim(), role: role.value, support: support.checked });
+        announce(`${u.name} added`);
+        showTeam([...users, u], from, u);
+      } catch (err) {
+        error.textContent = err.message;
+        ({ name, email, support, role })[err.field]?.focus();
+      } finally {
+        button.disabled = false;
+      }
+    },
+  },
+  h('h3', {}, 'Add a teammate'),
+  field('Name', name), field('Email', email), field('Role', role),
+  h('label', { class: 'check' }, support, ' Support agent: sees From customers and turns the helpdesk on and off'),
+  error,
+  h('button', { type: 'submit', class: 'btn btn-primary btn-small' }, 'Add'));
+  openPanel('Team', h('div', { class: 'details team' },
+    created ? h('div', { class: 'token-box', role: 'status' },
+      h('p', {}, h('strong', {}, `${created.name}’s access token`), ' — shown only now: the server keeps only its hash. Send it to them safely.'),
+      h('code', { class: 'token' }, created.token)) : null,
+    h('ul', { class: 'plain team-members', 'aria-label': 'Team members' }, users.map((u) => h('li', {},
+      h('span', { class: 'avatar avatar-small', 'aria-hidden': 'true' }, initials(u.name || u.email)),
+      h('span', {}, h('strong', {}, u.name || u.email), ' ', h('span', { class: 'muted small' }, u.email)),
+      h('span', { class: 'pill' }, u.role === 'agent' && u.support ? 'support' : ROLE_TEXT[u.role] || u.role)))),
+    form), from);
+}
+
 // ---- tickets and tasks -----------------------------------------------------
 
 async function openItemDialog() {
@@ -1359,6 +1429,7 @@ function wireStatic() {
   $('helpdesk-switch').addEventListener('click', toggleHelpdesk);
   $('helpdesk-edit').addEventListener('click', openMessagesDialog);
   $('btn-new').addEventListener('click', openNewDialog);
+  $('btn-team').addEventListener('click', (e) => openTeam(e.currentTarget));
   $('new-form').addEventListener('submit', startConversation);
   $('new-form').addEventListener('input', (e) => { if (e.target.id === 'team-filter') filterTeam(); else $('new-error').textContent = ''; });
   $('new-cancel').addEventListener('click', () => $('new-dialog').close());
