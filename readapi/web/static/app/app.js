@@ -837,8 +837,8 @@ function markReadSoon(delay = 300) {
 
 // ---- a new conversation with teammates -------------------------------------
 
-/** loadTeam returns whom the caller may start a conversation with: the team but auditors and the caller, by name. */
-async function loadTeam({ withMe = false } = {}) {
+/** allUsers reads every page of the team (at most 10,000 users). */
+async function allUsers() {
   const users = [];
   let cursor = null;
   for (let i = 0; i < 50; i++) {
@@ -847,6 +847,12 @@ async function loadTeam({ withMe = false } = {}) {
     cursor = page.next_cursor;
     if (!cursor) break;
   }
+  return users;
+}
+
+/** loadTeam returns whom the caller may start a conversation with: the team but auditors and the caller, by name. */
+async function loadTeam({ withMe = false } = {}) {
+  const users = await allUsers();
   const name = (u) => u.name || u.email;
   return users.filter((u) => u.role !== 'auditor' && (withMe || u.id !== state.me?.id)).sort((a, b) => name(a).localeCompare(name(b)));
 }
@@ -913,15 +919,7 @@ const ROLE_TEXT = { admin: 'admin', agent: 'agent', auditor: 'auditor' };
 async function openTeam(from) {
   openPanel('Team', h('p', { class: 'muted' }, 'Loading…'), from);
   try {
-    const users = [];
-    let cursor = null;
-    for (let i = 0; i < 50; i++) {
-      const page = await api.get(`/v1/users${qs({ limit: 200, cursor })}`);
-      users.push(...page.users);
-      cursor = page.next_cursor;
-      if (!cursor) break;
-    }
-    showTeam(users, from);
+    showTeam(await allUsers(), from);
   } catch (err) {
     openPanel('Team', h('p', { class: 'error' }, err.message), from);
   }
