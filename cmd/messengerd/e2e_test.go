@@ -506,6 +506,13 @@ func badInputAppendsNothing(t *testing.T, vars map[string]string) {
 	if r := s.do("GET", "/v1/nope", "", nil); r.Status != http.StatusNotFound {
 		t.Errorf("unknown route: %d", r.Status)
 	}
+	// A trailing slash names no route: a JSON 404, not a redirect.
+	for _, path := range []string{"/v1/inbox/?section=mine", msgs + "/" + mid + "/", "/v1/conversations/" + id + "/links/x/"} {
+		r := s.do("PATCH", path, p.support, map[string]any{"body": "x"})
+		if e, _ := r.Body["error"].(map[string]any); r.Status != http.StatusNotFound || e["code"] != "not_found" {
+			t.Errorf("PATCH %s: %d %s", path, r.Status, r.Raw)
+		}
+	}
 	// The read models are still running: a new post is read back at once,
 	// and the readiness check shows no lag.
 	posted := s.do("POST", msgs, p.customer, map[string]any{"body": "still here"}).want(t, 201).str("id")

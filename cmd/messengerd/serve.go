@@ -277,6 +277,9 @@ func (a *app) routes(cfg config, draining <-chan struct{}) http.Handler {
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
 	r.HandleMethodNotAllowed = false
+	// An API path with a trailing slash answers a JSON 404, not an empty
+	// redirect that a PATCH or a DELETE would not follow.
+	r.RedirectTrailingSlash = false
 	r.Use(recovery(), a.metrics.middleware(), limitBody(), cors(cfg.AllowedOrigins), httpkit.CheckParams())
 	r.NoRoute(func(c *gin.Context) {
 		httpkit.Fail(c, httpkit.Errorf(http.StatusNotFound, httpkit.CodeNotFound, "no route %s %s", c.Request.Method, c.Request.URL.Path))

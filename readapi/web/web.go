@@ -93,9 +93,13 @@ func Register(r gin.IRouter) {
 	app := serveDir("app", cacheRevalidate, appCSP)
 	demo := serveDir("widget", cacheRevalidate, demoCSP)
 	widget := serveFile("widget.js", cacheWidget, "")
+	// The server does not redirect paths to their trailing slash (an API
+	// path with one answers 404): the pages' own do, by hand.
 	toApp := func(c *gin.Context) { c.Redirect(http.StatusMovedPermanently, "/app/") }
+	toDemo := func(c *gin.Context) { c.Redirect(http.StatusMovedPermanently, "/widget/") }
 	for _, m := range []string{http.MethodGet, http.MethodHead} {
 		r.Handle(m, "/app", toApp)
+		r.Handle(m, "/widget", toDemo)
 		r.Handle(m, "/app/*path", app)
 		r.Handle(m, "/widget/*path", demo)
 		r.Handle(m, "/widget.js", widget)

@@ -15,6 +15,7 @@ func newServer(t *testing.T) *httptest.Server {
 	t.Helper()
 	gin.SetMode(gin.TestMode)
 	r := gin.New()
+	r.RedirectTrailingSlash = false // as messengerd's router
 	web.Register(r)
 	srv := httptest.NewServer(r)
 	t.Cleanup(srv.Close)
@@ -104,11 +105,13 @@ func TestPagesHaveAPolicy(t *testing.T) {
 	}
 }
 
-func TestAppRedirectsToSlash(t *testing.T) {
+func TestPagesRedirectToSlash(t *testing.T) {
 	srv := newServer(t)
-	res, _ := get(t, srv.URL+"/app", nil)
-	if res.StatusCode != http.StatusMovedPermanently || res.Header.Get("Location") != "/app/" {
-		t.Errorf("GET /app: %d to %q, want 301 to /app/", res.StatusCode, res.Header.Get("Location"))
+	for _, p := range []string{"/app", "/widget"} {
+		res, _ := get(t, srv.URL+p, nil)
+		if res.StatusCode != http.StatusMovedPermanently || res.Header.Get("Location") != p+"/" {
+			t.Errorf("GET %s: %d to %q, want 301 to %s/", p, res.StatusCode, res.Header.Get("Location"), p)
+		}
 	}
 }
 
