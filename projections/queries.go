@@ -920,6 +920,36 @@ func (r *ReadModels) UnreadIn(ctx context.Context, p directory.Principal, id str
 }
 
 // Item returns ticket or task id.
+// FindItems returns at most limit tickets and tasks, newest first: those
+// whose title holds q, whatever its case (SQLite folds ASCII letters only),
+// and the one whose id is q; every one when q is blank.
+func (r *ReadModels) FindItems(ctx context.Context, q string, limit int) ([]ItemSummary, error) {
+	q = strings.TrimSpace(q)
+	where, args := ``, []any{}
+	if q != "" {
+		// LIKE's wildcards and its escape character match themselves.
+		pattern := "%" + strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(strings.ToLower(q)) + "%"
+		where, args = `WHERE lower(title) LIKE ? ESCAPE '\' OR id = ?`, []any{pattern, q}
+	}
+	rows, err := r.query(ctx, `SELECT id, kind, title, status, created_at FROM items `+where+` ORDER BY created_at DESC, id DESC LIMIT ?`,
+		append(args, limit)...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []ItemSummary{}
+	for rows.Next() {
+		var it ItemSummary
+		var at int64
+		if err := rows.Scan(&it.ID, &it.Kind, &it.Title, &it.Status, &at); err != nil {
+			return nil, err
+		}
+		it.CreatedAt = fromMillis(at)
+		items = append(items, it)
+	}
+	return items, rows.Err()
+}
+
 func (r *ReadModels) Item(ctx context.Context, id string) (Item, bool, error) {
 	var it Item
 	var requester, creator string

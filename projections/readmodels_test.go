@@ -419,3 +419,44 @@ func TestUsersPages(t *testing.T) {
 		})
 	}
 }
+
+// TestFindItems finds tickets and tasks by title, whatever its case, or
+// by id, newest first, on every engine; LIKE's wildcards match only
+// themselves.
+func TestFindItems(t *testing.T) {
+	for _, c := range engines {
+		t.Run(c.name, func(t *testing.T) {
+			w := build(t, c.open(t))
+			ctx := context.Background()
+			ticket, task := w.items[0], w.items[1]
+			for q, want := range map[string][]string{
+				"":                   {task, ticket},
+				"  ":                 {task, ticket},
+				"refund":             {ticket},
+				"REFUND FOR order 4": {ticket},
+				"carrier":            {task},
+				ticket:               {ticket},
+				"%":                  nil,
+				"_":                  nil,
+				`\`:                  nil,
+				"nothing like it":    nil,
+			} {
+				items, err := w.rm.FindItems(ctx, q, 10)
+				if err != nil {
+					t.Fatalf("%q: %v", q, err)
+				}
+				var got []string
+				for _, it := range items {
+					got = append(got, it.ID)
+				}
+				if !slices.Equal(got, want) {
+					t.Errorf("%q: found %v, want %v", q, got, want)
+				}
+			}
+			one, err := w.rm.FindItems(ctx, "", 1)
+			if err != nil || len(one) != 1 || one[0].ID != task || one[0].Kind != "task" || one[0].Title != "Check carrier" || one[0].Status == "" {
+				t.Errorf("newest item: %+v, %v", one, err)
+			}
+		})
+	}
+}

@@ -171,6 +171,15 @@ type Item struct {
 	CreatedAt     Time         `json:"created_at"`
 }
 
+// ItemSummary is a ticket or task as a list of them shows it.
+type ItemSummary struct {
+	ID        string `json:"id"`
+	Kind      string `json:"kind"`
+	Title     string `json:"title"`
+	Status    string `json:"status"`
+	CreatedAt Time   `json:"created_at"`
+}
+
 // Helpdesk is the helpdesk's switch and widget messages.
 type Helpdesk struct {
 	Online         bool     `json:"online"`

@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
 
@@ -39,6 +42,7 @@ func (a *API) Register(public, authed gin.IRouter) {
 	authed.GET("/v1/users", a.users)
 	authed.GET("/v1/users/:id", a.user)
 	authed.GET("/v1/customers/:id", a.customer)
+	authed.GET("/v1/items", a.findItems)
 	authed.GET("/v1/items/:id", a.item)
 	authed.GET("/v1/inbox", a.inbox)
 	authed.GET("/v1/unread", a.unread)
@@ -125,6 +129,33 @@ func (a *API) users(c *gin.Context) {
 		return
 	}
 	c.JSON(http.StatusOK, gin.H{"users": us, "next_cursor": nextCursor(next)})
+}
+
+// maxFindLen bounds the text an item search looks for.
+const maxFindLen = 200
+
+// findItems finds tickets and tasks by their title or id, newest first:
+// what an agent links to a conversation.
+func (a *API) findItems(c *gin.Context) {
+	if _, ok := staffOnly(c); !ok {
+		return
+	}
+	limit, err := httpkit.Limit(c)
+	if err != nil {
+		httpkit.Fail(c, err)
+		return
+	}
+	q := c.Query("q")
+	if !utf8.ValidString(q) || strings.IndexByte(q, 0) >= 0 || utf8.RuneCountInString(q) > maxFindLen {
+		httpkit.Fail(c, invalid("q", fmt.Sprintf("q must be text of at most %d characters, without U+0000", maxFindLen)))
+		return
+	}
+	items, err := a.rm.FindItems(c.Request.Context(), q, limit)
+	if err != nil {
+		httpkit.Fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"items": items})
 }
 
 func one[T any](c *gin.Context, v T, ok bool, err error, what string) {

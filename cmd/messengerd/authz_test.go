@@ -78,6 +78,7 @@ func authorizationMatrix(t *testing.T, vars map[string]string) {
 		{"GET", "/v1/audit/events", nil, nil, [7]int{200, 403, 403, 200, 403, 403, 401}},
 		{"GET", "/v1/helpdesk", nil, nil, [7]int{200, 200, 200, 200, 403, 403, 401}},
 		{"GET", "/v1/users", nil, nil, [7]int{200, 200, 200, 200, 403, 403, 401}},
+		{"GET", "/v1/items?q=matrix", nil, nil, [7]int{200, 200, 200, 200, 403, 403, 401}},
 		{"GET", "/v1/stream", nil, nil, [7]int{200, 200, 200, 200, 403, 403, 401}},
 		{"GET", "/v1/widget/stream", nil, nil, [7]int{403, 403, 403, 403, 200, 200, 401}},
 	}

@@ -480,6 +480,10 @@ func badInputAppendsNothing(t *testing.T, vars map[string]string) {
 		{"forged cursor", "GET", "/v1/inbox?section=customers&cursor=" + forged, p.support, nil, 400, "invalid_request", ""},
 		{"forged team cursor", "GET", "/v1/users?cursor=" + forged, p.support, nil, 400, "invalid_request", ""},
 		{"team page too long", "GET", "/v1/users?limit=1000", p.support, nil, 400, "invalid_request", "limit"},
+		{"U+0000 in an item search", "GET", "/v1/items?q=a%00", p.support, nil, 400, "invalid_request", "q"},
+		{"invalid UTF-8 in an item search", "GET", "/v1/items?q=%FF", p.support, nil, 400, "invalid_request", "q"},
+		{"item search too long", "GET", "/v1/items?q=" + strings.Repeat("x", 201), p.support, nil, 400, "invalid_request", "q"},
+		{"customers find no items", "GET", "/v1/items", p.customer, nil, 403, "forbidden", ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
