@@ -615,6 +615,29 @@ async function scenario(t) {
     await admin.getByRole('button', { name: 'Close details' }).click();
   });
 
+  await step('the agent finds the ticket by a word of its title and links it to another conversation', async () => {
+    await agent.getByRole('link', { name: /My conversations/ }).click();
+    await agent.locator('#conv-list li', { hasText: 'Holiday rota' }).getByRole('link').click();
+    await agentMsg('Who covers the chat on Monday?').waitFor();
+    await agent.getByRole('button', { name: 'Create ticket/task' }).click();
+    const dialog = agent.getByRole('dialog', { name: 'Create a ticket or task' });
+    const results = dialog.getByRole('list', { name: 'Matching items' });
+    await results.getByRole('button', { name: new RegExp(ticketTitle) }).waitFor(); // the newest, before typing
+    await dialog.getByRole('searchbox', { name: 'Find by title or id' }).fill('STUCK in');
+    await results.getByRole('button', { name: new RegExp(ticketTitle) }).waitFor();
+    await dialog.getByRole('searchbox', { name: 'Find by title or id' }).fill('no such words');
+    await results.getByText('No ticket or task matches.').waitFor();
+    await dialog.getByRole('searchbox', { name: 'Find by title or id' }).fill('transit');
+    await shot(agent, 'agent-find-item');
+    await results.getByRole('button', { name: new RegExp(ticketTitle) }).click();
+    await dialog.waitFor({ state: 'hidden' });
+    await agent.locator('#links-list').getByRole('button', { name: new RegExp(ticketTitle) }).waitFor();
+    const panel = agent.getByRole('complementary', { name: 'Ticket details' });
+    await panel.getByRole('link', { name: 'this conversation' }).waitFor();
+    assert.equal(await panel.locator('dt', { hasText: 'Conversations' }).locator('xpath=following-sibling::dd[1]').getByRole('link').count(), 2);
+    await agent.getByRole('button', { name: 'Close details' }).click();
+  });
+
   await step('no page error, nothing fetched from elsewhere', async () => {
     assert.deepEqual(problems, []);
   });

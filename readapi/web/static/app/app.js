@@ -981,6 +981,7 @@ async function openItemDialog() {
   $('item-error').textContent = '';
   $('link-error').textContent = '';
   $('link-id').value = '';
+  findItems();
   const first = await firstMessage(id);
   if (id !== state.convId) return;
   const subject = state.conv?.subject || '';
@@ -1033,12 +1034,44 @@ async function createItem(e) {
   }
 }
 
-async function linkItem(e) {
-  e.preventDefault();
+let findSeq = 0;
+let findTimer = 0;
+let found = []; // the items the search shows
+
+/** findItems shows the tickets and tasks whose title holds what the link field says (the newest when it is empty). */
+async function findItems() {
+  const seq = ++findSeq;
+  const q = $('link-id').value.trim();
+  try {
+    const { items } = await api.get(`/v1/items${qs({ q, limit: 8 })}`);
+    if (seq !== findSeq) return;
+    found = items;
+    const linked = new Set((state.conv?.links || []).map((l) => l.item_id));
+    $('link-results').replaceChildren(...(items.length
+      ? items.map((it) => h('li', {},
+        h('button', { type: 'button', class: 'chip', disabled: linked.has(it.id), onclick: () => linkItem(null, it.id) },
+          h('span', { class: `kind kind-${it.kind}` }, it.kind), ` ${it.title} `,
+          h('span', { class: 'muted' }, linked.has(it.id) ? '(linked already)' : `(${it.status})`))))
+      : [h('li', { class: 'muted small' }, q ? 'No ticket or task matches.' : 'No tickets or tasks yet.')]));
+  } catch (err) {
+    if (seq === findSeq) $('link-error').textContent = err.message;
+  }
+}
+
+function findItemsSoon() {
+  $('link-error').textContent = '';
+  clearTimeout(findTimer);
+  findTimer = setTimeout(findItems, 200);
+}
+
+async function linkItem(e, chosen) {
+  e?.preventDefault();
   const id = state.convId;
-  const itemId = $('link-id').value.trim();
+  const typed = $('link-id').value.trim();
+  // The item chosen, else the only one found, else what was typed, an id.
+  const itemId = chosen || (found.length === 1 && typed ? found[0].id : typed);
   if (!itemId) {
-    $('link-error').textContent = 'Enter the id of a ticket or task.';
+    $('link-error').textContent = 'Choose a ticket or task, or enter its id.';
     return;
   }
   try {
@@ -1421,7 +1454,8 @@ function wireStatic() {
   $('btn-history').addEventListener('click', (e) => openHistory(e.currentTarget));
   $('item-form').addEventListener('submit', createItem);
   $('item-cancel').addEventListener('click', () => $('item-dialog').close());
-  $('link-form').addEventListener('submit', linkItem);
+  $('link-form').addEventListener('submit', (e) => linkItem(e));
+  $('link-id').addEventListener('input', findItemsSoon);
   $('panel-close').addEventListener('click', () => closePanel());
   $('panel').addEventListener('keydown', (e) => { if (e.key === 'Escape') closePanel(); });
   $('helpdesk-switch').addEventListener('click', toggleHelpdesk);
