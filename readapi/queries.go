@@ -75,6 +75,20 @@ func (a *API) helpdesk(c *gin.Context) {
 	c.JSON(http.StatusOK, h)
 }
 
+// staffList checks that the caller is staff and reads the list's ?limit=;
+// it has answered the request when ok is false.
+func staffList(c *gin.Context) (limit int, ok bool) {
+	if _, ok := staffOnly(c); !ok {
+		return 0, false
+	}
+	limit, err := httpkit.Limit(c)
+	if err != nil {
+		httpkit.Fail(c, err)
+		return 0, false
+	}
+	return limit, true
+}
+
 func (a *API) widgetStatus(c *gin.Context) {
 	h, err := a.rm.Helpdesk(c.Request.Context())
 	if err != nil {
@@ -115,12 +129,8 @@ func (a *API) user(c *gin.Context) {
 // users lists the team, a page at a time: whom an agent may add to a
 // conversation, assign or make follow an item.
 func (a *API) users(c *gin.Context) {
-	if _, ok := staffOnly(c); !ok {
-		return
-	}
-	limit, err := httpkit.Limit(c)
-	if err != nil {
-		httpkit.Fail(c, err)
+	limit, ok := staffList(c)
+	if !ok {
 		return
 	}
 	us, next, err := a.rm.Users(c.Request.Context(), limit, c.Query("cursor"))
@@ -137,12 +147,8 @@ const maxFindLen = 200
 // findItems finds tickets and tasks by their title or id, newest first:
 // what an agent links to a conversation.
 func (a *API) findItems(c *gin.Context) {
-	if _, ok := staffOnly(c); !ok {
-		return
-	}
-	limit, err := httpkit.Limit(c)
-	if err != nil {
-		httpkit.Fail(c, err)
+	limit, ok := staffList(c)
+	if !ok {
 		return
 	}
 	q := c.Query("q")
