@@ -87,6 +87,10 @@ func CheckBody(field, s string) error {
 	return CheckLen(field, s, MaxBodyLen)
 }
 
+// IsText reports whether s is text every store keeps as it is: valid UTF-8
+// without U+0000, which PostgreSQL's text columns refuse.
+func IsText(s string) bool { return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 }
+
 // CheckLen returns a FieldError when s is not valid UTF-8, holds the
 // character U+0000 or holds more than max characters. An event's text must
 // fit every engine's text columns, and PostgreSQL's refuse U+0000: one such

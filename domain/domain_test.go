@@ -78,6 +78,11 @@ func TestCheckLen(t *testing.T) {
 	if err := domain.CheckLen("subject", "tab\tand\u0001bell", domain.MaxSubjectLen); err != nil {
 		t.Errorf("CheckLen(other control characters): got %v, want nil", err)
 	}
+	for s, want := range map[string]bool{"": true, "tab\tand\u0001bell": true, "été": true, "a\x00": false, "\xff": false, "ok\xc3": false} {
+		if got := domain.IsText(s); got != want {
+			t.Errorf("IsText(%q) = %v, want %v", s, got, want)
+		}
+	}
 	if err := domain.CheckBody("body", "hi\x00"); err == nil {
 		t.Errorf("CheckBody(with U+0000): got nil, want an error")
 	}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/helpdesk/messenger/domain"
 	"github.com/helpdesk/messenger/domain/conversation"
@@ -541,7 +540,7 @@ func (t *txn) execNow(q string, args []any) (sql.Result, error) {
 // storableRow on its way to the engine.
 
 // unstorable reports whether s holds U+0000 or is not valid UTF-8.
-func unstorable(s string) bool { return strings.IndexByte(s, 0) >= 0 || !utf8.ValidString(s) }
+func unstorable(s string) bool { return !domain.IsText(s) }
 
 // storableText returns s with U+FFFD for each invalid byte and U+0000.
 func storableText(s string) string {

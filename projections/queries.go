@@ -13,7 +13,6 @@ import (
 	"sync"
 	"time"
 	"unicode"
-	"unicode/utf8"
 
 	"github.com/helpdesk/messenger/domain"
 	"github.com/helpdesk/messenger/domain/directory"
@@ -174,7 +173,7 @@ func (r *ReadModels) Users(ctx context.Context, limit int, cursor string) ([]Use
 	if cursor != "" {
 		b, err := base64.RawURLEncoding.DecodeString(cursor)
 		// The client's to forge: the id it holds must be text PostgreSQL takes.
-		if err != nil || len(b) == 0 || !utf8.Valid(b) || strings.IndexByte(string(b), 0) >= 0 {
+		if err != nil || len(b) == 0 || !domain.IsText(string(b)) {
 			return nil, "", ErrBadCursor
 		}
 		after = string(b)
@@ -683,7 +682,7 @@ func decodeCursor(s string) (int64, string, error) {
 	n, err := strconv.ParseInt(at, 10, 64)
 	// A cursor is the client's to forge: its id, which the page's query
 	// compares, must be text PostgreSQL takes.
-	if !ok || err != nil || id == "" || !utf8.ValidString(id) || strings.IndexByte(id, 0) >= 0 {
+	if !ok || err != nil || id == "" || !domain.IsText(id) {
 		return 0, "", ErrBadCursor
 	}
 	return n, id, nil

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -152,7 +151,7 @@ func (a *API) findItems(c *gin.Context) {
 		return
 	}
 	q := c.Query("q")
-	if !utf8.ValidString(q) || strings.IndexByte(q, 0) >= 0 || utf8.RuneCountInString(q) > maxFindLen {
+	if !domain.IsText(q) || utf8.RuneCountInString(q) > maxFindLen {
 		httpkit.Fail(c, invalid("q", fmt.Sprintf("q must be text of at most %d characters, without U+0000", maxFindLen)))
 		return
 	}

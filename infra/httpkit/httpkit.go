@@ -16,7 +16,6 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
 
@@ -252,7 +251,7 @@ func nulField(v reflect.Value, name string) (string, bool) {
 func CheckParams() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		for _, p := range c.Params {
-			if !utf8.ValidString(p.Value) || strings.IndexByte(p.Value, 0) >= 0 {
+			if !domain.IsText(p.Value) {
 				Fail(c, Errorf(http.StatusNotFound, CodeNotFound, "%s %q does not exist", p.Key, p.Value))
 				return
 			}

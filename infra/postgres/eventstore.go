@@ -6,11 +6,9 @@ import (
 	"fmt"
 	"maps"
 	"math"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -365,7 +363,7 @@ func prepareAppend(stream string, expected int64, events []domain.Pending) ([]do
 // storable reports whether a TEXT column can hold s: PostgreSQL refuses
 // NUL and invalid UTF-8, and such a value would fail its whole batch.
 func storable(s string) bool {
-	return utf8.ValidString(s) && !strings.ContainsRune(s, 0)
+	return domain.IsText(s)
 }
 
 // writer is one writer goroutine and its connection.
