@@ -539,9 +539,6 @@ func (t *txn) execNow(q string, args []any) (sql.Result, error) {
 // Every statement and copy of a txn goes through storableArgs or
 // storableRow on its way to the engine.
 
-// unstorable reports whether s holds U+0000 or is not valid UTF-8.
-func unstorable(s string) bool { return !domain.IsText(s) }
-
 // storableText returns s with U+FFFD for each invalid byte and U+0000.
 func storableText(s string) string {
 	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
@@ -551,7 +548,7 @@ func storableText(s string) string {
 // of text that is not.
 func storableArgs(args []any) []any {
 	for i, a := range args {
-		if s, ok := a.(string); ok && unstorable(s) {
+		if s, ok := a.(string); ok && !domain.IsText(s) {
 			out := append([]any(nil), args...)
 			storableRow(out[i:])
 			return out
@@ -563,7 +560,7 @@ func storableArgs(args []any) []any {
 // storableRow makes the text of row storable, in place.
 func storableRow(row []any) {
 	for i, a := range row {
-		if s, ok := a.(string); ok && unstorable(s) {
+		if s, ok := a.(string); ok && !domain.IsText(s) {
 			row[i] = storableText(s)
 		}
 	}

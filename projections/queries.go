@@ -157,12 +157,21 @@ func (r *ReadModels) Principal(ctx context.Context, hash string) (directory.Prin
 
 // User returns user id.
 func (r *ReadModels) User(ctx context.Context, id string) (User, bool, error) {
+	u, err := scanUser(r.row(ctx, `SELECT `+userCols+` FROM users WHERE id = ?`, id))
+	ok, err := found(err)
+	return u, ok, err
+}
+
+// userCols are the columns of users that scanUser reads.
+const userCols = `id, name, email, role, support`
+
+// scanUser reads a user from a row of userCols.
+func scanUser(row interface{ Scan(dest ...any) error }) (User, error) {
 	var u User
 	var support int
-	ok, err := found(r.row(ctx, `SELECT id, name, email, role, support FROM users WHERE id = ?`, id).
-		Scan(&u.ID, &u.Name, &u.Email, &u.Role, &support))
+	err := row.Scan(&u.ID, &u.Name, &u.Email, &u.Role, &support)
 	u.Support = support == 1
-	return u, ok, err
+	return u, err
 }
 
 // Users returns a page of at most limit users, in the order of their ids
@@ -178,19 +187,17 @@ func (r *ReadModels) Users(ctx context.Context, limit int, cursor string) ([]Use
 		}
 		after = string(b)
 	}
-	rows, err := r.query(ctx, `SELECT id, name, email, role, support FROM users WHERE id > ? ORDER BY id LIMIT ?`, after, limit+1)
+	rows, err := r.query(ctx, `SELECT `+userCols+` FROM users WHERE id > ? ORDER BY id LIMIT ?`, after, limit+1)
 	if err != nil {
 		return nil, "", err
 	}
 	defer rows.Close()
 	users := make([]User, 0, min(limit, 200)+1)
 	for rows.Next() {
-		var u User
-		var support int
-		if err := rows.Scan(&u.ID, &u.Name, &u.Email, &u.Role, &support); err != nil {
+		u, err := scanUser(rows)
+		if err != nil {
 			return nil, "", err
 		}
-		u.Support = support == 1
 		users = append(users, u)
 	}
 	if err := rows.Err(); err != nil {
