@@ -102,7 +102,7 @@ async function signIn(token, { fromStorage = false } = {}) {
   $('signin').hidden = true;
   $('shell').hidden = false;
   $('me-name').textContent = me.name || me.email || 'You';
-  $('me-role').textContent = me.role === 'agent' && me.support ? 'support' : me.role;
+  $('me-role').textContent = roleText(me);
   $('me-avatar').textContent = initials(me.name || me.email);
   $('nav-customers-item').hidden = !state.seesCustomers;
   $('helpdesk').hidden = !state.canToggle;
@@ -914,8 +914,6 @@ async function startConversation(e) {
 
 // ---- the team (admins) ----------------------------------------------------------
 
-const ROLE_TEXT = { admin: 'admin', agent: 'agent', auditor: 'auditor' };
-
 async function openTeam(from) {
   openPanel('Team', h('p', { class: 'muted' }, 'Loading…'), from);
   try {
@@ -969,7 +967,7 @@ function showTeam(users, from, created = null) {
     h('ul', { class: 'plain team-members', 'aria-label': 'Team members' }, users.map((u) => h('li', {},
       h('span', { class: 'avatar avatar-small', 'aria-hidden': 'true' }, initials(u.name || u.email)),
       h('span', {}, h('strong', {}, u.name || u.email), ' ', h('span', { class: 'muted small' }, u.email)),
-      h('span', { class: 'pill' }, u.role === 'agent' && u.support ? 'support' : ROLE_TEXT[u.role] || u.role)))),
+      h('span', { class: 'pill' }, roleText(u))))),
     form), from);
 }
 
@@ -1354,6 +1352,9 @@ function initials(name) {
 }
 
 const cap = (s) => s.charAt(0).toUpperCase() + s.slice(1);
+
+/** roleText is a user's role as a pill shows it: a support agent is "support". */
+const roleText = (u) => (u.role === 'agent' && u.support ? 'support' : u.role);
 
 const timeFmt = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
 const dayFmt = new Intl.DateTimeFormat(undefined, { month: 'short', day: 'numeric' });
