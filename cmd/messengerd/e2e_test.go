@@ -603,18 +603,28 @@ func TestKurrentDBUnreachable(t *testing.T) {
 
 // TestStalledProjectorIsNotReady makes the read models refuse an event,
 // as a bug or a broken database would: the readiness check must say so
-// once the projector has failed for stallAfter, and recover when the
-// event applies at last. Before, it answered ready, with a lag of 1,
-// while every write waited for the read models in vain.
+// once they have not moved for stallAfter, on the replica whose projector
+// fails and on one that only follows its checkpoint, and recover on both
+// when the event applies at last. Before, they answered ready, with a lag
+// of 1, while every write waited for the read models in vain.
 func TestStalledProjectorIsNotReady(t *testing.T) {
 	old := stallAfter
 	stallAfter = 300 * time.Millisecond
 	t.Cleanup(func() { stallAfter = old })
-	dbURL := pgtest.NewDatabase(t)
-	s := startServer(t, t.TempDir(), map[string]string{"MESSENGER_DATABASE_URL": dbURL})
+	vars := map[string]string{"MESSENGER_DATABASE_URL": pgtest.NewDatabase(t), "MESSENGER_BUS_URL": natstest.URL(t)}
+	s := startServer(t, t.TempDir(), vars)
+	follower := startServer(t, t.TempDir(), vars)
+	for _, r := range []struct {
+		s    *server
+		lead bool
+	}{{s, true}, {follower, false}} {
+		if got := r.s.do("GET", "/readyz", "", nil).Body["projecting"]; got != r.lead {
+			t.Fatalf("projecting %v, want %v", got, r.lead)
+		}
+	}
 	p := seedPeople(t, s)
 	id := s.do("POST", "/v1/conversations", p.customer, map[string]any{"body": "hello"}).want(t, 201).str("id")
-	db, err := sql.Open("pgx", dbURL)
+	db, err := sql.Open("pgx", vars["MESSENGER_DATABASE_URL"])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -636,7 +646,7 @@ func TestStalledProjectorIsNotReady(t *testing.T) {
 		resp.Body.Close()
 		posted <- resp.StatusCode
 	}()
-	waitReady := func(want string) map[string]any {
+	waitReady := func(s *server, want string) map[string]any {
 		t.Helper()
 		deadline := time.Now().Add(15 * time.Second)
 		for {
@@ -650,12 +660,14 @@ func TestStalledProjectorIsNotReady(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
-	stalled := waitReady("stalled")
-	if stalled["lag"] != float64(1) {
-		t.Errorf("stalled: %v, want a lag of 1", stalled)
-	}
-	if r := s.do("GET", "/readyz", "", nil); r.Status != http.StatusServiceUnavailable {
-		t.Errorf("stalled readyz answered %d", r.Status)
+	for _, s := range []*server{s, follower} {
+		stalled := waitReady(s, "stalled")
+		if stalled["lag"] != float64(1) {
+			t.Errorf("stalled: %v, want a lag of 1", stalled)
+		}
+		if r := s.do("GET", "/readyz", "", nil); r.Status != http.StatusServiceUnavailable {
+			t.Errorf("stalled readyz answered %d", r.Status)
+		}
 	}
 	metrics := string(s.do("GET", "/metrics", "", nil).Raw)
 	if !strings.Contains(metrics, "messenger_projector_errors_total ") || strings.Contains(metrics, "messenger_projector_errors_total 0\n") {
@@ -664,8 +676,10 @@ func TestStalledProjectorIsNotReady(t *testing.T) {
 	if _, err := db.Exec(`ALTER TABLE messages DROP CONSTRAINT poison`); err != nil {
 		t.Fatal(err)
 	}
-	if ready := waitReady("ready"); ready["lag"] != float64(0) {
-		t.Errorf("after the fix: %v", ready)
+	for _, s := range []*server{s, follower} {
+		if ready := waitReady(s, "ready"); ready["lag"] != float64(0) {
+			t.Errorf("after the fix: %v", ready)
+		}
 	}
 	if code := <-posted; code != 201 && code != 503 {
 		t.Errorf("the poisoned post answered %d", code)

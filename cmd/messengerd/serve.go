@@ -49,9 +49,9 @@ type app struct {
 	metrics   *metrics
 	ready     atomic.Bool
 	leader    atomic.Bool
-	// failingSince is when the projector's batches began to fail, in Unix
-	// nanoseconds, since its last batch that committed; 0 when none failed.
-	failingSince atomic.Int64
+	// movedAt is when the read models were last seen to move on or to be
+	// caught up, in Unix nanoseconds; 0 until first seen (watchReady).
+	movedAt atomic.Int64
 }
 
 // authTTL is how long a principal found for a token is kept at most.
@@ -93,12 +93,10 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		OnBatch: func(n int, pos uint64) {
 			a.metrics.projected.Add(float64(n))
 			a.metrics.applied.Set(float64(pos))
-			a.failingSince.Store(0)
 		},
 		OnError: func(err error) {
 			log.Error("projector", "err", err)
 			a.metrics.projectorErrors.Inc()
-			a.failingSince.CompareAndSwap(0, time.Now().UnixNano())
 		},
 	}
 	if be.replicated() {
@@ -248,17 +246,24 @@ func adminToken(cfg config, stdout io.Writer) (string, error) {
 }
 
 // watchReady marks the process ready once the read models have caught up
-// with the log as it was at start, and keeps the lag metric current.
+// with the log as it was at start, keeps the lag metric current, and notes
+// when the read models last moved on (readyz's "stalled").
 func (a *app) watchReady(ctx context.Context, log *slog.Logger) {
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
+	seen := ^uint64(0) // the checkpoint last seen: none yet
 	for {
 		if a.be.replicated() && !a.leader.Load() {
 			_ = a.projector.Load(ctx) // another replica projects: follow its checkpoint
 		}
 		head, err := a.be.store.Head(ctx)
 		if err == nil {
-			lag := head - min(head, a.projector.Applied())
+			applied := a.projector.Applied()
+			lag := head - min(head, applied)
+			if lag == 0 || applied != seen {
+				a.movedAt.Store(time.Now().UnixNano())
+				seen = applied
+			}
 			a.metrics.lag.Set(float64(lag))
 			if lag == 0 && !a.ready.Load() {
 				a.ready.Store(true)
@@ -305,10 +310,13 @@ func (a *app) routes(cfg config, draining <-chan struct{}) http.Handler {
 // process still answers ready, once it has caught up after its start.
 const maxReadyLag = 10000
 
-// stallAfter is how long the projector's batches may fail, with events
-// left to apply, before the instance answers not ready: long enough for a
-// database's restart or failover, after which they apply again. The
-// errors are in the log, and counted by messenger_projector_errors_total.
+// stallAfter is how long the read models may stay where they are, with
+// events left to apply, before the instance answers not ready: long enough
+// for a database's restart or failover, or another replica's taking over
+// the projector, after which they move again. It is judged from the
+// checkpoint, which every replica follows, so the replicas that do not
+// project say it too, not only the one whose batches fail (its errors are
+// in its log, and counted by messenger_projector_errors_total).
 var stallAfter = 30 * time.Second
 
 func (a *app) readyz(c *gin.Context) {
@@ -318,12 +326,12 @@ func (a *app) readyz(c *gin.Context) {
 		return
 	}
 	lag := head - min(head, a.projector.Applied())
-	if since := a.failingSince.Load(); since != 0 && lag > 0 {
-		// Its batches fail again and again (the same one, most likely): the
-		// lag may be small, but writes wait for it in vain.
-		if failing := time.Since(time.Unix(0, since)); failing > stallAfter {
+	if moved := a.movedAt.Load(); moved != 0 && lag > 0 {
+		// Nothing applied for that long: the lag may be small, but writes
+		// wait for it in vain (most likely one batch failing again and again).
+		if still := time.Since(time.Unix(0, moved)); still > stallAfter {
 			c.JSON(http.StatusServiceUnavailable, gin.H{"status": "stalled", "lag": lag, "projecting": a.leader.Load(),
-				"failing_for_seconds": int(failing.Seconds())})
+				"stalled_for_seconds": int(still.Seconds())})
 			return
 		}
 	}
