@@ -31,3 +31,9 @@ func BeginBatch(ctx context.Context, p *Projector) (*sql.Tx, func(commit bool) e
 
 // StorableArgs is storableArgs, for tests.
 func StorableArgs(args []any) []any { return storableArgs(args) }
+
+// FindItemsQuery is FindItems's statement for d, and its arguments.
+func FindItemsQuery(d Dialect, q string, limit int) (string, []any) {
+	query, args := findItemsQuery(q, limit)
+	return d.Rebind(query), args
+}

@@ -925,20 +925,20 @@ func (r *ReadModels) UnreadIn(ctx context.Context, p directory.Principal, id str
 	return n, err
 }
 
-// Item returns ticket or task id.
 // FindItems returns at most limit tickets and tasks, newest first: those
 // whose title holds q, whatever its case (SQLite folds ASCII letters only),
-// and the one whose id is q; every one when q is blank.
+// and the one whose id is q; every one when q is blank. On PostgreSQL a
+// trigram index of the titles finds them, where pg_trgm is available
+// (readmodel.Postgres's schema), or a walk of the newest until enough
+// match, as the planner judges from the words asked (so it plans each
+// search for its words: ValuePlanner); elsewhere the titles are read
+// through.
 func (r *ReadModels) FindItems(ctx context.Context, q string, limit int) ([]ItemSummary, error) {
-	q = strings.TrimSpace(q)
-	where, args := ``, []any{}
-	if q != "" {
-		// LIKE's wildcards and its escape character match themselves.
-		pattern := "%" + strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(strings.ToLower(q)) + "%"
-		where, args = `WHERE lower(title) LIKE ? ESCAPE '\' OR id = ?`, []any{pattern, q}
+	query, args := findItemsQuery(q, limit)
+	if vp, ok := r.d.(ValuePlanner); ok {
+		args = append([]any{vp.PlanForValues()}, args...)
 	}
-	rows, err := r.query(ctx, `SELECT id, kind, title, status, created_at FROM items `+where+` ORDER BY created_at DESC, id DESC LIMIT ?`,
-		append(args, limit)...)
+	rows, err := r.query(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -956,6 +956,22 @@ func (r *ReadModels) FindItems(ctx context.Context, q string, limit int) ([]Item
 	return items, rows.Err()
 }
 
+// findItemsQuery returns FindItems's statement and its arguments. The
+// title's test is lower(title) LIKE, which the trigram index's expression
+// is, and the newest come from the index items_created.
+func findItemsQuery(q string, limit int) (string, []any) {
+	q = strings.TrimSpace(q)
+	where, args := ``, []any{}
+	if q != "" {
+		// LIKE's wildcards and its escape character match themselves.
+		pattern := "%" + strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(strings.ToLower(q)) + "%"
+		where, args = `WHERE lower(title) LIKE ? ESCAPE '\' OR id = ?`, []any{pattern, q}
+	}
+	return `SELECT id, kind, title, status, created_at FROM items ` + where + ` ORDER BY created_at DESC, id DESC LIMIT ?`,
+		append(args, limit)
+}
+
+// Item returns ticket or task id.
 func (r *ReadModels) Item(ctx context.Context, id string) (Item, bool, error) {
 	var it Item
 	var requester, creator string

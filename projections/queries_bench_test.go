@@ -156,6 +156,13 @@ func BenchmarkQueries(b *testing.B) {
 			return err
 		})
 	})
+	// The link form's search of tickets and tasks, as an agent types: the
+	// newest, a common word of their titles, a word's start, and none.
+	for _, q := range []string{"", "refund", "ref", "no such title"} {
+		b.Run("items-"+strings.ReplaceAll(or(q, "newest"), " ", "-"), func(b *testing.B) {
+			latencies(b, support, func(directory.Principal) error { _, err := rm.FindItems(ctx, q, 10); return err })
+		})
+	}
 	for _, term := range terms {
 		b.Run("search-"+strings.ReplaceAll(term, " ", "-"), func(b *testing.B) {
 			latencies(b, support, func(p directory.Principal) error {
@@ -164,4 +171,12 @@ func BenchmarkQueries(b *testing.B) {
 			})
 		})
 	}
+}
+
+// or returns s, or else def when s is empty.
+func or(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -426,7 +427,8 @@ func TestUsersPages(t *testing.T) {
 func TestFindItems(t *testing.T) {
 	for _, c := range engines {
 		t.Run(c.name, func(t *testing.T) {
-			w := build(t, c.open(t))
+			e := c.open(t)
+			w := build(t, e)
 			ctx := context.Background()
 			ticket, task := w.items[0], w.items[1]
 			for q, want := range map[string][]string{
@@ -457,6 +459,77 @@ func TestFindItems(t *testing.T) {
 			if err != nil || len(one) != 1 || one[0].ID != task || one[0].Kind != "task" || one[0].Title != "Check carrier" || one[0].Status == "" {
 				t.Errorf("newest item: %+v, %v", one, err)
 			}
+			// The indexes can answer: the newest from items_created, and
+			// on PostgreSQL a title's words from the trigram index (under
+			// three letters, which make no trigram, the newest are walked
+			// until ten match).
+			want := map[string]string{"": "items_created"}
+			if c.name == "postgres" {
+				want["refund"], want["ORDER 4"] = "items_title", "items_title"
+			}
+			for q, index := range want {
+				if plan := explainFindItems(t, e, q); !strings.Contains(plan, index) {
+					t.Errorf("%q is not found through %s:\n%s", q, index, plan)
+				}
+			}
+			if c.name == "postgres" {
+				// Planned for its words each time: a statement kept
+				// prepared would take one generic plan after five runs,
+				// the same for a common word and a rare one.
+				e.reader.SetMaxOpenConns(1)
+				for range 8 {
+					if _, err := w.rm.FindItems(ctx, "refund", 10); err != nil {
+						t.Fatal(err)
+					}
+				}
+				var kept int
+				if err := e.reader.QueryRowContext(ctx, `SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE 'SELECT id, kind, title%lower(title) LIKE%'`).Scan(&kept); err != nil || kept != 0 {
+					t.Errorf("the search of items is kept prepared (%d, %v)", kept, err)
+				}
+			}
 		})
 	}
+}
+
+// explainFindItems returns the plan of FindItems(q) on e, with its tables
+// taken as too big to read through (the test's few rows would be).
+func explainFindItems(t *testing.T, e engine, q string) string {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := e.reader.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	query, args := projections.FindItemsQuery(e.dialect, q, 10)
+	explain := `EXPLAIN QUERY PLAN `
+	if _, ok := e.dialect.(readmodel.Postgres); ok {
+		explain = `EXPLAIN `
+		if _, err := conn.ExecContext(ctx, `SET enable_seqscan = off`); err != nil {
+			t.Fatal(err)
+		}
+		defer conn.ExecContext(ctx, `RESET enable_seqscan`)
+	}
+	rows, err := conn.QueryContext(ctx, explain+query, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	cols, _ := rows.Columns()
+	var plan strings.Builder
+	for rows.Next() {
+		vals := make([]any, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintln(&plan, vals...)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return plan.String()
 }

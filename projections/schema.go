@@ -9,7 +9,7 @@ import (
 
 // Name identifies the read models' shape. Changing it (with the schema or
 // the way events are projected) makes the next start rebuild them.
-const Name = "readmodel/v10"
+const Name = "readmodel/v11"
 
 // Dialect is what differs between the SQL engines holding read models. The
 // row changes and the queries are written once, in portable SQL with ?
@@ -110,6 +110,16 @@ type Maintainer interface {
 	Statistics(tables []string) []string
 }
 
+// ValuePlanner is implemented by a Dialect whose engine may plan a
+// prepared statement once for any arguments, which suits a query whose
+// best plan depends on them (a common word of the item titles is found
+// by walking the newest, a rare one through the index): PlanForValues
+// returns an argument that, put before a query's own, makes the engine
+// plan it for the values it gets, each time.
+type ValuePlanner interface {
+	PlanForValues() any
+}
+
 // Compactor is implemented by a Dialect whose full-text index a rebuild
 // leaves in many pieces, which every search then visits: Compact returns
 // the statements, run once the rebuilt read models are complete, that
@@ -159,6 +169,8 @@ var schema = []string{
 	`CREATE TABLE IF NOT EXISTS items (id TEXT PRIMARY KEY, kind TEXT NOT NULL, title TEXT NOT NULL,
 		description TEXT NOT NULL, status TEXT NOT NULL, requester_id TEXT NOT NULL, created_by TEXT NOT NULL,
 		created_at BIGINT NOT NULL, position BIGINT NOT NULL)`,
+	// The newest items first, for the link form's list (FindItems).
+	`CREATE INDEX IF NOT EXISTS items_created ON items (created_at, id)`,
 	`CREATE TABLE IF NOT EXISTS item_people (item_id TEXT NOT NULL, user_id TEXT NOT NULL, role TEXT NOT NULL,
 		added BIGINT NOT NULL, PRIMARY KEY (item_id, role, user_id))`,
 	`CREATE INDEX IF NOT EXISTS item_people_user ON item_people (user_id, item_id)`,
@@ -194,7 +206,7 @@ func Migrate(ctx context.Context, db *sql.DB, d Dialect) (fresh bool, err error)
 var queryIndexes = map[string]bool{
 	"conversations_inbox": true, "conversations_customer": true, "participants_user": true, "reads_reader": true,
 	"members_unread": true, "members_inbox": true, "links_item": true, "item_people_user": true,
-	"search_docs_tsv": true, "conversations_num": true,
+	"search_docs_tsv": true, "conversations_num": true, "items_created": true,
 }
 
 // recreate drops the read-model tables and creates them empty, with a

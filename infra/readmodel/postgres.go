@@ -234,6 +234,12 @@ func quote(b *strings.Builder, v string, q, escape byte) {
 	b.WriteByte(q)
 }
 
+// PlanForValues sends the query as an unnamed statement, which the server
+// plans for the values bound to it (pgx would otherwise keep it prepared,
+// and PostgreSQL moves a prepared statement to one generic plan after five
+// runs).
+func (Postgres) PlanForValues() any { return pgx.QueryExecModeExec }
+
 // Rebind rewrites ? placeholders outside string literals into $1, $2, ….
 func (Postgres) Rebind(q string) string {
 	var b strings.Builder
@@ -266,6 +272,25 @@ func (Postgres) SearchSchema() []string {
 		`CREATE INDEX IF NOT EXISTS search_docs_tsv ON search_docs USING GIN (tsv)`,
 		// For searches that start from their few documents (PlanSearch).
 		`CREATE INDEX IF NOT EXISTS conversations_num ON conversations (num)`,
+		// For the link form's search of item titles (FindItems: lower(title)
+		// LIKE '%…%'), a trigram index, where pg_trgm can be had: it comes
+		// with PostgreSQL (contrib) and is trusted, so a database's owner may
+		// create it; without it, titles are read through, as on SQLite. Its
+		// operator class is named in the extension's own schema, which may
+		// not be on the search path.
+		`DO $$
+		DECLARE s name;
+		BEGIN
+			BEGIN
+				CREATE EXTENSION IF NOT EXISTS pg_trgm;
+			EXCEPTION WHEN OTHERS THEN
+				RAISE WARNING 'no pg_trgm (%): item titles are searched without an index', SQLERRM;
+			END;
+			SELECT n.nspname INTO s FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pg_trgm';
+			IF FOUND THEN
+				EXECUTE format('CREATE INDEX IF NOT EXISTS items_title ON items USING GIN (lower(title) %I.gin_trgm_ops)', s);
+			END IF;
+		END $$`,
 	}
 }
 
