@@ -837,8 +837,22 @@ function markReadSoon(delay = 300) {
 
 // ---- a new conversation with teammates -------------------------------------
 
-/** allUsers reads every page of the team (at most 10,000 users). */
-async function allUsers() {
+/**
+ * allUsers returns every page of the team (at most 10,000 users), read again
+ * after a minute, or at once with fresh: the item panel, redrawn at each follow
+ * or assign, and the new-conversation dialog share one reading. Callers copy
+ * before they change the list.
+ */
+let teamRead = null; // { at, users: Promise<user[]> }
+function allUsers({ fresh = false } = {}) {
+  if (!fresh && teamRead && Date.now() - teamRead.at < 60_000) return teamRead.users;
+  const users = readAllUsers();
+  teamRead = { at: Date.now(), users };
+  users.catch(() => { if (teamRead?.users === users) teamRead = null; });
+  return users;
+}
+
+async function readAllUsers() {
   const users = [];
   let cursor = null;
   for (let i = 0; i < 50; i++) {
@@ -917,7 +931,7 @@ async function startConversation(e) {
 async function openTeam(from) {
   openPanel('Team', h('p', { class: 'muted' }, 'Loading…'), from);
   try {
-    showTeam(await allUsers(), from);
+    showTeam(await allUsers({ fresh: true }), from);
   } catch (err) {
     openPanel('Team', h('p', { class: 'error' }, err.message), from);
   }
@@ -946,6 +960,7 @@ function showTeam(users, from, created = null) {
       try {
         const u = await api.post('/v1/users', { name: name.value.trim(), email: email.value.trim(), role: role.value, support: support.checked });
         announce(`${u.name} added`);
+        teamRead = null; // the next list asks for the new teammate too
         showTeam([...users, u], from, u);
       } catch (err) {
         error.textContent = err.message;
