@@ -145,6 +145,7 @@ type txn struct {
 	restore string    // what conn runs before it is given back (a FlushDeferrer's restore), or ""
 	tx      *sql.Tx   // nil until begun, and always with a Pipeliner
 	begun   bool      // with a Pipeliner: BEGIN was sent on conn, and neither COMMIT nor ROLLBACK since
+	first   string    // with a Pipeliner: a statement sent right after BEGIN, or ""
 	d       Dialect
 	pipe    Pipeliner  // nil: each statement runs at once
 	copier  Copier     // nil: rows are never copied
@@ -463,7 +464,11 @@ func (t *txn) send(stmts []Statement) (int64, error) {
 	if !t.begun {
 		// Set first: a failure may leave the transaction begun.
 		t.begun = true
-		stmts = append([]Statement{{Query: `BEGIN`}}, stmts...)
+		if t.first != "" {
+			stmts = append([]Statement{{Query: `BEGIN`}, {Query: t.first}}, stmts...)
+		} else {
+			stmts = append([]Statement{{Query: `BEGIN`}}, stmts...)
+		}
 	}
 	for i := range stmts {
 		stmts[i].Args = storableArgs(stmts[i].Args)

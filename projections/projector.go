@@ -282,6 +282,11 @@ func (p *Projector) prepare(ctx context.Context, recs []domain.Recorded, from ui
 	}
 	if _, pipes := p.d.(Pipeliner); p.cfg.SplitSearch && pipes && !p.running.Load() {
 		b.docsT = newTxn(ctx, begin, p.d)
+		// The tables grow from nothing: a plan made for an early batch
+		// is no plan for a late one.
+		if cp, ok := p.d.(CustomPlanner); ok {
+			t.first, b.docsT.first = cp.CustomPlans(), cp.CustomPlans()
+		}
 	}
 	p.forget() // until this batch is applied: its states may be half-way
 	fail := func(err error) (*prepared, error) {

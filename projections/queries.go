@@ -931,12 +931,12 @@ func (r *ReadModels) UnreadIn(ctx context.Context, p directory.Principal, id str
 // trigram index of the titles finds them, where pg_trgm is available
 // (readmodel.Postgres's schema), or a walk of the newest until enough
 // match, as the planner judges from the words asked (so it plans each
-// search for its words: ValuePlanner); elsewhere the titles are read
+// search for its words: CustomPlanner); elsewhere the titles are read
 // through.
 func (r *ReadModels) FindItems(ctx context.Context, q string, limit int) ([]ItemSummary, error) {
 	query, args := findItemsQuery(q, limit)
-	if vp, ok := r.d.(ValuePlanner); ok {
-		args = append([]any{vp.PlanForValues()}, args...)
+	if cp, ok := r.d.(CustomPlanner); ok {
+		args = append([]any{cp.CustomPlanArg()}, args...)
 	}
 	rows, err := r.query(ctx, query, args...)
 	if err != nil {

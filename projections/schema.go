@@ -110,14 +110,21 @@ type Maintainer interface {
 	Statistics(tables []string) []string
 }
 
-// ValuePlanner is implemented by a Dialect whose engine may plan a
-// prepared statement once for any arguments, which suits a query whose
-// best plan depends on them (a common word of the item titles is found
-// by walking the newest, a rare one through the index): PlanForValues
-// returns an argument that, put before a query's own, makes the engine
-// plan it for the values it gets, each time.
-type ValuePlanner interface {
-	PlanForValues() any
+// CustomPlanner is implemented by a Dialect whose engine may run a
+// prepared statement on a plan it made once, for any arguments and for the
+// tables as they were then, where one made for the run at hand is far
+// better: a query whose best plan depends on its arguments (a common word
+// of the item titles is found by walking the newest items, a rare one
+// through an index), and a rebuild's statements, whose tables grow from
+// nothing in seconds (a plan made for the first batches, reading a table
+// through while it was small, served every later batch).
+type CustomPlanner interface {
+	// CustomPlanArg returns an argument that, put before a query's own,
+	// makes the engine plan it for them.
+	CustomPlanArg() any
+	// CustomPlans returns a statement that, run first in a transaction,
+	// makes the engine plan each statement of it for its run.
+	CustomPlans() string
 }
 
 // Compactor is implemented by a Dialect whose full-text index a rebuild
