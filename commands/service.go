@@ -248,8 +248,20 @@ func load[S any, E domain.Event](ctx context.Context, s *Service, entry *cacheEn
 	return nil
 }
 
+// noWait marks a context made by WithoutWait.
+type noWait struct{}
+
+// WithoutWait returns a context under which a command returns once its
+// events are appended, without waiting for the read models to apply them:
+// for the bootstrap at a start, which may find them far behind the log (a
+// rebuild after an upgrade) and would time out, stopping the process, at
+// every attempt. Requests never use it: an answer means readable.
+func WithoutWait(ctx context.Context) context.Context {
+	return context.WithValue(ctx, noWait{}, true)
+}
+
 func (s *Service) wait(ctx context.Context, pos uint64) error {
-	if s.waiter == nil || pos == 0 {
+	if s.waiter == nil || pos == 0 || ctx.Value(noWait{}) != nil {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.WaitTimeout)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/helpdesk/messenger/commands"
 	"github.com/helpdesk/messenger/infra/natsbus/natstest"
 	"github.com/helpdesk/messenger/infra/postgres/pgtest"
 )
@@ -599,6 +600,49 @@ func TestKurrentDBUnreachable(t *testing.T) {
 	if ctx.Err() != nil {
 		t.Fatal("the start did not fail fast")
 	}
+}
+
+// TestStartsWithReadModelsBehind: a start whose read models cannot apply
+// the log yet (rebuilt after an upgrade, far behind it; here, refusing the
+// admin's new token) serves at once, not ready, and gets ready when they
+// catch up. It waited for them to apply its bootstrap of the admin, and
+// stopped when that took over 10 s: a crash at every start after an
+// upgrade, on a log longer than 10 s of projection.
+func TestStartsWithReadModelsBehind(t *testing.T) {
+	vars := map[string]string{"MESSENGER_DATABASE_URL": pgtest.NewDatabase(t)}
+	dir := t.TempDir()
+	startServer(t, dir, vars).stop()
+	db, err := sql.Open("pgx", vars["MESSENGER_DATABASE_URL"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	const token = "the-admin-token-after-the-upgrade"
+	if _, err := db.Exec(`ALTER TABLE tokens ADD CONSTRAINT poison CHECK (hash <> '` + commands.HashToken(token) + `')`); err != nil {
+		t.Fatal(err)
+	}
+	vars["MESSENGER_ADMIN_TOKEN"] = token
+	began := time.Now()
+	s := startListening(t, dir, vars)
+	if took := time.Since(began); took > 5*time.Second {
+		t.Errorf("listening after %s", took)
+	}
+	// The bootstrap is in the log, not yet in the read models.
+	if r := s.do("GET", "/readyz", "", nil); r.Status != http.StatusServiceUnavailable || r.Body["status"] != "catching_up" || r.Body["lag"] != float64(1) {
+		t.Errorf("readyz with the bootstrap not applied: %d %s", r.Status, r.Raw)
+	}
+	s.do("GET", "/v1/me", token, nil).want(t, 401)
+	if _, err := db.Exec(`ALTER TABLE tokens DROP CONSTRAINT poison`); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for r := s.do("GET", "/readyz", "", nil); r.Status != http.StatusOK || r.Body["lag"] != float64(0); r = s.do("GET", "/readyz", "", nil) {
+		if time.Now().After(deadline) {
+			t.Fatalf("not caught up 15 s after the read models could: %s", r.Raw)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	s.do("GET", "/v1/me", token, nil).want(t, 200)
 }
 
 // TestStalledProjectorIsNotReady makes the read models refuse an event,

@@ -30,8 +30,31 @@ func env(vars map[string]string) func(string) string {
 	return func(k string) string { return vars[k] }
 }
 
-// startServer runs messengerd on a free port with data in dir.
+// startServer runs messengerd on a free port with data in dir, and waits
+// until it is ready.
 func startServer(t *testing.T, dir string, vars map[string]string) *server {
+	t.Helper()
+	s := startListening(t, dir, vars)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get(s.base + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("server not ready in 20 s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return s
+}
+
+// startListening runs messengerd on a free port with data in dir, and
+// returns once it listens, ready or not.
+func startListening(t *testing.T, dir string, vars map[string]string) *server {
 	t.Helper()
 	if vars == nil {
 		vars = map[string]string{}
@@ -55,20 +78,6 @@ func startServer(t *testing.T, dir string, vars map[string]string) *server {
 		t.Fatal("server did not start in 20 s")
 	}
 	t.Cleanup(func() { s.stop() })
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := http.Get(s.base + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("server not ready in 20 s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 	return s
 }
 

@@ -132,15 +132,19 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	go bus.ConsumeFrom(bg, feed, changesTopic, start, a.deliver)
 	projected := make(chan error, 1)
 	go func() { projected <- a.runProjector(bg, log) }()
-	go a.watchReady(bg, log)
 
 	token, err := adminToken(cfg, stdout)
 	if err != nil {
 		return err
 	}
-	if _, err := a.svc.EnsureAdmin(ctx, token); err != nil {
+	// Appended without waiting for the read models, which may be far
+	// behind (rebuilt after an upgrade): they apply it when they get there.
+	if _, err := a.svc.EnsureAdmin(commands.WithoutWait(ctx), token); err != nil {
 		return fmt.Errorf("bootstrap admin: %w", err)
 	}
+	// Ready once the read models hold the log as it is now, the bootstrap
+	// included: the admin's token then works.
+	go a.watchReady(bg, log)
 
 	if cfg.PprofAddr != "" {
 		go servePprof(bg, cfg.PprofAddr, log)
