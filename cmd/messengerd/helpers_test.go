@@ -35,21 +35,29 @@ func env(vars map[string]string) func(string) string {
 func startServer(t *testing.T, dir string, vars map[string]string) *server {
 	t.Helper()
 	s := startListening(t, dir, vars)
-	deadline := time.Now().Add(20 * time.Second)
+	if !untilReady(s.base, 20*time.Second) {
+		t.Fatal("server not ready in 20 s")
+	}
+	return s
+}
+
+// untilReady asks base's /readyz until it answers 200, for at most within,
+// and reports whether it did.
+func untilReady(base string, within time.Duration) bool {
+	deadline := time.Now().Add(within)
 	for {
-		resp, err := http.Get(s.base + "/readyz")
+		resp, err := http.Get(base + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
-				break
+				return true
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("server not ready in 20 s")
+			return false
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return s
 }
 
 // startListening runs messengerd on a free port with data in dir, and

@@ -85,20 +85,10 @@ func startProcess(t *testing.T, dir string, vars map[string]string) *process {
 			t.Logf("logs of %s:\n%s", addr, logs)
 		}
 	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(p.base + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return p
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("messengerd at %s not ready in 30 s:\n%s", addr, logs)
-		}
-		time.Sleep(25 * time.Millisecond)
+	if !untilReady(p.base, 30*time.Second) {
+		t.Fatalf("messengerd at %s not ready in 30 s:\n%s", addr, logs)
 	}
+	return p
 }
 
 // kill ends the process with SIGKILL: no shutdown, no flush.
