@@ -464,11 +464,11 @@ func (t *txn) send(stmts []Statement) (int64, error) {
 	if !t.begun {
 		// Set first: a failure may leave the transaction begun.
 		t.begun = true
+		head := []Statement{{Query: `BEGIN`}}
 		if t.first != "" {
-			stmts = append([]Statement{{Query: `BEGIN`}, {Query: t.first}}, stmts...)
-		} else {
-			stmts = append([]Statement{{Query: `BEGIN`}}, stmts...)
+			head = append(head, Statement{Query: t.first})
 		}
+		stmts = append(head, stmts...)
 	}
 	for i := range stmts {
 		stmts[i].Args = storableArgs(stmts[i].Args)

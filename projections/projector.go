@@ -43,7 +43,9 @@ type Config struct {
 	// the engine runs beside the first and commits just before it. A crash
 	// between the two commits leaves documents of events past the
 	// checkpoint, which applying those events again rewrites; never fewer.
-	// For Rebuild, which writes the most documents; ignored by Run.
+	// For Rebuild, which writes the most documents; ignored by Run. Its
+	// transactions also have their statements planned at every batch (a
+	// CustomPlanner's CustomPlans): its tables grow from nothing.
 	SplitSearch bool
 }
 
