@@ -630,6 +630,7 @@ func Rebuild(ctx context.Context, db *sql.DB, d Dialect, log Log, progress func(
 // maintenance: a table's ANALYZE
 // waits for its index builds anyway, but the tables need not wait for each
 // other, and the server has a core for each. The longest tables go first.
+// Last, it marks the rebuild finished.
 func finishRebuild(ctx context.Context, db *sql.DB, d Dialect, later []string) error {
 	m, _ := d.(Maintainer)
 	order := append([]string{"search_docs", "messages"}, tables...)
@@ -692,6 +693,9 @@ func finishRebuild(ctx context.Context, db *sql.DB, d Dialect, later []string) e
 		if _, err := db.ExecContext(ctx, q); err != nil {
 			return fmt.Errorf("finish the rebuild: %s: %w", firstLine(q), err)
 		}
+	}
+	if _, err := db.ExecContext(ctx, d.Rebind(`DELETE FROM checkpoints WHERE name = ?`), rebuilding); err != nil {
+		return fmt.Errorf("finish the rebuild: %w", err)
 	}
 	return nil
 }

@@ -193,7 +193,15 @@ func Migrate(ctx context.Context, db *sql.DB, d Dialect) (fresh bool, err error)
 	err = db.QueryRowContext(ctx, `SELECT name FROM checkpoints WHERE name LIKE 'readmodel/%'`).Scan(&name)
 	switch {
 	case err == nil && name == Name:
-		return false, nil
+		var unfinished int
+		if err := db.QueryRowContext(ctx, d.Rebind(`SELECT count(*) FROM checkpoints WHERE name = ?`), rebuilding).Scan(&unfinished); err != nil {
+			return false, fmt.Errorf("read checkpoint: %w", err)
+		}
+		if unfinished == 0 {
+			return false, nil
+		}
+		// A rebuild stopped before its end: the tables lack the query
+		// indexes and statistics it makes last. Recreated below.
 	case err == nil || err == sql.ErrNoRows:
 		// Read models of another Name, or none: recreated below.
 	default:
@@ -216,9 +224,16 @@ var queryIndexes = map[string]bool{
 	"search_docs_tsv": true, "conversations_num": true, "items_created": true,
 }
 
+// rebuilding names a row of checkpoints that a rebuild writes with the
+// tables it recreates and deletes at its end: a rebuild that stopped
+// before (a crash, a cancel) left read models without their query
+// indexes, which the next start would have gone on with for good.
+const rebuilding = "rebuild/unfinished"
+
 // recreate drops the read-model tables and creates them empty, with a
 // checkpoint at the log's start, in one transaction. With later, it leaves
-// out the query indexes, and returns the statements that create them.
+// out the query indexes, returns the statements that create them, and
+// marks the read models unfinished (rebuilding) until finishRebuild.
 func recreate(ctx context.Context, db *sql.DB, d Dialect, later bool) ([]string, error) {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
@@ -242,6 +257,11 @@ func recreate(ctx context.Context, db *sql.DB, d Dialect, later bool) ([]string,
 	}
 	if _, err := tx.ExecContext(ctx, d.Rebind(`INSERT INTO checkpoints (name, position) VALUES (?, 0)`), Name); err != nil {
 		return nil, fmt.Errorf("create checkpoint: %w", err)
+	}
+	if later {
+		if _, err := tx.ExecContext(ctx, d.Rebind(`INSERT INTO checkpoints (name, position) VALUES (?, 0)`), rebuilding); err != nil {
+			return nil, fmt.Errorf("mark the rebuild: %w", err)
+		}
 	}
 	return left, tx.Commit()
 }

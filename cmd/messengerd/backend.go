@@ -145,6 +145,17 @@ func (b *backend) migrate(ctx context.Context) error {
 		_, err := projections.Migrate(ctx, b.writer, b.dialect)
 		return err
 	}
+	return b.withSchemaLock(ctx, func() error {
+		_, err := projections.Migrate(ctx, b.writer, b.dialect)
+		return err
+	})
+}
+
+// withSchemaLock runs f holding the lock that read-model migrations and
+// rebuilds take on a shared database: replicas starting together migrate
+// once, and a replica starting during a rebuild waits for its end rather
+// than take the read models it is making for unfinished, and recreate them.
+func (b *backend) withSchemaLock(ctx context.Context, f func() error) error {
 	conn, err := b.pool.Acquire(ctx)
 	if err != nil {
 		return err
@@ -152,9 +163,8 @@ func (b *backend) migrate(ctx context.Context) error {
 	defer conn.Release()
 	const key = 0x6d657373656e6772 // "messengr"
 	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, int64(key)); err != nil {
-		return fmt.Errorf("lock read-model migration: %w", err)
+		return fmt.Errorf("lock the read models' schema: %w", err)
 	}
 	defer conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, int64(key))
-	_, err = projections.Migrate(ctx, b.writer, b.dialect)
-	return err
+	return f()
 }

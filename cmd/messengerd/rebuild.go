@@ -41,9 +41,13 @@ func rebuild(ctx context.Context, cfg config, stderr io.Writer) error {
 		return nil
 	}
 	if be.replicated() {
-		// Replicas may be running: rebuild while holding the projector's lease.
+		// Replicas may be running: rebuild while holding the projector's
+		// lease, and the schema's lock, which a replica's start takes to
+		// migrate the read models.
 		fmt.Fprintln(stderr, "waiting for the projector lease…")
-		return lease.Exclusive(ctx, be.pool, projectorLease, job)
+		return lease.Exclusive(ctx, be.pool, projectorLease, func(ctx context.Context) error {
+			return be.withSchemaLock(ctx, func() error { return job(ctx) })
+		})
 	}
 	return job(ctx)
 }

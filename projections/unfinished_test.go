@@ -1,0 +1,76 @@
+package projections_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/helpdesk/messenger/domain"
+	"github.com/helpdesk/messenger/infra/readmodel"
+	"github.com/helpdesk/messenger/projections"
+)
+
+// failingLog is a log whose reads fail after the first.
+type failingLog struct {
+	projections.Log
+	reads int
+}
+
+func (l *failingLog) ReadAll(ctx context.Context, after uint64, limit int) ([]domain.Recorded, error) {
+	if l.reads++; l.reads > 1 {
+		return nil, errors.New("the disk is gone")
+	}
+	return l.Log.ReadAll(ctx, after, 1)
+}
+
+// TestUnfinishedRebuildIsRedone stops a rebuild after its first batch, as
+// a crash or a cancel would: its tables lack the query indexes a rebuild
+// creates last, and the next start recreated nothing, since the read
+// models bore the current name. Migrate must see the rebuild unfinished
+// and recreate them, with their indexes; and after a rebuild that
+// finished, leave them be.
+func TestUnfinishedRebuildIsRedone(t *testing.T) {
+	for _, c := range engines {
+		t.Run(c.name, func(t *testing.T) {
+			ctx := context.Background()
+			e := c.open(t)
+			w := build(t, e)
+			w.stop()
+			if err := projections.Rebuild(ctx, e.writer, e.dialect, &failingLog{Log: e.store}, nil); err == nil {
+				t.Fatal("the rebuild did not fail")
+			}
+			if hasIndex(t, e, "members_inbox") {
+				t.Fatal("the stopped rebuild made its query indexes")
+			}
+			fresh, err := projections.Migrate(ctx, e.writer, e.dialect)
+			if err != nil || !fresh {
+				t.Fatalf("Migrate after a stopped rebuild: fresh %v, %v", fresh, err)
+			}
+			for _, index := range []string{"members_inbox", "conversations_inbox", "items_created"} {
+				if !hasIndex(t, e, index) {
+					t.Errorf("no index %s after Migrate", index)
+				}
+			}
+			if err := projections.Rebuild(ctx, e.writer, e.dialect, e.store, nil); err != nil {
+				t.Fatal(err)
+			}
+			if fresh, err := projections.Migrate(ctx, e.writer, e.dialect); err != nil || fresh {
+				t.Fatalf("Migrate after a rebuild: fresh %v, %v", fresh, err)
+			}
+		})
+	}
+}
+
+// hasIndex reports whether e's read models have the index name.
+func hasIndex(t *testing.T, e engine, name string) bool {
+	t.Helper()
+	q := `SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = ?`
+	if _, ok := e.dialect.(readmodel.Postgres); ok {
+		q = `SELECT count(*) FROM pg_indexes WHERE indexname = ?`
+	}
+	var n int
+	if err := e.reader.QueryRow(e.dialect.Rebind(q), name).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n > 0
+}
