@@ -210,7 +210,10 @@ func describe(cfg config) string {
 func (a *app) runProjector(ctx context.Context, log *slog.Logger) error {
 	if !a.be.replicated() {
 		a.leader.Store(true)
-		err := a.projector.Run(ctx)
+		err := a.buildInBulk(ctx, log)
+		if err == nil {
+			err = a.projector.Run(ctx)
+		}
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -223,9 +226,53 @@ func (a *app) runProjector(ctx context.Context, log *slog.Logger) error {
 		if err := a.projector.Load(ctx); err != nil {
 			return err
 		}
+		if err := a.buildInBulk(ctx, log); err != nil {
+			return err
+		}
 		return a.projector.Run(ctx)
 	})
 	return nil
+}
+
+// bulkFrom is the shortest log whose read models, found empty at a start
+// (new, or of an older projections.Name), are built through the rebuild's
+// bulk path rather than by the live projector: a third of the time on the
+// seeded log (30 s against 93 s for 1.45M events).
+var bulkFrom uint64 = 20_000
+
+// buildInBulk builds the read models as messengerd rebuild does, if they
+// hold nothing of a log of at least bulkFrom events, and has the projector
+// go on from where it ended. The streams' feed then shows a gap, which
+// cuts the streams open meanwhile (the instance was not ready): their
+// clients resume from the log. With replicas, it holds the schema's lock,
+// as messengerd rebuild does, so that a replica starting meanwhile waits
+// for the end rather than recreate the tables it is making.
+func (a *app) buildInBulk(ctx context.Context, log *slog.Logger) error {
+	if a.projector.Applied() != 0 {
+		return nil
+	}
+	head, err := a.be.store.Head(ctx)
+	if err != nil || head < bulkFrom {
+		return err
+	}
+	log.Info("read models empty: building them from the log in bulk", "events", head)
+	began := time.Now()
+	build := func() error {
+		return projections.Rebuild(ctx, a.be.writer, a.be.dialect, a.be.store, func(_ int, pos uint64) {
+			a.movedAt.Store(time.Now().UnixNano()) // not stalled: moving
+			a.metrics.applied.Set(float64(pos))
+		})
+	}
+	if a.be.replicated() {
+		err = a.be.withSchemaLock(ctx, build)
+	} else {
+		err = build()
+	}
+	if err != nil {
+		return fmt.Errorf("build the read models: %w", err)
+	}
+	log.Info("read models built", "events", head, "took", time.Since(began).Round(time.Millisecond))
+	return a.projector.Load(ctx)
 }
 
 // adminToken returns the bootstrap admin's token: MESSENGER_ADMIN_TOKEN, or
