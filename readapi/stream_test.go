@@ -1257,15 +1257,23 @@ func TestWidgetPassesOverOthersChanges(t *testing.T) {
 
 	started, posted := f.startChat("c1", principals["cust1"], "Hello")
 	widget1.expect("conversation.created", id(started), "message.created", id(posted), "unread.changed", id(posted))
+	// The agent's stream gets them all: read as they come, so that it
+	// never lags by more than the hub holds for it (under -race on a busy
+	// machine it did, and was cut off, as a slow client is).
+	agentGets := func(pos uint64) {
+		t.Helper()
+		for got := (frame{}); got.ID != id(pos); {
+			var ok bool
+			if got, ok = support.next(3 * time.Second); !ok {
+				t.Fatal("the agent's stream missed cust2's changes")
+			}
+		}
+	}
 	_, last := f.startChat("c2", principals["cust2"], "Hi there")
+	agentGets(last)
 	for n := 2; n <= 6; n++ { // with the chat's start, more changes than the hub holds
 		last = f.post("c2", n, principals["cust2"], fmt.Sprintf("message %d", n))
-	}
-	for got := (frame{}); got.ID != id(last); { // the agent's stream gets them all
-		var ok bool
-		if got, ok = support.next(3 * time.Second); !ok {
-			t.Fatal("the agent's stream missed cust2's changes")
-		}
+		agentGets(last)
 	}
 	// The widget's heartbeat moves its token to the last of them.
 	deadline := time.Now().Add(3 * time.Second)
