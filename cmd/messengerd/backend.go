@@ -141,10 +141,6 @@ func openBackend(ctx context.Context, cfg config) (_ *backend, err error) {
 // migrate creates the read models if they are missing (or of an older
 // Name), once even when replicas start together.
 func (b *backend) migrate(ctx context.Context) error {
-	if b.pool == nil {
-		_, err := projections.Migrate(ctx, b.writer, b.dialect)
-		return err
-	}
 	return b.withSchemaLock(ctx, func() error {
 		_, err := projections.Migrate(ctx, b.writer, b.dialect)
 		return err
@@ -155,7 +151,11 @@ func (b *backend) migrate(ctx context.Context) error {
 // rebuilds take on a shared database: replicas starting together migrate
 // once, and a replica starting during a rebuild waits for its end rather
 // than take the read models it is making for unfinished, and recreate them.
+// The embedded database has one process: f runs as it is.
 func (b *backend) withSchemaLock(ctx context.Context, f func() error) error {
+	if b.pool == nil {
+		return f()
+	}
 	conn, err := b.pool.Acquire(ctx)
 	if err != nil {
 		return err

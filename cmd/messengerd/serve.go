@@ -263,12 +263,7 @@ func (a *app) buildInBulk(ctx context.Context, log *slog.Logger) error {
 			a.metrics.applied.Set(float64(pos))
 		})
 	}
-	if a.be.replicated() {
-		err = a.be.withSchemaLock(ctx, build)
-	} else {
-		err = build()
-	}
-	if err != nil {
+	if err := a.be.withSchemaLock(ctx, build); err != nil {
 		return fmt.Errorf("build the read models: %w", err)
 	}
 	log.Info("read models built", "events", head, "took", time.Since(began).Round(time.Millisecond))
