@@ -61,9 +61,6 @@ func TestRebuildPlansEachBatch(t *testing.T) {
 		}
 	}
 	// The live projector, from the log's start again.
-	if _, err := projections.Migrate(context.Background(), e.writer, e.dialect); err != nil {
-		t.Fatal(err)
-	}
 	if err := projections.Drop(context.Background(), e.writer, e.dialect); err != nil {
 		t.Fatal(err)
 	}
