@@ -3,6 +3,7 @@ package projections
 import (
 	"context"
 	"database/sql"
+	"strings"
 )
 
 // CopyAll makes the projector copy rows however few they are, as the
@@ -32,8 +33,20 @@ func BeginBatch(ctx context.Context, p *Projector) (*sql.Tx, func(commit bool) e
 // StorableArgs is storableArgs, for tests.
 func StorableArgs(args []any) []any { return storableArgs(args) }
 
-// FindItemsQuery is FindItems's statement for d, and its arguments.
-func FindItemsQuery(d Dialect, q string, limit int) (string, []any) {
-	query, args := findItemsQuery(q, limit)
-	return d.Rebind(query), args
+// FindItemsQuery is FindItems's statement on r, and its arguments.
+func FindItemsQuery(r *ReadModels, q string, limit int) (string, []any, error) {
+	query, args, err := r.findItemsPlan(context.Background(), q, limit)
+	return r.d.Rebind(query), args, err
+}
+
+// FindItemsWalked returns the ids FindItems(q, limit) returns when the
+// titles are read through, whatever the dialect could plan instead.
+func FindItemsWalked(r *ReadModels, q string, limit int) ([]string, error) {
+	query, args := findItemsQuery(q, limit, "")
+	query = strings.Replace(query, `SELECT id, kind, title, status, created_at`, `SELECT id`, 1)
+	if cp, ok := r.d.(CustomPlanner); ok {
+		args = append([]any{cp.CustomPlanArg()}, args...)
+	}
+	ids, err := r.strings(context.Background(), query, args...)
+	return ids, err
 }

@@ -931,12 +931,12 @@ func (r *ReadModels) UnreadIn(ctx context.Context, p directory.Principal, id str
 // trigram index of the titles finds them, where pg_trgm is available
 // (readmodel.Postgres's schema), or a walk of the newest until enough
 // match, as the planner judges from the words asked (so it plans each
-// search for its words: CustomPlanner); elsewhere the titles are read
-// through.
+// search for its words: CustomPlanner); on SQLite the dialect judges the
+// same from its trigram index (ItemSearchPlanner).
 func (r *ReadModels) FindItems(ctx context.Context, q string, limit int) ([]ItemSummary, error) {
-	query, args := findItemsQuery(q, limit)
-	if cp, ok := r.d.(CustomPlanner); ok {
-		args = append([]any{cp.CustomPlanArg()}, args...)
+	query, args, err := r.findItemsPlan(ctx, q, limit)
+	if err != nil {
+		return nil, err
 	}
 	rows, err := r.query(ctx, query, args...)
 	if err != nil {
@@ -956,16 +956,39 @@ func (r *ReadModels) FindItems(ctx context.Context, q string, limit int) ([]Item
 	return items, rows.Err()
 }
 
+// findItemsPlan returns FindItems's statement, not rebound, and its
+// arguments.
+func (r *ReadModels) findItemsPlan(ctx context.Context, q string, limit int) (string, []any, error) {
+	q = strings.TrimSpace(q)
+	var narrow string
+	var narrowArgs []any
+	if p, ok := r.d.(ItemSearchPlanner); ok && q != "" {
+		var err error
+		if narrow, narrowArgs, err = p.PlanItemSearch(ctx, r.db, strings.ToLower(q)); err != nil {
+			return "", nil, fmt.Errorf("plan the search of items: %w", err)
+		}
+	}
+	query, args := findItemsQuery(q, limit, narrow, narrowArgs...)
+	if cp, ok := r.d.(CustomPlanner); ok {
+		args = append([]any{cp.CustomPlanArg()}, args...)
+	}
+	return query, args, nil
+}
+
 // findItemsQuery returns FindItems's statement and its arguments. The
 // title's test is lower(title) LIKE, which the trigram index's expression
-// is, and the newest come from the index items_created.
-func findItemsQuery(q string, limit int) (string, []any) {
+// is, and the newest come from the index items_created. A narrow clause,
+// with its arguments, first restricts the items whose titles are tested.
+func findItemsQuery(q string, limit int, narrow string, narrowArgs ...any) (string, []any) {
 	q = strings.TrimSpace(q)
 	where, args := ``, []any{}
 	if q != "" {
 		// LIKE's wildcards and its escape character match themselves.
 		pattern := "%" + strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(strings.ToLower(q)) + "%"
 		where, args = `WHERE lower(title) LIKE ? ESCAPE '\' OR id = ?`, []any{pattern, q}
+		if narrow != "" {
+			where, args = `WHERE (`+narrow+` AND lower(title) LIKE ? ESCAPE '\') OR id = ?`, append(narrowArgs, args...)
+		}
 	}
 	return `SELECT id, kind, title, status, created_at FROM items ` + where + ` ORDER BY created_at DESC, id DESC LIMIT ?`,
 		append(args, limit)

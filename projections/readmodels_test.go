@@ -466,9 +466,12 @@ func TestFindItems(t *testing.T) {
 			want := map[string]string{"": "items_created"}
 			if c.name == "postgres" {
 				want["refund"], want["ORDER 4"] = "items_title", "items_title"
+			} else {
+				// The ids that the trigram index of titles listed.
+				want["refund"], want["ORDER 4"] = "json_each", "json_each"
 			}
 			for q, index := range want {
-				if plan := explainFindItems(t, e, q); !strings.Contains(plan, index) {
+				if plan := explainFindItems(t, e, w.rm, q); !strings.Contains(plan, index) {
 					t.Errorf("%q is not found through %s:\n%s", q, index, plan)
 				}
 			}
@@ -493,7 +496,7 @@ func TestFindItems(t *testing.T) {
 
 // explainFindItems returns the plan of FindItems(q) on e, with its tables
 // taken as too big to read through (the test's few rows would be).
-func explainFindItems(t *testing.T, e engine, q string) string {
+func explainFindItems(t *testing.T, e engine, rm *projections.ReadModels, q string) string {
 	t.Helper()
 	ctx := context.Background()
 	conn, err := e.reader.Conn(ctx)
@@ -501,7 +504,10 @@ func explainFindItems(t *testing.T, e engine, q string) string {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	query, args := projections.FindItemsQuery(e.dialect, q, 10)
+	query, args, err := projections.FindItemsQuery(rm, q, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
 	explain := `EXPLAIN QUERY PLAN `
 	if _, ok := e.dialect.(readmodel.Postgres); ok {
 		explain = `EXPLAIN `
@@ -532,4 +538,70 @@ func explainFindItems(t *testing.T, e engine, q string) string {
 		t.Fatal(err)
 	}
 	return plan.String()
+}
+
+// TestFindItemsPlannedAsWalked checks that however the engine finds the
+// items of a search (on SQLite, from the trigram index of titles when it
+// lists few, else by walking the newest), it returns what reading every
+// title would, in the same order: titles beyond ASCII, LIKE's wildcards,
+// words in many titles and in few, terms under three letters.
+func TestFindItemsPlannedAsWalked(t *testing.T) {
+	for _, c := range engines {
+		t.Run(c.name, func(t *testing.T) {
+			e := c.open(t)
+			w := build(t, e)
+			ctx := context.Background()
+			titles := []string{"Rare zebra crossing", "ÉCOLE fermée", "école ouverte", "École", "Straße gesperrt",
+				"a_b%c\\d", "abc", "50% off", "UPPER lower MiXeD", "x", "refund refund", "Zebra"}
+			for i := range 620 { // more than the index's candidates (500); with "refund refund" and the world's ticket, 622
+				titles = append(titles, fmt.Sprintf("Common refund case %d", i%37))
+			}
+			for i, title := range titles {
+				// Pairs share a time: the id decides between them.
+				if _, err := e.writer.ExecContext(ctx, e.dialect.Rebind(`INSERT INTO items (id, kind, title, description, status,
+					requester_id, created_by, created_at, position) VALUES (?, 'ticket', ?, '', 'open', '', '', ?, ?)`),
+					fmt.Sprintf("it-%04d", (i*7919)%10000), title, 1_700_000_000_000+int64(i/2)*1000, 1_000_000+i); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, q := range []string{"zebra", "ZEBRA", "rare zebra", "école", "ÉCOLE", "Écol", "straße", "STRASSE",
+				"a_b", "%c\\d", "_", "50%", "% off", "upper LOWER mixed", "abc", "ab", "x", "refund", "refund case 3",
+				"case 36", "common", "no such title", "it-0000", "Zebr"} {
+				counts := map[string]int{"zebra": 2, "refund": 620 + 2, "refund case 3": 17 + 7*16, "no such title": 0, "50%": 1, "a_b": 1, "it-0000": 1}
+				for _, limit := range []int{10, 1000} {
+					items, err := w.rm.FindItems(ctx, q, limit)
+					if err != nil {
+						t.Fatalf("%q: %v", q, err)
+					}
+					var got []string
+					for _, it := range items {
+						got = append(got, it.ID)
+					}
+					want, err := projections.FindItemsWalked(w.rm, q, limit)
+					if err != nil {
+						t.Fatalf("%q walked: %v", q, err)
+					}
+					if !slices.Equal(got, want) {
+						t.Errorf("%q (limit %d): found %v, walking the titles finds %v", q, limit, got, want)
+					}
+					if n, ok := counts[q]; ok && limit == 1000 && len(got) != n {
+						t.Errorf("%q: found %d items, want %d", q, len(got), n)
+					}
+				}
+			}
+			if c.name != "sqlite" {
+				return
+			}
+			// A rare term is looked up in the index of titles, whose ids
+			// the statement reads as JSON; a common one walks.
+			for q, index := range map[string]string{"zebra": "json_each", "école": "json_each", "refund": "items_created"} {
+				if plan := explainFindItems(t, e, w.rm, q); !strings.Contains(plan, index) {
+					t.Errorf("%q is not found through %s:\n%s", q, index, plan)
+				}
+			}
+			if plan := explainFindItems(t, e, w.rm, "refund"); strings.Contains(plan, "json_each") {
+				t.Errorf("a word of 620 titles is looked up in the index:\n%s", plan)
+			}
+		})
+	}
 }

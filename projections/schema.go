@@ -9,7 +9,7 @@ import (
 
 // Name identifies the read models' shape. Changing it (with the schema or
 // the way events are projected) makes the next start rebuild them.
-const Name = "readmodel/v11"
+const Name = "readmodel/v12"
 
 // Dialect is what differs between the SQL engines holding read models. The
 // row changes and the queries are written once, in portable SQL with ?
@@ -39,6 +39,17 @@ type Dialect interface {
 // as SearchMatch's, and may differ only in how the engine finds them.
 type SearchPlanner interface {
 	PlanSearch(ctx context.Context, db *sql.DB, term string) (clause string, args []any, err error)
+}
+
+// ItemSearchPlanner is implemented by a Dialect with an index of item
+// titles that its engine's own planner does not weigh: PlanItemSearch
+// returns, for a search of titles holding q (in lower case), a clause and
+// its arguments that hold for a few items among which are all those whose
+// title holds q, when the index finds few enough that reading them is
+// cheaper than walking the newest items until enough match; else an empty
+// clause. FindItems tests each item it finds so exactly as without it.
+type ItemSearchPlanner interface {
+	PlanItemSearch(ctx context.Context, db *sql.DB, q string) (clause string, args []any, err error)
 }
 
 // Pipeliner is implemented by a Dialect whose engine is a round trip away:
