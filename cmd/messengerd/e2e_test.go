@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -784,5 +785,111 @@ func TestStalledProjectorIsNotReady(t *testing.T) {
 	}
 	if code := <-posted; code != 201 && code != 503 {
 		t.Errorf("the poisoned post answered %d", code)
+	}
+}
+
+// pausingWriter blocks the first write that does not start with skip
+// until release is closed, having closed paused: a rebuild's progress bar,
+// written once its tables are recreated and its first batch applied.
+type pausingWriter struct {
+	skip            string
+	paused, release chan struct{}
+	once            sync.Once
+}
+
+func (w *pausingWriter) Write(p []byte) (int, error) {
+	if !strings.HasPrefix(string(p), w.skip) {
+		w.once.Do(func() { close(w.paused); <-w.release })
+	}
+	return len(p), nil
+}
+
+// TestReplicaWaitsForRebuild: a replica started while messengerd rebuild
+// runs on the same PostgreSQL database waits for its end before it
+// migrates and serves. Migrating then, it took the rebuild's tables,
+// marked unfinished, for those of a rebuild that had stopped, and
+// recreated them under it.
+func TestReplicaWaitsForRebuild(t *testing.T) {
+	vars := map[string]string{"MESSENGER_DATABASE_URL": pgtest.NewDatabase(t)}
+	dir := t.TempDir()
+	s := startServer(t, dir, vars)
+	p := seedPeople(t, s)
+	id := s.do("POST", "/v1/conversations", p.customer, map[string]any{"body": "hello"}).want(t, 201).str("id")
+	s.do("POST", "/v1/conversations/"+id+"/messages", p.support, map[string]any{"body": "hi there"}).want(t, 201)
+	inbox := s.do("GET", "/v1/inbox?section=customers&status=open", p.support, nil).want(t, 200)
+	thread := s.do("GET", "/v1/conversations/"+id, p.support, nil).want(t, 200)
+	s.stop()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w := &pausingWriter{skip: "waiting for the projector lease", paused: make(chan struct{}), release: make(chan struct{})}
+	released := false
+	defer func() {
+		if !released {
+			close(w.release)
+		}
+	}()
+	rebuilt := make(chan error, 1)
+	go func() {
+		cfg, err := parseConfig("messengerd rebuild", []string{"-data-dir", dir}, env(vars), io.Discard)
+		if err != nil {
+			rebuilt <- err
+			return
+		}
+		rebuilt <- rebuild(ctx, cfg, w)
+	}()
+	select {
+	case <-w.paused:
+	case err := <-rebuilt:
+		t.Fatalf("the rebuild ended before its first batch was shown: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("the rebuild showed no progress in 20 s")
+	}
+
+	// A replica starts in the middle of the rebuild.
+	vars["MESSENGER_ADMIN_TOKEN"] = s.admin
+	addr, stopped := make(chan string, 1), make(chan error, 1)
+	go func() {
+		stopped <- runWith(ctx, []string{"-addr", "127.0.0.1:0", "-data-dir", dir}, env(vars), func(a string) { addr <- a })
+	}()
+	select {
+	case a := <-addr:
+		t.Fatalf("the replica serves on %s while the read models are being rebuilt", a)
+	case err := <-stopped:
+		t.Fatalf("the replica stopped during the rebuild: %v", err)
+	case <-time.After(1500 * time.Millisecond):
+	}
+	close(w.release)
+	released = true
+	if err := <-rebuilt; err != nil {
+		t.Fatalf("rebuild: %v", err)
+	}
+	var base string
+	select {
+	case a := <-addr:
+		base = "http://" + a
+	case err := <-stopped:
+		t.Fatalf("the replica stopped after the rebuild: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("the replica did not start in 20 s after the rebuild")
+	}
+	if !untilReady(base, 20*time.Second) {
+		t.Fatal("the replica is not ready 20 s after the rebuild")
+	}
+	r := &server{t: t, dir: dir, base: base, admin: s.admin}
+	if got := r.do("GET", "/v1/inbox?section=customers&status=open", p.support, nil).want(t, 200); string(got.Raw) != string(inbox.Raw) {
+		t.Errorf("inbox after the rebuild:\n%s\nbefore:\n%s", got.Raw, inbox.Raw)
+	}
+	if got := r.do("GET", "/v1/conversations/"+id, p.support, nil).want(t, 200); string(got.Raw) != string(thread.Raw) {
+		t.Errorf("conversation after the rebuild:\n%s\nbefore:\n%s", got.Raw, thread.Raw)
+	}
+	cancel()
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Errorf("the replica returned %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Error("the replica did not stop in 20 s")
 	}
 }
