@@ -620,18 +620,11 @@ func apply(t *txn, b *batch, rec domain.Recorded) error {
 			e.OnlineMessage, e.OfflineMessage, pos)
 
 	case item.Created:
-		if err := t.exec(`INSERT INTO items (id, kind, title, description, status, requester_id, created_by, created_at, position)
-			VALUES (?, ?, ?, ?, 'open', ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
-			e.ItemID, string(e.Kind), e.Title, e.Description, e.RequesterID, rec.Actor.ID, at, pos); err != nil {
-			return err
-		}
-		if err := addPerson(t, e.ItemID, rec.Actor.ID, "creator", pos); err != nil {
-			return err
-		}
+		// Written at the flush, with the item's creator and assignees.
+		b.items = append(b.items, []any{e.ItemID, string(e.Kind), e.Title, e.Description, e.RequesterID, rec.Actor.ID, at, pos})
+		b.itemPeople = append(b.itemPeople, []any{e.ItemID, rec.Actor.ID, "creator", pos})
 		for _, a := range e.Assignees {
-			if err := addPerson(t, e.ItemID, a, "assignee", pos); err != nil {
-				return err
-			}
+			b.itemPeople = append(b.itemPeople, []any{e.ItemID, a, "assignee", pos})
 		}
 		return nil
 	case item.Assigned:

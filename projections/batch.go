@@ -47,6 +47,9 @@ type batch struct {
 	added [][]any // new members: user, conversation
 	links [][]any // new links: conversation, item, position
 
+	items      [][]any // new items: id, kind, title, description, requester, creator, created at, position
+	itemPeople [][]any // their creators and assignees: item, user, role, position
+
 	users, customers, tokens [][]any           // new rows
 	customerDoc              map[string]string // customer id → "name email", of customers met in this batch and before
 }
@@ -125,6 +128,7 @@ func (b *batch) reset() {
 	b.livechat = 0
 	b.users, b.customers, b.tokens = nil, nil, nil
 	b.added, b.links = nil, nil
+	b.items, b.itemPeople = nil, nil
 }
 
 // prefetch loads, with a few statements, the rows and read marks of the
@@ -546,6 +550,14 @@ func (b *batch) flush() error {
 		return err
 	}
 	if err := b.bulk(`INSERT INTO tokens (hash, kind, id)`, `ON CONFLICT (hash) DO NOTHING`, 3, b.tokens); err != nil {
+		return err
+	}
+	// Before the links, whose members come from item_people.
+	if err := b.bulk(`INSERT INTO items (id, kind, title, description, requester_id, created_by, created_at, position, status)`,
+		`ON CONFLICT (id) DO NOTHING`, 8, b.items, `'open'`); err != nil {
+		return err
+	}
+	if err := b.bulk(`INSERT INTO item_people (item_id, user_id, role, added)`, `ON CONFLICT DO NOTHING`, 4, b.itemPeople); err != nil {
 		return err
 	}
 	var convs, touched [][]any
