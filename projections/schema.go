@@ -241,6 +241,18 @@ var queryIndexes = map[string]bool{
 // indexes, which the next start would have gone on with for good.
 const rebuilding = "rebuild/unfinished"
 
+// Unfinished reports whether the read models are marked as a rebuild
+// leaves them until its end: a rebuild is under way (messengerd rebuild,
+// or a replica's bulk build at its start), or stopped before its end and
+// not redone yet. Their tables then hold part of the log, from its start.
+func (r *ReadModels) Unfinished(ctx context.Context) (bool, error) {
+	var n int
+	if err := r.row(ctx, `SELECT count(*) FROM checkpoints WHERE name = ?`, rebuilding).Scan(&n); err != nil {
+		return false, fmt.Errorf("read the rebuild's mark: %w", err)
+	}
+	return n > 0, nil
+}
+
 // recreate drops the read-model tables and creates them empty, with a
 // checkpoint at the log's start, in one transaction. With later, it leaves
 // out the query indexes, returns the statements that create them, and

@@ -18,6 +18,8 @@ import (
 	"github.com/helpdesk/messenger/commands"
 	"github.com/helpdesk/messenger/infra/natsbus/natstest"
 	"github.com/helpdesk/messenger/infra/postgres/pgtest"
+	"github.com/helpdesk/messenger/infra/readmodel"
+	"github.com/helpdesk/messenger/projections"
 )
 
 // people are the principals of the seed scenario.
@@ -891,5 +893,141 @@ func TestReplicaWaitsForRebuild(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Error("the replica did not stop in 20 s")
+	}
+}
+
+// openData opens the database of a server run with vars and dir.
+func openData(t *testing.T, vars map[string]string, dir string) (*sql.DB, projections.Dialect) {
+	t.Helper()
+	var db *sql.DB
+	var d projections.Dialect
+	var err error
+	if url := vars["MESSENGER_DATABASE_URL"]; url != "" {
+		db, err = sql.Open("pgx", url)
+		d = readmodel.Postgres{}
+	} else {
+		db, err = sql.Open("sqlite", filepath.Join(dir, "messenger.db")+"?_pragma=busy_timeout(5000)")
+		d = readmodel.SQLite{}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db, d
+}
+
+// TestAPIWaitsForReadModelsBuiltFromScratch: a start that finds the read
+// models empty beside a log answers the API 503 unavailable, with
+// Retry-After, until they hold it. They held the tokens of part of the
+// users then, so a valid token got 401 (the agent app signed out, a
+// widget's session ended), pages missed conversations, and a write was
+// appended only to fail after waiting for them. Here their first batch
+// fails until the test lets it through.
+func TestAPIWaitsForReadModelsBuiltFromScratch(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			vars, dir := b.vars(t), t.TempDir()
+			s := startServer(t, dir, vars)
+			p := seedPeople(t, s)
+			id := s.do("POST", "/v1/conversations", p.customer, map[string]any{"body": "hello"}).want(t, 201).str("id")
+			inbox := s.do("GET", "/v1/inbox?section=customers&status=open", p.support, nil).want(t, 200)
+			s.stop()
+
+			ctx := context.Background()
+			db, d := openData(t, vars, dir)
+			if err := projections.Drop(ctx, db, d); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := projections.Migrate(ctx, db, d); err != nil {
+				t.Fatal(err)
+			}
+			poison, cure := `ALTER TABLE tokens ADD CONSTRAINT poison CHECK (hash = '')`, `ALTER TABLE tokens DROP CONSTRAINT poison`
+			if _, ok := d.(readmodel.SQLite); ok {
+				poison, cure = `CREATE TRIGGER poison BEFORE INSERT ON tokens BEGIN SELECT RAISE(ABORT, 'poison'); END`, `DROP TRIGGER poison`
+			}
+			if _, err := db.Exec(poison); err != nil {
+				t.Fatal(err)
+			}
+			var events int
+			if err := db.QueryRow(`SELECT count(*) FROM events`).Scan(&events); err != nil {
+				t.Fatal(err)
+			}
+
+			vars["MESSENGER_ADMIN_TOKEN"] = s.admin
+			s = startListening(t, dir, vars)
+			for _, token := range []string{p.support, p.customer, s.admin} {
+				r := s.do("GET", "/v1/me", token, nil).want(t, http.StatusServiceUnavailable)
+				if e, _ := r.Body["error"].(map[string]any); e["code"] != "unavailable" {
+					t.Errorf("me while the read models are built: %s", r.Raw)
+				}
+			}
+			r := s.do("POST", "/v1/conversations/"+id+"/messages", p.support, map[string]any{"body": "not now"}).want(t, http.StatusServiceUnavailable)
+			if got := r.Header.Get("Retry-After"); got != retryBuilding {
+				t.Errorf("Retry-After %q, want %q", got, retryBuilding)
+			}
+			var after int
+			if err := db.QueryRow(`SELECT count(*) FROM events`).Scan(&after); err != nil {
+				t.Fatal(err)
+			}
+			if after != events { // the admin's bootstrap appends nothing for a known token
+				t.Errorf("the log went from %d to %d events while the API refused writes", events, after)
+			}
+			if r := s.do("GET", "/readyz", "", nil); r.Status != http.StatusServiceUnavailable || r.Body["status"] != "rebuilding" {
+				t.Errorf("readyz: %d %s", r.Status, r.Raw)
+			}
+			s.do("GET", "/healthz", "", nil).want(t, 200)
+			if resp, err := http.Get(s.base + "/app/"); err != nil || resp.StatusCode != 200 {
+				t.Errorf("the agent app's page while the read models are built: %v %v", resp, err)
+			} else {
+				resp.Body.Close()
+			}
+
+			if _, err := db.Exec(cure); err != nil {
+				t.Fatal(err)
+			}
+			if !untilReady(s.base, 20*time.Second) {
+				t.Fatal("not ready 20 s after the read models could be built")
+			}
+			s.do("GET", "/v1/me", p.support, nil).want(t, 200)
+			if got := s.do("GET", "/v1/inbox?section=customers&status=open", p.support, nil).want(t, 200); string(got.Raw) != string(inbox.Raw) {
+				t.Errorf("inbox once built:\n%s\nbefore:\n%s", got.Raw, inbox.Raw)
+			}
+			s.do("POST", "/v1/conversations/"+id+"/messages", p.support, map[string]any{"body": "now"}).want(t, 201)
+		})
+	}
+}
+
+// TestAPIWaitsForARebuild: while a rebuild's mark is in the checkpoints
+// (messengerd rebuild, or another replica's bulk build, fills the read
+// models from the log's start), a serving instance answers the API 503 and
+// /readyz "rebuilding"; once it is gone, it serves again.
+func TestAPIWaitsForARebuild(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			vars, dir := b.vars(t), t.TempDir()
+			s := startServer(t, dir, vars)
+			p := seedPeople(t, s)
+			db, d := openData(t, vars, dir)
+			if _, err := db.Exec(d.Rebind(`INSERT INTO checkpoints (name, position) VALUES (?, 0)`), "rebuild/unfinished"); err != nil {
+				t.Fatal(err)
+			}
+			until := func(what string, ok func() bool) {
+				t.Helper()
+				for deadline := time.Now().Add(5 * time.Second); !ok(); time.Sleep(20 * time.Millisecond) {
+					if time.Now().After(deadline) {
+						t.Fatalf("not %s in 5 s", what)
+					}
+				}
+			}
+			until("refused", func() bool { return s.do("GET", "/v1/me", p.support, nil).Status == http.StatusServiceUnavailable })
+			if r := s.do("GET", "/readyz", "", nil); r.Status != http.StatusServiceUnavailable || r.Body["status"] != "rebuilding" {
+				t.Errorf("readyz during a rebuild: %d %s", r.Status, r.Raw)
+			}
+			if _, err := db.Exec(d.Rebind(`DELETE FROM checkpoints WHERE name = ?`), "rebuild/unfinished"); err != nil {
+				t.Fatal(err)
+			}
+			until("serving again", func() bool { return s.do("GET", "/v1/me", p.support, nil).Status == http.StatusOK })
+			s.do("GET", "/readyz", "", nil).want(t, 200)
+		})
 	}
 }

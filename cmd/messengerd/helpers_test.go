@@ -119,6 +119,7 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, rea
 // response is a decoded answer.
 type response struct {
 	Status int
+	Header http.Header
 	Body   map[string]any
 	Raw    []byte
 }
@@ -157,7 +158,7 @@ func (s *server) do(method, path, token string, body any) response {
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
-	out := response{Status: resp.StatusCode, Raw: raw}
+	out := response{Status: resp.StatusCode, Header: resp.Header, Raw: raw}
 	_ = json.Unmarshal(raw, &out.Body)
 	return out
 }

@@ -52,7 +52,17 @@ type app struct {
 	// movedAt is when the read models were last seen to move on or to be
 	// caught up, in Unix nanoseconds; 0 until first seen (watchReady).
 	movedAt atomic.Int64
+	// fromScratch: the start found the read models empty beside a log
+	// (an upgrade that changed them, a first start on an existing log);
+	// cleared once they first catch up. unfinished: a rebuild's mark is in
+	// the checkpoints (watchReady). Either way the read models are being
+	// filled from the log's start, and the API waits for them (gate).
+	fromScratch, unfinished atomic.Bool
 }
+
+// building reports whether the read models are being built from the
+// log's start.
+func (a *app) building() bool { return a.fromScratch.Load() || a.unfinished.Load() }
 
 // authTTL is how long a principal found for a token is kept at most.
 const authTTL = 2 * time.Second
@@ -109,6 +119,12 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		return err
 	}
 	start := a.projector.Applied()
+	if head, err := be.store.Head(ctx); err == nil && head > 0 && start == 0 {
+		a.fromScratch.Store(true)
+	}
+	if u, err := a.rm.Unfinished(ctx); err == nil {
+		a.unfinished.Store(u)
+	}
 	publisher.Follow(start)
 	a.hub = readapi.NewHub(readapi.HubConfig{})
 	a.streams = readapi.NewStreams(a.rm, be.store, a.projector, a.hub, readapi.StreamConfig{Heartbeat: cfg.Heartbeat})
@@ -313,8 +329,13 @@ func (a *app) watchReady(ctx context.Context, log *slog.Logger) {
 			a.metrics.lag.Set(float64(lag))
 			if lag == 0 && !a.ready.Load() {
 				a.ready.Store(true)
+				a.fromScratch.Store(false)
 				log.Info("read models caught up", "position", head)
 			}
+		}
+		if u, err := a.rm.Unfinished(ctx); err == nil && u != a.unfinished.Load() {
+			a.unfinished.Store(u)
+			log.Info("read models", "rebuilding", u)
 		}
 		select {
 		case <-ctx.Done():
@@ -331,7 +352,7 @@ func (a *app) routes(cfg config, draining <-chan struct{}) http.Handler {
 	// An API path with a trailing slash answers a JSON 404, not an empty
 	// redirect that a PATCH or a DELETE would not follow.
 	r.RedirectTrailingSlash = false
-	r.Use(recovery(), a.metrics.middleware(), limitBody(), cors(cfg.AllowedOrigins), httpkit.CheckParams())
+	r.Use(recovery(), a.metrics.middleware(), limitBody(), cors(cfg.AllowedOrigins), a.gate(), httpkit.CheckParams())
 	r.NoRoute(func(c *gin.Context) {
 		httpkit.Fail(c, httpkit.Errorf(http.StatusNotFound, httpkit.CodeNotFound, "no route %s %s", c.Request.Method, c.Request.URL.Path))
 	})
@@ -381,11 +402,38 @@ func (a *app) readyz(c *gin.Context) {
 			return
 		}
 	}
+	if a.building() {
+		c.JSON(http.StatusServiceUnavailable, gin.H{"status": "rebuilding", "lag": lag, "projecting": a.leader.Load()})
+		return
+	}
 	if !a.ready.Load() || lag > maxReadyLag {
 		c.JSON(http.StatusServiceUnavailable, gin.H{"status": "catching_up", "lag": lag, "projecting": a.leader.Load()})
 		return
 	}
 	c.JSON(http.StatusOK, gin.H{"status": "ready", "lag": lag, "projecting": a.leader.Load()})
+}
+
+// retryBuilding is the Retry-After, in seconds, of the API's answers while
+// the read models are being built.
+const retryBuilding = "5"
+
+// gate answers the API's requests with 503 unavailable, and Retry-After,
+// while the read models are being built from the log's start (building):
+// they hold part of it, and the tokens of part of the users, so a page
+// would miss conversations as if they were not there, and a valid token
+// get 401, which signs the agent app out and ends a widget's session. A
+// write would wait in vain for them and fail after appending. Health,
+// metrics, the contract and the web pages are not the API's.
+func (a *app) gate() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		if a.building() && strings.HasPrefix(c.Request.URL.Path, "/v1/") {
+			c.Header("Retry-After", retryBuilding)
+			httpkit.Fail(c, httpkit.Errorf(http.StatusServiceUnavailable, httpkit.CodeUnavailable,
+				"the read models are being built from the log; try again in a few seconds"))
+			return
+		}
+		c.Next()
+	}
 }
 
 // recovery answers a panic as a 500 in the API's error shape.
