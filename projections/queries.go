@@ -926,8 +926,8 @@ func (r *ReadModels) UnreadIn(ctx context.Context, p directory.Principal, id str
 }
 
 // FindItems returns at most limit tickets and tasks, newest first: those
-// whose title holds q, whatever its case (SQLite folds ASCII letters only),
-// and the one whose id is q; every one when q is blank. On PostgreSQL a
+// whose title holds q, whatever its case (lower(), on SQLite Go's: package
+// sqlite), and the one whose id is q; every one when q is blank. On PostgreSQL a
 // trigram index of the titles finds them, where pg_trgm is available
 // (readmodel.Postgres's schema), or a walk of the newest until enough
 // match, as the planner judges from the words asked (so it plans each

@@ -567,7 +567,8 @@ func TestFindItemsPlannedAsWalked(t *testing.T) {
 			for _, q := range []string{"zebra", "ZEBRA", "rare zebra", "école", "ÉCOLE", "Écol", "straße", "STRASSE",
 				"a_b", "%c\\d", "_", "50%", "% off", "upper LOWER mixed", "abc", "ab", "x", "refund", "refund case 3",
 				"case 36", "common", "no such title", "it-0000", "Zebr"} {
-				counts := map[string]int{"zebra": 2, "refund": 620 + 2, "refund case 3": 17 + 7*16, "no such title": 0, "50%": 1, "a_b": 1, "it-0000": 1}
+				// Letters beyond ASCII fold on both engines alike.
+				counts := map[string]int{"école": 3, "ÉCOLE": 3, "Écol": 3, "straße": 1, "STRASSE": 0, "zebra": 2, "refund": 620 + 2, "refund case 3": 17 + 7*16, "no such title": 0, "50%": 1, "a_b": 1, "it-0000": 1}
 				for _, limit := range []int{10, 1000} {
 					items, err := w.rm.FindItems(ctx, q, limit)
 					if err != nil {

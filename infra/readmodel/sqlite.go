@@ -68,13 +68,14 @@ func (SQLite) SearchSchema() []string {
 		`CREATE TRIGGER IF NOT EXISTS search_docs_au AFTER UPDATE ON search_docs BEGIN
 			INSERT INTO search_fts (search_fts, rowid, body) VALUES ('delete', old.id, old.body);
 			INSERT INTO search_fts (rowid, body) VALUES (new.id, new.body); END`,
-		// The titles of items by their trigrams, under the items'
-		// positions (PlanItemSearch): the index alone, without the titles.
-		// Items are never changed nor deleted one by one.
+		// The titles of items in lower case (lower() is Go's: package
+		// sqlite), by their trigrams, under the items' positions
+		// (PlanItemSearch): the index alone, without the titles. Items are
+		// never changed nor deleted one by one.
 		`CREATE VIRTUAL TABLE IF NOT EXISTS items_titles USING fts5(title, content='', tokenize='trigram')`,
 		`CREATE INDEX IF NOT EXISTS items_position ON items (position)`,
 		`CREATE TRIGGER IF NOT EXISTS items_titles_ai AFTER INSERT ON items BEGIN
-			INSERT INTO items_titles (rowid, title) VALUES (new.position, new.title); END`,
+			INSERT INTO items_titles (rowid, title) VALUES (new.position, lower(new.title)); END`,
 	}
 }
 
@@ -96,11 +97,11 @@ const itemCandidates = 500
 // titles holding q's trigrams side by side, as a phrase, from their
 // positions alone (0.2 ms for 500 of a common word; LIKE on the index read
 // each candidate's title again, 1.7 ms), and FindItems tests the few it
-// lists as it tests every title on a walk. The tokenizer folds letters
-// beyond ASCII too, so the phrase holds for every title that FindItems's
-// LIKE (ASCII-only folding) accepts, and LIKE's wildcards are only
-// characters to it. Under three letters, which make no trigram, the newest
-// are walked.
+// lists as it tests every title on a walk. The index holds the titles in
+// lower case, as the test compares them, and the tokenizer folds them
+// again letter by letter, so the phrase holds for every title the test
+// accepts; LIKE's wildcards are only characters to it. Under three
+// letters, which make no trigram, the newest are walked.
 func (SQLite) PlanItemSearch(ctx context.Context, db *sql.DB, q string) (string, []any, error) {
 	if utf8.RuneCountInString(q) < 3 {
 		return "", nil, nil

@@ -18,6 +18,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"embed"
 	"errors"
 	"fmt"
@@ -28,8 +29,27 @@ import (
 	"strconv"
 	"strings"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	msqlite "modernc.org/sqlite" // and registers the "sqlite" driver
 )
+
+// SQLite's lower() folds ASCII letters only: a search for "école" missed
+// the item titled "École" on the embedded store, which PostgreSQL's lower()
+// (and so the same query there) finds. Every connection of this process
+// gets Go's instead, as SQLite's ICU extension replaces it: a letter of any
+// script in lower case, rune by rune (strings.ToLower), NULL for NULL, and
+// any other value as it is.
+func init() {
+	msqlite.MustRegisterDeterministicScalarFunction("lower", 1, func(_ *msqlite.FunctionContext, args []driver.Value) (driver.Value, error) {
+		switch v := args[0].(type) {
+		case string:
+			return strings.ToLower(v), nil
+		case []byte:
+			return strings.ToLower(string(v)), nil
+		default:
+			return v, nil
+		}
+	})
+}
 
 // busyTimeoutMS is how long a connection waits for another process's lock.
 const busyTimeoutMS = 10000

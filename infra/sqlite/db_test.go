@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"os"
 	"path/filepath"
 	"strings"
@@ -150,5 +151,25 @@ func TestOpenPaths(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestLowerFoldsEveryScript: lower() is Go's on both pools, as
+// PostgreSQL's folds letters beyond ASCII; NULL and numbers pass through.
+func TestLowerFoldsEveryScript(t *testing.T) {
+	db := openDB(t, dbPath(t))
+	for name, pool := range map[string]interface {
+		QueryRowContext(context.Context, string, ...any) *sql.Row
+	}{"writer": db.Writer(), "reader": db.Reader()} {
+		var folded string
+		var null sql.NullString
+		var n int64
+		if err := pool.QueryRowContext(context.Background(), `SELECT lower('ÉCOLE Straße İSTANBUL Ა ΣΑΣ'), lower(NULL), lower(12)`).
+			Scan(&folded, &null, &n); err != nil {
+			t.Fatal(err)
+		}
+		if folded != "école straße istanbul ა σασ" || null.Valid || n != 12 {
+			t.Errorf("%s: lower gave %q, %v, %d", name, folded, null, n)
+		}
 	}
 }
