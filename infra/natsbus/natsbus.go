@@ -1,7 +1,8 @@
 // Package natsbus carries the live change feed between replicas over NATS
-// JetStream, through watermill's JetStream pub/sub. Every replica reads
-// every message (its own ephemeral consumer, starting at what is new), so
-// each SSE hub sees every change; the hubs drop redeliveries by position.
+// JetStream, through watermill's JetStream publisher and a subscriber of
+// its own (Subscriber). Every replica reads every message (its own
+// ephemeral consumer, starting at what is new), so each SSE hub sees every
+// change; the hubs drop redeliveries by position.
 package natsbus
 
 import (
@@ -28,7 +29,7 @@ type Config struct {
 type Bus struct {
 	conn       *nats.Conn
 	Publisher  *wmjs.Publisher
-	Subscriber *wmjs.Subscriber
+	Subscriber *Subscriber
 }
 
 // Open connects to url and makes sure the JetStream stream of topic exists.
@@ -63,36 +64,8 @@ func Open(ctx context.Context, url, topic string, cfg Config) (*Bus, error) {
 		conn.Close()
 		return nil, fmt.Errorf("JetStream publisher: %w", err)
 	}
-	sub, err := wmjs.NewSubscriber(wmjs.SubscriberConfig{Conn: conn, Logger: logger, ConfigureStream: streamCfg,
-		ResourceInitializer: newConsumer(streamCfg), AckWaitTimeout: 30 * time.Second})
-	if err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("JetStream subscriber: %w", err)
-	}
+	sub := &Subscriber{js: js, topic: streamCfg, ackWait: 30 * time.Second, closing: make(chan struct{})}
 	return &Bus{conn: conn, Publisher: pub, Subscriber: sub}, nil
-}
-
-// newConsumer makes each subscription its own ephemeral consumer that
-// starts at messages published from now on; the broker removes it when it
-// has been idle for a minute (a replica that died).
-func newConsumer(streamCfg wmjs.StreamConfigurator) wmjs.ResourceInitializer {
-	return func(ctx context.Context, js jetstream.JetStream, topic string) (jetstream.Consumer, func(context.Context, watermill.LoggerAdapter), error) {
-		stream, err := js.Stream(ctx, streamCfg(topic).Name)
-		if err != nil {
-			return nil, nil, fmt.Errorf("stream of %s: %w", topic, err)
-		}
-		name := "messengerd_" + watermill.NewShortUUID()
-		consumer, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
-			Name: name, AckPolicy: jetstream.AckExplicitPolicy, DeliverPolicy: jetstream.DeliverNewPolicy,
-			InactiveThreshold: time.Minute,
-		})
-		if err != nil {
-			return nil, nil, fmt.Errorf("consumer of %s: %w", topic, err)
-		}
-		return consumer, func(ctx context.Context, _ watermill.LoggerAdapter) {
-			_ = stream.DeleteConsumer(context.WithoutCancel(ctx), name)
-		}, nil
-	}
 }
 
 // Close closes the subscriber, the publisher and the connection.

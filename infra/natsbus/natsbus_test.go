@@ -2,11 +2,13 @@ package natsbus_test
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -94,4 +96,66 @@ func deleteStream(t *testing.T, url, topic string) {
 		return
 	}
 	_ = js.DeleteStream(context.Background(), topic)
+}
+
+// A subscription that ends while messages flow closes its channel once,
+// after its last send: watermill-nats's own subscriber closed it under a
+// callback still sending (a race under -race, a panic when the send won).
+func TestSubscriptionEndsWhileMessagesFlow(t *testing.T) {
+	url := natstest.URL(t)
+	topic := "messenger_test_" + watermill.NewShortUUID()
+	t.Cleanup(func() { deleteStream(t, url, topic) })
+	b, err := natsbus.Open(context.Background(), url, topic, natsbus.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	stopPub := make(chan struct{})
+	published := make(chan struct{})
+	go func() {
+		defer close(published)
+		for i := 0; ; i++ {
+			select {
+			case <-stopPub:
+				return
+			default:
+			}
+			_ = b.Publisher.Publish(topic, message.NewMessage(watermill.NewUUID(), []byte(fmt.Sprint(i))))
+		}
+	}()
+	defer func() { close(stopPub); <-published }()
+	for round := range 10 {
+		ctx, cancel := context.WithCancel(context.Background())
+		msgs, err := b.Subscriber.Subscribe(ctx, topic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Some rounds end with a message waiting to be read, some with
+		// one read and not acked (the next waits for its ack).
+		for i := range round % 3 {
+			if m, ok := <-msgs; ok && (round%2 == 0 || i < round%3-1) {
+				m.Ack()
+			}
+		}
+		cancel()
+		closed := time.After(5 * time.Second)
+	drain:
+		for {
+			select {
+			case m, ok := <-msgs:
+				if !ok {
+					break drain
+				}
+				m.Ack()
+			case <-closed:
+				t.Fatalf("round %d: the channel is still open 5 s after the subscription's context ended", round)
+			}
+		}
+	}
+	if err := b.Subscriber.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Subscriber.Subscribe(context.Background(), topic); err == nil {
+		t.Error("a closed subscriber subscribed")
+	}
 }
