@@ -627,17 +627,7 @@ func TestStartBuildsEmptyReadModelsInBulk(t *testing.T) {
 			inbox := s.do("GET", "/v1/inbox?section=customers&status=open", p.support, nil).want(t, 200)
 			thread := s.do("GET", "/v1/conversations/"+id, p.support, nil).want(t, 200)
 			s.stop()
-			var db *sql.DB
-			var err error
-			if url := vars["MESSENGER_DATABASE_URL"]; url != "" {
-				db, err = sql.Open("pgx", url)
-			} else {
-				db, err = sql.Open("sqlite", filepath.Join(dir, "messenger.db"))
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer db.Close()
+			db, _ := openData(t, vars, dir)
 			// The read models of an older version.
 			if _, err := db.Exec(`UPDATE checkpoints SET name = 'readmodel/v0' WHERE name LIKE 'readmodel/%'`); err != nil {
 				t.Fatal(err)
@@ -672,11 +662,7 @@ func TestStartsWithReadModelsBehind(t *testing.T) {
 	vars := map[string]string{"MESSENGER_DATABASE_URL": pgtest.NewDatabase(t)}
 	dir := t.TempDir()
 	startServer(t, dir, vars).stop()
-	db, err := sql.Open("pgx", vars["MESSENGER_DATABASE_URL"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db, _ := openData(t, vars, dir)
 	const token = "the-admin-token-after-the-upgrade"
 	if _, err := db.Exec(`ALTER TABLE tokens ADD CONSTRAINT poison CHECK (hash <> '` + commands.HashToken(token) + `')`); err != nil {
 		t.Fatal(err)
@@ -728,11 +714,7 @@ func TestStalledProjectorIsNotReady(t *testing.T) {
 	}
 	p := seedPeople(t, s)
 	id := s.do("POST", "/v1/conversations", p.customer, map[string]any{"body": "hello"}).want(t, 201).str("id")
-	db, err := sql.Open("pgx", vars["MESSENGER_DATABASE_URL"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db, _ := openData(t, vars, "")
 	if _, err := db.Exec(`ALTER TABLE messages ADD CONSTRAINT poison CHECK (body <> 'poison')`); err != nil {
 		t.Fatal(err)
 	}
