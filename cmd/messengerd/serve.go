@@ -423,13 +423,15 @@ const retryBuilding = "5"
 // would miss conversations as if they were not there, and a valid token
 // get 401, which signs the agent app out and ends a widget's session. A
 // write would wait in vain for them and fail after appending. Health,
-// metrics, the contract and the web pages are not the API's.
+// metrics, the contract and the web pages are not the API's. The message
+// is for people too: the widget shows it to a customer whose message
+// was not sent.
 func (a *app) gate() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		if a.building() && strings.HasPrefix(c.Request.URL.Path, "/v1/") {
 			c.Header("Retry-After", retryBuilding)
 			httpkit.Fail(c, httpkit.Errorf(http.StatusServiceUnavailable, httpkit.CodeUnavailable,
-				"the read models are being built from the log; try again in a few seconds"))
+				"the service is starting up: try again in a few seconds"))
 			return
 		}
 		c.Next()
