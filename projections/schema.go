@@ -204,12 +204,8 @@ func Migrate(ctx context.Context, db *sql.DB, d Dialect) (fresh bool, err error)
 	err = db.QueryRowContext(ctx, `SELECT name FROM checkpoints WHERE name LIKE 'readmodel/%'`).Scan(&name)
 	switch {
 	case err == nil && name == Name:
-		var unfinished int
-		if err := db.QueryRowContext(ctx, d.Rebind(`SELECT count(*) FROM checkpoints WHERE name = ?`), rebuilding).Scan(&unfinished); err != nil {
-			return false, fmt.Errorf("read checkpoint: %w", err)
-		}
-		if unfinished == 0 {
-			return false, nil
+		if unfinished, err := marked(ctx, db, d); err != nil || !unfinished {
+			return false, err
 		}
 		// A rebuild stopped before its end: the tables lack the query
 		// indexes and statistics it makes last. Recreated below.
@@ -245,9 +241,13 @@ const rebuilding = "rebuild/unfinished"
 // leaves them until its end: a rebuild is under way (messengerd rebuild,
 // or a replica's bulk build at its start), or stopped before its end and
 // not redone yet. Their tables then hold part of the log, from its start.
-func (r *ReadModels) Unfinished(ctx context.Context) (bool, error) {
+func (r *ReadModels) Unfinished(ctx context.Context) (bool, error) { return marked(ctx, r.q, r.d) }
+
+// marked reports whether the checkpoints, read through q, hold the mark
+// of a rebuild (rebuilding).
+func marked(ctx context.Context, q querier, d Dialect) (bool, error) {
 	var n int
-	if err := r.row(ctx, `SELECT count(*) FROM checkpoints WHERE name = ?`, rebuilding).Scan(&n); err != nil {
+	if err := q.QueryRowContext(ctx, d.Rebind(`SELECT count(*) FROM checkpoints WHERE name = ?`), rebuilding).Scan(&n); err != nil {
 		return false, fmt.Errorf("read the rebuild's mark: %w", err)
 	}
 	return n > 0, nil
