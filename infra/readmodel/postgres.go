@@ -282,7 +282,7 @@ func (Postgres) SearchSchema() []string {
 		// For the link form's search of item titles (FindItems: lower(title)
 		// LIKE '%…%'), a trigram index, where pg_trgm can be had: it comes
 		// with PostgreSQL (contrib) and is trusted, so a database's owner may
-		// create it; without it, titles are read through, as on SQLite. Its
+		// create it; without it, titles are read through. Its
 		// operator class is named in the extension's own schema, which may
 		// not be on the search path.
 		`DO $$
