@@ -15,6 +15,7 @@ import (
 
 	"github.com/helpdesk/messenger/commands"
 	"github.com/helpdesk/messenger/infra/bus"
+	"github.com/helpdesk/messenger/infra/dirlock"
 	"github.com/helpdesk/messenger/infra/kurrentdb"
 	"github.com/helpdesk/messenger/infra/natsbus"
 	"github.com/helpdesk/messenger/infra/postgres"
@@ -102,6 +103,16 @@ func openBackend(ctx context.Context, cfg config) (_ *backend, err error) {
 		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 			return nil, fmt.Errorf("create data dir: %w", err)
 		}
+		// One process per embedded store: a second server, or a rebuild
+		// beside the running one, would write the same file unseen.
+		release, err := dirlock.Lock(cfg.DataDir)
+		if err != nil {
+			if errors.Is(err, dirlock.ErrInUse) {
+				return nil, fmt.Errorf("%w: stop the messengerd using it first (serve, rebuild or seed), or give this one its own -data-dir", err)
+			}
+			return nil, err
+		}
+		b.closers = append(b.closers, release)
 		db, err := sqlite.Open(ctx, filepath.Join(cfg.DataDir, "messenger.db"))
 		if err != nil {
 			return nil, err

@@ -1013,3 +1013,34 @@ func TestAPIWaitsForARebuild(t *testing.T) {
 		})
 	}
 }
+
+// TestOneProcessPerDataDirectory: the embedded store is one process's. A
+// second server, or a rebuild, on the data directory of a running server
+// stops at once with an error that says why, and has written nothing; the
+// directory is free again once the server stops.
+func TestOneProcessPerDataDirectory(t *testing.T) {
+	dir := t.TempDir()
+	s := startServer(t, dir, nil)
+	p := seedPeople(t, s)
+	id := s.do("POST", "/v1/conversations", p.customer, map[string]any{"body": "hello"}).want(t, 201).str("id")
+	for _, args := range [][]string{
+		{"-addr", "127.0.0.1:0", "-data-dir", dir},
+		{"rebuild", "-data-dir", dir},
+		{"seed", "-data-dir", dir, "-conversations", "10", "-messages", "20", "-agents", "2", "-customers", "5"},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		var out strings.Builder
+		err := run(ctx, args, env(nil), &out, &out)
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), "in use by another process") || !strings.Contains(err.Error(), dir) {
+			t.Errorf("%v on a data directory in use: %v\n%s", args[0], err, out.String())
+		}
+	}
+	// The running server was not disturbed.
+	s.do("POST", "/v1/conversations/"+id+"/messages", p.support, map[string]any{"body": "still here"}).want(t, 201)
+	if got := len(s.do("GET", "/v1/conversations/"+id, p.support, nil).want(t, 200).list("messages")); got != 2 {
+		t.Errorf("%d messages, want 2", got)
+	}
+	s.stop()
+	startServer(t, dir, map[string]string{"MESSENGER_ADMIN_TOKEN": s.admin}).do("GET", "/v1/conversations/"+id, p.support, nil).want(t, 200)
+}
