@@ -608,7 +608,7 @@ func (p *Projector) maintainer(ctx context.Context) func(applied int) {
 func Rebuild(ctx context.Context, db *sql.DB, d Dialect, log Log, progress func(applied int, position uint64)) error {
 	// Indexes only queries use are built once at the end: faster than
 	// keeping them up to date row by row.
-	later, err := recreate(ctx, db, d, true)
+	later, err := recreate(ctx, db, d, true, true)
 	if err != nil {
 		return err
 	}

@@ -200,6 +200,15 @@ var schema = []string{
 // read models of another Name, it drops them first, so that they are rebuilt.
 // It reports whether the tables were (re)created empty.
 func Migrate(ctx context.Context, db *sql.DB, d Dialect) (fresh bool, err error) {
+	return MigrateOver(ctx, db, d, 0)
+}
+
+// MigrateOver is Migrate for the read models of a log that holds head
+// events. Tables it (re)creates beside a log that is not empty are marked
+// unfinished in the same transaction, as a rebuild marks the tables it
+// fills: every replica then refuses requests (Unfinished) until a rebuild
+// has applied the log, rather than serve read models that hold its start.
+func MigrateOver(ctx context.Context, db *sql.DB, d Dialect, head uint64) (fresh bool, err error) {
 	var name string
 	err = db.QueryRowContext(ctx, `SELECT name FROM checkpoints WHERE name LIKE 'readmodel/%'`).Scan(&name)
 	switch {
@@ -217,7 +226,7 @@ func Migrate(ctx context.Context, db *sql.DB, d Dialect) (fresh bool, err error)
 			return false, fmt.Errorf("read checkpoint: %w", err)
 		}
 	}
-	if _, err := recreate(ctx, db, d, false); err != nil {
+	if _, err := recreate(ctx, db, d, false, head > 0); err != nil {
 		return false, err
 	}
 	return true, nil
@@ -255,9 +264,10 @@ func marked(ctx context.Context, q querier, d Dialect) (bool, error) {
 
 // recreate drops the read-model tables and creates them empty, with a
 // checkpoint at the log's start, in one transaction. With later, it leaves
-// out the query indexes, returns the statements that create them, and
-// marks the read models unfinished (rebuilding) until finishRebuild.
-func recreate(ctx context.Context, db *sql.DB, d Dialect, later bool) ([]string, error) {
+// out the query indexes and returns the statements that create them. With
+// mark, it marks the read models unfinished (rebuilding) until
+// finishRebuild.
+func recreate(ctx context.Context, db *sql.DB, d Dialect, later, mark bool) ([]string, error) {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, err
@@ -281,7 +291,7 @@ func recreate(ctx context.Context, db *sql.DB, d Dialect, later bool) ([]string,
 	if _, err := tx.ExecContext(ctx, d.Rebind(`INSERT INTO checkpoints (name, position) VALUES (?, 0)`), Name); err != nil {
 		return nil, fmt.Errorf("create checkpoint: %w", err)
 	}
-	if later {
+	if mark {
 		if _, err := tx.ExecContext(ctx, d.Rebind(`INSERT INTO checkpoints (name, position) VALUES (?, 0)`), rebuilding); err != nil {
 			return nil, fmt.Errorf("mark the rebuild: %w", err)
 		}

@@ -74,3 +74,43 @@ func hasIndex(t *testing.T, e engine, name string) bool {
 	}
 	return n > 0
 }
+
+// TestMigrateOverALogMarksTheReadModels: read models recreated beside a log
+// that holds events are marked unfinished, as a rebuild marks them, so that
+// no replica serves them before a rebuild fills them; beside an empty log
+// (a new installation) they are not; and tables already current are left
+// as they are, mark and all.
+func TestMigrateOverALogMarksTheReadModels(t *testing.T) {
+	for _, c := range engines {
+		t.Run(c.name, func(t *testing.T) {
+			ctx := context.Background()
+			e := c.open(t)
+			rm := projections.NewReadModels(e.reader, e.dialect)
+			if fresh, err := projections.MigrateOver(ctx, e.writer, e.dialect, 0); err != nil || !fresh {
+				t.Fatalf("first MigrateOver: fresh %v, %v", fresh, err)
+			}
+			if u, err := rm.Unfinished(ctx); err != nil || u {
+				t.Fatalf("beside an empty log: unfinished %v, %v", u, err)
+			}
+			// An upgrade: the read models of another version, beside a log.
+			if _, err := e.writer.Exec(`UPDATE checkpoints SET name = 'readmodel/v0' WHERE name LIKE 'readmodel/%'`); err != nil {
+				t.Fatal(err)
+			}
+			if fresh, err := projections.MigrateOver(ctx, e.writer, e.dialect, 42); err != nil || !fresh {
+				t.Fatalf("MigrateOver after an upgrade: fresh %v, %v", fresh, err)
+			}
+			if u, err := rm.Unfinished(ctx); err != nil || !u {
+				t.Fatalf("recreated beside a log of 42 events: unfinished %v, %v", u, err)
+			}
+			if err := projections.Rebuild(ctx, e.writer, e.dialect, e.store, nil); err != nil {
+				t.Fatal(err)
+			}
+			if u, err := rm.Unfinished(ctx); err != nil || u {
+				t.Fatalf("after the rebuild: unfinished %v, %v", u, err)
+			}
+			if fresh, err := projections.MigrateOver(ctx, e.writer, e.dialect, 42); err != nil || fresh {
+				t.Fatalf("MigrateOver of current read models: fresh %v, %v", fresh, err)
+			}
+		})
+	}
+}

@@ -150,10 +150,16 @@ func openBackend(ctx context.Context, cfg config) (_ *backend, err error) {
 }
 
 // migrate creates the read models if they are missing (or of an older
-// Name), once even when replicas start together.
+// Name), once even when replicas start together. Read models recreated
+// beside a log that is not empty are marked unfinished until a rebuild
+// (serve's buildInBulk) fills them.
 func (b *backend) migrate(ctx context.Context) error {
 	return b.withSchemaLock(ctx, func() error {
-		_, err := projections.Migrate(ctx, b.writer, b.dialect)
+		head, err := b.store.Head(ctx)
+		if err != nil {
+			return fmt.Errorf("read the log's head: %w", err)
+		}
+		_, err = projections.MigrateOver(ctx, b.writer, b.dialect, head)
 		return err
 	})
 }

@@ -607,14 +607,11 @@ func TestKurrentDBUnreachable(t *testing.T) {
 	}
 }
 
-// TestStartBuildsEmptyReadModelsInBulk: read models found empty at a start
-// on a long log (an upgrade changed projections.Name) are built through the
-// rebuild's path, which leaves the planner its statistics, and answer as
-// before.
+// TestStartBuildsEmptyReadModelsInBulk: read models recreated at a start
+// (an upgrade changed projections.Name), even of a short log, are built
+// through the rebuild's path, which leaves the planner its statistics and
+// marks them unfinished meanwhile, and answer as before.
 func TestStartBuildsEmptyReadModelsInBulk(t *testing.T) {
-	old := bulkFrom
-	bulkFrom = 10
-	t.Cleanup(func() { bulkFrom = old })
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
 			vars, dir := b.vars(t), t.TempDir()
@@ -1043,4 +1040,45 @@ func TestOneProcessPerDataDirectory(t *testing.T) {
 	}
 	s.stop()
 	startServer(t, dir, map[string]string{"MESSENGER_ADMIN_TOKEN": s.admin}).do("GET", "/v1/conversations/"+id, p.support, nil).want(t, 200)
+}
+
+// TestLeaseTakerRedoesAnUnfinishedRebuild: a rebuild that died midway (its
+// mark left in the checkpoints, the projector's lease free) is redone by
+// the replica that takes the lease, which then serves again. Before, every
+// replica answered 503 until one restarted.
+func TestLeaseTakerRedoesAnUnfinishedRebuild(t *testing.T) {
+	vars := map[string]string{"MESSENGER_DATABASE_URL": pgtest.NewDatabase(t), "MESSENGER_BUS_URL": natstest.URL(t)}
+	a := startServer(t, t.TempDir(), vars)
+	b := startServer(t, t.TempDir(), vars)
+	p := seedPeople(t, a)
+	id := a.do("POST", "/v1/conversations", p.customer, map[string]any{"body": "hello"}).want(t, 201).str("id")
+	a.do("POST", "/v1/conversations/"+id+"/messages", p.support, map[string]any{"body": "hi there"}).want(t, 201)
+	inbox := a.do("GET", "/v1/inbox?section=customers&status=open", p.support, nil).want(t, 200)
+	if r := b.do("GET", "/readyz", "", nil); r.Body["projecting"] != false {
+		t.Fatalf("B projects: %s", r.Raw)
+	}
+	db, d := openData(t, vars, "")
+	if _, err := db.Exec(d.Rebind(`INSERT INTO checkpoints (name, position) VALUES (?, 0)`), "rebuild/unfinished"); err != nil {
+		t.Fatal(err)
+	}
+	until := func(what string, within time.Duration, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(within); !ok(); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("not %s in %s", what, within)
+			}
+		}
+	}
+	until("refused", 5*time.Second, func() bool { return b.do("GET", "/v1/me", p.support, nil).Status == http.StatusServiceUnavailable })
+	a.stop() // B takes the lease
+	until("serving again", 15*time.Second, func() bool { return b.do("GET", "/v1/me", p.support, nil).Status == http.StatusOK })
+	if got := b.do("GET", "/v1/inbox?section=customers&status=open", p.support, nil).want(t, 200); string(got.Raw) != string(inbox.Raw) {
+		t.Errorf("inbox after the rebuild:\n%s\nbefore:\n%s", got.Raw, inbox.Raw)
+	}
+	// Redone, not merely unmarked: the rebuild's statistics are there.
+	var tuples float64
+	if err := db.QueryRow(`SELECT reltuples FROM pg_class WHERE relname = 'messages'`).Scan(&tuples); err != nil || tuples <= 0 {
+		t.Errorf("messages: %v rows known to the planner (%v): not rebuilt", tuples, err)
+	}
+	b.do("POST", "/v1/conversations/"+id+"/messages", p.support, map[string]any{"body": "after"}).want(t, 201)
 }

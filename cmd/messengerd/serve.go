@@ -251,29 +251,53 @@ func (a *app) runProjector(ctx context.Context, log *slog.Logger) error {
 }
 
 // bulkFrom is the shortest log whose read models, found empty at a start
-// (new, or of an older projections.Name), are built through the rebuild's
-// bulk path rather than by the live projector: a third of the time on the
-// seeded log (30 s against 93 s for 1.45M events).
+// without the mark of MigrateOver, are built through the rebuild's bulk
+// path rather than by the live projector.
 var bulkFrom uint64 = 20_000
 
-// buildInBulk builds the read models as messengerd rebuild does, if they
-// hold nothing of a log of at least bulkFrom events, and has the projector
-// go on from where it ended. The streams' feed then shows a gap, which
-// cuts the streams open meanwhile (the instance was not ready): their
-// clients resume from the log. With replicas, it holds the schema's lock,
-// as messengerd rebuild does, so that a replica starting meanwhile waits
-// for the end rather than recreate the tables it is making.
+// buildInBulk builds the read models as messengerd rebuild does when they
+// are marked unfinished — recreated at a start beside a log that is not
+// empty (an upgrade changed projections.Name), or left so by a rebuild that
+// stopped midway — or hold nothing of a log of bulkFrom events or more, and
+// has the projector go on from where it ended. The rebuild's path takes a
+// third of the live projector's time on a long log (30 s against 93 s for
+// the seeded 1.45M events), and its mark keeps every replica refusing
+// requests until the read models hold the log: the live projector, on a
+// short log, left replicas that started meanwhile serving its first part
+// (valid tokens unknown). The streams' feed then shows a gap, which cuts
+// the streams open meanwhile (the instance was not ready): their clients
+// resume from the log. With replicas, it holds the schema's lock, as
+// messengerd rebuild does, so that a replica starting meanwhile waits for
+// the end rather than recreate the tables it is making; and whichever takes
+// the projector's lease after a rebuild died midway redoes it.
 func (a *app) buildInBulk(ctx context.Context, log *slog.Logger) error {
-	if a.projector.Applied() != 0 {
-		return nil
+	// Asked again under the lock: a rebuild that held it may have ended.
+	needed := func() (uint64, bool, error) {
+		unfinished, err := a.rm.Unfinished(ctx)
+		if err != nil {
+			return 0, false, err
+		}
+		head, err := a.be.store.Head(ctx)
+		if err != nil {
+			return 0, false, err
+		}
+		if err := a.projector.Load(ctx); err != nil {
+			return 0, false, err
+		}
+		return head, unfinished || a.projector.Applied() == 0 && head >= bulkFrom, nil
 	}
-	head, err := a.be.store.Head(ctx)
-	if err != nil || head < bulkFrom {
+	if _, ok, err := needed(); err != nil || !ok {
 		return err
 	}
-	log.Info("read models empty: building them from the log in bulk", "events", head)
-	began := time.Now()
+	var head uint64
+	var began time.Time
 	build := func() error {
+		h, ok, err := needed()
+		if err != nil || !ok {
+			return err
+		}
+		head, began = h, time.Now()
+		log.Info("read models empty or unfinished: building them from the log in bulk", "events", head)
 		return projections.Rebuild(ctx, a.be.writer, a.be.dialect, a.be.store, func(_ int, pos uint64) {
 			a.movedAt.Store(time.Now().UnixNano()) // not stalled: moving
 			a.metrics.applied.Set(float64(pos))
@@ -282,7 +306,9 @@ func (a *app) buildInBulk(ctx context.Context, log *slog.Logger) error {
 	if err := a.be.withSchemaLock(ctx, build); err != nil {
 		return fmt.Errorf("build the read models: %w", err)
 	}
-	log.Info("read models built", "events", head, "took", time.Since(began).Round(time.Millisecond))
+	if !began.IsZero() {
+		log.Info("read models built", "events", head, "took", time.Since(began).Round(time.Millisecond))
+	}
 	return a.projector.Load(ctx)
 }
 
