@@ -33,7 +33,8 @@ func seeded(b *testing.B) (*projections.ReadModels, []directory.Principal) {
 		dir = b.TempDir()
 	}
 	if url := os.Getenv("MESSENGER_BENCH_DATABASE_URL"); url != "" {
-		db, err := postgres.Open(ctx, url, postgres.Config{})
+		// Where messengerd seed put the read models.
+		db, err := postgres.Open(ctx, url, postgres.Config{Schema: projections.Schema()})
 		if err != nil {
 			b.Fatal(err)
 		}

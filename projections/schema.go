@@ -8,8 +8,23 @@ import (
 )
 
 // Name identifies the read models' shape. Changing it (with the schema or
-// the way events are projected) makes the next start rebuild them.
-const Name = "readmodel/v12"
+// the way events are projected) makes the next start rebuild them. A
+// variable only so that tests can build a binary of another version
+// (-ldflags -X); nothing changes it at run time.
+var Name = "readmodel/v13"
+
+// Schema is the PostgreSQL schema that holds the read models of Name. Each
+// version has its own: replicas of the build before an upgrade go on
+// serving from theirs, and projecting into it, while the new build fills
+// its own (a rolling upgrade), and neither version sees the other's tables.
+func Schema() string {
+	return strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' {
+			return r
+		}
+		return '_'
+	}, strings.ToLower(Name))
+}
 
 // Dialect is what differs between the SQL engines holding read models. The
 // row changes and the queries are written once, in portable SQL with ?

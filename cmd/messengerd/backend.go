@@ -17,6 +17,7 @@ import (
 	"github.com/helpdesk/messenger/infra/bus"
 	"github.com/helpdesk/messenger/infra/dirlock"
 	"github.com/helpdesk/messenger/infra/kurrentdb"
+	"github.com/helpdesk/messenger/infra/lease"
 	"github.com/helpdesk/messenger/infra/natsbus"
 	"github.com/helpdesk/messenger/infra/postgres"
 	"github.com/helpdesk/messenger/infra/readmodel"
@@ -49,9 +50,16 @@ type backend struct {
 	closers []func() error
 }
 
-// pgReaders is the size of the PostgreSQL pool of the queries and the
-// event store's reads.
-const pgReaders = 32
+// pgReaders is the size of the PostgreSQL pool of the read models'
+// queries; pgLogConns, of the log's (the event store's reads: a command's
+// stream, the projector's batches, the streams' resumptions; the leases).
+// 32 together, as the one pool they shared before the read models had a
+// schema of their own: two replicas at full pools, with their projectors'
+// and event stores' own connections, stay under PostgreSQL's default 100.
+const (
+	pgReaders  = 24
+	pgLogConns = 8
+)
 
 // replicated reports whether other processes may share this backend.
 func (b *backend) replicated() bool { return b.pool != nil }
@@ -77,14 +85,22 @@ func openBackend(ctx context.Context, cfg config) (_ *backend, err error) {
 		}
 	}()
 	if cfg.DatabaseURL != "" {
-		db, err := postgres.Open(ctx, cfg.DatabaseURL, postgres.Config{MaxConns: pgReaders}) // pgxpool's default, max(4, CPUs), starves requests and streams
+		// The log's pool: the event store's reads (the projector's, the
+		// streams' resumptions), the leases and the schema's lock.
+		db, err := postgres.Open(ctx, cfg.DatabaseURL, postgres.Config{MaxConns: pgLogConns})
 		if err != nil {
 			return nil, err
 		}
 		b.closers = append(b.closers, db.Close)
+		// The read models' pool, in the schema of this version alone.
+		rm, err := postgres.Open(ctx, cfg.DatabaseURL, postgres.Config{MaxConns: pgReaders, Schema: projections.Schema()}) // pgxpool's default, max(4, CPUs), starves requests and streams
+		if err != nil {
+			return nil, err
+		}
+		b.closers = append(b.closers, rm.Close)
 		// The projector writes through connections of its own, so that no
 		// burst of queries can keep it, and every write waiting on it, waiting.
-		writer := stdlib.OpenDB(*db.Pool().Config().ConnConfig.Copy())
+		writer := stdlib.OpenDB(*rm.Pool().Config().ConnConfig.Copy())
 		writer.SetMaxOpenConns(4)
 		// Each connection keeps its statements prepared, and the server
 		// their plans, which may have been made for tables much smaller
@@ -92,8 +108,8 @@ func openBackend(ctx context.Context, cfg config) (_ *backend, err error) {
 		// are every hour.
 		writer.SetConnMaxLifetime(30 * time.Minute)
 		b.closers = append(b.closers, writer.Close)
-		b.writer, b.reader, b.dialect, b.pool = writer, db.SQL(), readmodel.Postgres{}, db.Pool()
-		b.readers = int(db.Pool().Config().MaxConns)
+		b.writer, b.reader, b.dialect, b.pool = writer, rm.SQL(), readmodel.Postgres{}, db.Pool()
+		b.readers = int(rm.Pool().Config().MaxConns)
 		if cfg.EventStoreURL == "" {
 			store := postgres.NewEventStore(db, postgres.EventStoreConfig{})
 			b.closers = append(b.closers, store.Close)
@@ -178,10 +194,12 @@ func (b *backend) withSchemaLock(ctx context.Context, f func() error) error {
 		return err
 	}
 	defer conn.Release()
-	const key = 0x6d657373656e6772 // "messengr"
-	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, int64(key)); err != nil {
+	// The versions' schemas are apart: a rolling upgrade's build takes
+	// the lock of its own while replicas of the version before start.
+	key := lease.Key("schema/" + projections.Schema())
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, key); err != nil {
 		return fmt.Errorf("lock the read models' schema: %w", err)
 	}
-	defer conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, int64(key))
+	defer conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, key)
 	return f()
 }

@@ -15,8 +15,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+
 	"github.com/helpdesk/messenger/commands"
+	"github.com/helpdesk/messenger/infra/lease"
 	"github.com/helpdesk/messenger/infra/natsbus/natstest"
+	"github.com/helpdesk/messenger/infra/postgres"
 	"github.com/helpdesk/messenger/infra/postgres/pgtest"
 	"github.com/helpdesk/messenger/infra/readmodel"
 	"github.com/helpdesk/messenger/projections"
@@ -882,8 +887,13 @@ func openData(t *testing.T, vars map[string]string, dir string) (*sql.DB, projec
 	var d projections.Dialect
 	var err error
 	if url := vars["MESSENGER_DATABASE_URL"]; url != "" {
-		db, err = sql.Open("pgx", url)
-		d = readmodel.Postgres{}
+		// The read models' schema first, the log's after.
+		var cc *pgx.ConnConfig
+		if cc, err = pgx.ParseConfig(url); err != nil {
+			t.Fatal(err)
+		}
+		cc.RuntimeParams["search_path"] = projections.Schema() + ", public"
+		db, d = stdlib.OpenDB(*cc), readmodel.Postgres{}
 	} else {
 		db, err = sql.Open("sqlite", filepath.Join(dir, "messenger.db")+"?_pragma=busy_timeout(5000)")
 		d = readmodel.SQLite{}
@@ -1081,4 +1091,65 @@ func TestLeaseTakerRedoesAnUnfinishedRebuild(t *testing.T) {
 		t.Errorf("messages: %v rows known to the planner (%v): not rebuilt", tuples, err)
 	}
 	b.do("POST", "/v1/conversations/"+id+"/messages", p.support, map[string]any{"body": "after"}).want(t, 201)
+}
+
+// TestPruneReadModelsBesideTheLog: the builds before versioned schemas kept
+// their read models beside the log. prune keeps them while a replica of
+// such a build holds its projector's lease, then drops them, and nothing
+// of the log.
+func TestPruneReadModelsBesideTheLog(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	db, err := postgres.Open(ctx, url, postgres.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := projections.Migrate(ctx, db.SQL(), readmodel.Postgres{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.SQL().Exec(`UPDATE checkpoints SET name = 'readmodel/v12' WHERE name LIKE 'readmodel/%'`); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := parseConfig("messengerd prune", nil, env(map[string]string{"MESSENGER_DATABASE_URL": url}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tables := func() (n int) {
+		db.SQL().QueryRow(`SELECT count(*) FROM pg_tables WHERE schemaname = 'public'`).Scan(&n)
+		return n
+	}
+	before := tables()
+	// A replica of the old build projects.
+	held, err := db.Pool().Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := held.Exec(ctx, `SELECT pg_advisory_lock($1)`, lease.Key("projector")); err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	if err := prune(ctx, cfg, &out); err != nil || !strings.Contains(out.String(), "kept readmodel/v12 (beside the log)") || tables() != before {
+		t.Errorf("prune while the old build projects: %v\n%s(%d tables, %d before)", err, out.String(), tables(), before)
+	}
+	held.Exec(ctx, `SELECT pg_advisory_unlock($1)`, lease.Key("projector"))
+	held.Release()
+	out.Reset()
+	if err := prune(ctx, cfg, &out); err != nil || !strings.Contains(out.String(), "dropped readmodel/v12 (beside the log)") {
+		t.Errorf("prune: %v\n%s", err, out.String())
+	}
+	var left []string
+	rows, _ := db.SQL().Query(`SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1`)
+	for rows.Next() {
+		var n string
+		rows.Scan(&n)
+		left = append(left, n)
+	}
+	if want := []string{"events", "log_head", postgres.VersionTable}; !reflect.DeepEqual(left, want) {
+		t.Errorf("tables left beside the log: %v, want %v", left, want)
+	}
+	out.Reset()
+	if err := prune(ctx, cfg, &out); err != nil || out.String() != "" {
+		t.Errorf("prune with nothing to prune: %v\n%s", err, out.String())
+	}
 }

@@ -5,6 +5,7 @@
 //	messengerd [-addr 127.0.0.1:8080] [-data-dir ./data]   serve
 //	messengerd rebuild [-data-dir ./data]                  rebuild the read models from the log
 //	messengerd seed [-conversations 100000 …]              fill the store with a realistic dataset
+//	messengerd prune                                       drop the read models of older versions (PostgreSQL)
 package main
 
 import (
@@ -37,6 +38,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return err
 		}
 		return rebuild(ctx, cfg, stderr)
+	}
+	if len(args) > 0 && args[0] == "prune" {
+		cfg, err := parseConfig("messengerd prune", args[1:], getenv, stderr)
+		if err != nil {
+			return err
+		}
+		return prune(ctx, cfg, stdout)
 	}
 	cfg, err := parseConfig("messengerd", args, getenv, stderr)
 	if err != nil {

@@ -11,13 +11,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/helpdesk/messenger/infra/natsbus/natstest"
 	"github.com/helpdesk/messenger/infra/postgres/pgtest"
+	"github.com/helpdesk/messenger/projections"
 )
 
 var (
@@ -47,6 +50,18 @@ func messengerdBinary(t *testing.T) string {
 	return binary
 }
 
+// nextBinary builds messengerd as the next version of the read models
+// would be: projections.Name set to name.
+func nextBinary(t *testing.T, name string) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "messengerd-next")
+	out, err := exec.Command("go", "build", "-o", bin, "-ldflags", "-X github.com/helpdesk/messenger/projections.Name="+name, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
 // process is a messengerd running as a child process, which a test may SIGKILL.
 type process struct {
 	*server
@@ -67,8 +82,14 @@ func freeAddr(t *testing.T) string {
 // startProcess runs the messengerd binary with vars and waits until it is ready.
 func startProcess(t *testing.T, dir string, vars map[string]string) *process {
 	t.Helper()
+	return startBinary(t, messengerdBinary(t), dir, vars)
+}
+
+// startBinary runs the messengerd binary bin with vars and waits until it is ready.
+func startBinary(t *testing.T, bin, dir string, vars map[string]string) *process {
+	t.Helper()
 	addr := freeAddr(t)
-	cmd := exec.Command(messengerdBinary(t), "-addr", addr, "-data-dir", dir)
+	cmd := exec.Command(bin, "-addr", addr, "-data-dir", dir)
 	cmd.Env = append(os.Environ(), "MESSENGER_ADMIN_TOKEN=admin-secret-token", "MESSENGER_SESSION_RATE=0")
 	for k, v := range vars {
 		cmd.Env = append(cmd.Env, k+"="+v)
@@ -317,4 +338,96 @@ func TestCrashLosesNothing(t *testing.T) {
 		t.Errorf("read models after restart differ from a rebuild:\n%s\n%s", before.Raw, after.Raw)
 	}
 	t.Logf("%d messages acknowledged before the kill, %d in the log", len(acked), posted)
+}
+
+// TestRollingUpgrade upgrades a running installation to a build whose read
+// models differ (another projections.Name) the way a rolling deployment
+// does: the new build starts beside the old one, builds its own read models
+// from the log while the old one goes on serving, without one refused or
+// lost write, and then both serve the same log; the old replica stops, and
+// messengerd prune drops its read models. Before, the new build recreated
+// the tables the old one served from: the old replica answered from
+// half-filled tables, or failed, until it was stopped.
+func TestRollingUpgrade(t *testing.T) {
+	vars := map[string]string{"MESSENGER_DATABASE_URL": pgtest.NewDatabase(t), "MESSENGER_BUS_URL": natstest.URL(t)}
+	next := nextBinary(t, "readmodel/vnext")
+	old := startProcess(t, t.TempDir(), vars)
+	p := seedPeople(t, old.server)
+	conv := old.do("POST", "/v1/conversations", p.customer, map[string]any{"body": "hello"}).want(t, 201).str("id")
+	for i := range 50 {
+		old.do("POST", "/v1/conversations/"+conv+"/messages", p.support, map[string]any{"body": fmt.Sprint("before ", i)}).want(t, 201)
+	}
+
+	// Writes to the old replica all through the new one's start.
+	ctx, stopLoad := context.WithCancel(context.Background())
+	var refused atomic.Int64
+	loaded := make(chan map[string]bool, 1)
+	go func() {
+		acked := map[string]bool{}
+		client := &http.Client{Timeout: 10 * time.Second}
+		for i := 0; ctx.Err() == nil; i++ {
+			key := fmt.Sprint("during-", i)
+			if id := post(client, old.base, p.support, conv, key, key); id != "" {
+				acked[id] = true
+			} else if ctx.Err() == nil {
+				refused.Add(1)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		loaded <- acked
+	}()
+	nu := startBinary(t, next, t.TempDir(), vars)
+	time.Sleep(300 * time.Millisecond) // writes to the old one after the new one is ready, too
+	stopLoad()
+	acked := <-loaded
+	if refused.Load() > 0 || len(acked) == 0 {
+		t.Errorf("the old replica refused %d writes during the upgrade (%d acknowledged)", refused.Load(), len(acked))
+	}
+	if r := nu.do("GET", "/readyz", "", nil); r.Body["projecting"] != true {
+		t.Errorf("the new version's only replica does not project: %s", r.Raw)
+	}
+
+	// Both versions hold the whole log, and go on following it.
+	stream := nu.openStream("/v1/stream", p.support, "")
+	id := old.do("POST", "/v1/conversations/"+conv+"/messages", p.support, map[string]any{"body": "after"}).want(t, 201).str("id")
+	stream.waitFor(0, func(e sseEvent) bool { return e.Event == "message.created" && e.Data["id"] == id })
+	nu.do("POST", "/v1/conversations/"+conv+"/messages", p.support, map[string]any{"body": "on the new one"}).want(t, 201)
+	want := allMessages(t, old.server, p.support, conv)
+	got := allMessages(t, nu.server, p.support, conv)
+	if len(got) != len(want) || len(got) != 50+1+len(acked)+2 {
+		t.Errorf("messages: new version %d, old %d, want %d", len(got), len(want), 50+1+len(acked)+2)
+	}
+	for id := range acked {
+		if !got[id] {
+			t.Errorf("message %s acknowledged by the old replica is missing from the new one", id)
+		}
+	}
+	inbox := "/v1/inbox?section=customers&status=open"
+	if a, b := old.do("GET", inbox, p.support, nil).want(t, 200), nu.do("GET", inbox, p.support, nil).want(t, 200); string(a.Raw) != string(b.Raw) {
+		t.Errorf("inbox, old version:\n%s\nnew:\n%s", a.Raw, b.Raw)
+	}
+
+	// The old version's read models go once its last replica is gone.
+	prune := func() string {
+		t.Helper()
+		cmd := exec.Command(next, "prune")
+		cmd.Env = os.Environ()
+		for k, v := range vars {
+			cmd.Env = append(cmd.Env, k+"="+v)
+		}
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("prune: %v\n%s", err, out)
+		}
+		return string(out)
+	}
+	if out := prune(); !strings.Contains(out, "kept "+projections.Schema()) {
+		t.Errorf("prune while the old version runs:\n%s", out)
+	}
+	old.kill()
+	if out := prune(); !strings.Contains(out, "dropped "+projections.Schema()) {
+		t.Errorf("prune after the old version stopped:\n%s", out)
+	}
+	nu.do("GET", "/v1/conversations/"+conv, p.support, nil).want(t, 200)
+	nu.do("POST", "/v1/conversations/"+conv+"/messages", p.support, map[string]any{"body": "after the prune"}).want(t, 201)
 }

@@ -34,8 +34,11 @@ import (
 var openapiYAML []byte
 
 // changesTopic is the watermill topic of the live change feed (a plain
-// name: JetStream stream names cannot hold dots).
-const changesTopic = "messenger_changes"
+// name: JetStream stream names cannot hold dots). Each version of the read
+// models has its own: during a rolling upgrade the projectors of both
+// versions publish the changes of the same log positions, each rendered
+// from its own read models.
+var changesTopic = "messenger_changes_" + projections.Schema()
 
 // app is everything one messengerd process runs.
 type app struct {
@@ -78,8 +81,14 @@ func (a *app) deliver(changes []projections.Change) {
 	a.streams.Deliver(changes)
 }
 
-// projectorLease names the lease of the one replica that projects.
-const projectorLease = "projector"
+// projectorLease names the lease of the one replica that projects into
+// the read models of this version. (The builds before versioned schemas
+// named it "projector": their replicas take no lease of this name, nor
+// theirs.)
+var projectorLease = leaseOf(projections.Schema())
+
+// leaseOf names the projector's lease of the read models in schema.
+func leaseOf(schema string) string { return "projector/" + schema }
 
 func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	log := slog.New(slog.NewTextHandler(stderr, nil))

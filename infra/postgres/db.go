@@ -1,6 +1,7 @@
 // Package postgres is the storage of Messenger on PostgreSQL through pgx:
-// the event log (EventStore) and a pool that the read models share (Pool,
-// and SQL for code written against database/sql).
+// the event log (EventStore), and pools (Pool, and SQL for code written
+// against database/sql): the log's, and one per schema of read models
+// (Config.Schema).
 //
 // Open applies the schema of migrations/ with goose, under an advisory lock,
 // so replicas that start together migrate once. goose records them in the
@@ -18,6 +19,7 @@ import (
 	"io/fs"
 	"log/slog"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
@@ -38,6 +40,12 @@ type Config struct {
 	MaxConns int32
 	// Logger receives goose's log of the migrations applied; nil discards it.
 	Logger *slog.Logger
+	// Schema, when set, opens a pool for tables kept in a schema of their
+	// own (the read models of one version), not for the log: Open creates
+	// the schema if it is missing, sets it as every connection's
+	// search_path, alone, so that no statement reaches a table of the same
+	// name elsewhere (another version's), and applies no migration.
+	Schema string
 }
 
 // sessionDefaults are the settings every connection starts with, unless
@@ -80,6 +88,12 @@ func Open(ctx context.Context, url string, cfg Config) (*DB, error) {
 			pcfg.ConnConfig.RuntimeParams[name] = value
 		}
 	}
+	if cfg.Schema != "" {
+		if err := createSchema(ctx, pcfg.ConnConfig, cfg.Schema); err != nil {
+			return nil, fmt.Errorf("open postgres: %w", err)
+		}
+		pcfg.ConnConfig.RuntimeParams["search_path"] = pgx.Identifier{cfg.Schema}.Sanitize()
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("open postgres: %w", err)
@@ -89,6 +103,9 @@ func Open(ctx context.Context, url string, cfg Config) (*DB, error) {
 		return nil, fmt.Errorf("open postgres: %w", err)
 	}
 	db := &DB{pool: pool, sqlDB: stdlib.OpenDBFromPool(pool)}
+	if cfg.Schema != "" {
+		return db, nil
+	}
 	if err := migrate(ctx, db.sqlDB, cfg.Logger); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open postgres: %w", err)
@@ -110,6 +127,29 @@ func (db *DB) Close() error {
 	db.pool.Close()
 	if err != nil {
 		return fmt.Errorf("close postgres: %w", err)
+	}
+	return nil
+}
+
+// createSchema creates the schema name if it is missing, through a
+// connection of its own.
+func createSchema(ctx context.Context, cc *pgx.ConnConfig, name string) error {
+	conn, err := pgx.ConnectConfig(ctx, cc.Copy())
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var exists bool
+	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = $1)`, name).Scan(&exists); err != nil || exists {
+		return err // the owner of a schema made before may create nothing more in the database
+	}
+	if _, err := conn.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+pgx.Identifier{name}.Sanitize()); err != nil {
+		// Replicas starting together: IF NOT EXISTS does not keep the
+		// second from failing on the catalog's unique index.
+		if qerr := conn.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = $1)`, name).Scan(&exists); qerr == nil && exists {
+			return nil
+		}
+		return fmt.Errorf("create schema %s: %w", name, err)
 	}
 	return nil
 }

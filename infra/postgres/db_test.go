@@ -141,3 +141,52 @@ func TestSessionDefaults(t *testing.T) {
 		t.Errorf("max_parallel_workers_per_gather = %q with the URL setting 1, want 1", got)
 	}
 }
+
+// TestOpenSchema: pools opened with a Schema, several at once (replicas
+// starting together), create it once, search it alone, and leave the log's
+// schema unmigrated by them: a table of the same name elsewhere is out of
+// their reach.
+func TestOpenSchema(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	log, err := Open(ctx, url, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	var wg sync.WaitGroup
+	dbs := make([]*DB, 4)
+	errs := make([]error, 4)
+	for i := range dbs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			dbs[i], errs[i] = Open(ctx, url, Config{Schema: "readmodel_vtest"})
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("open %d: %v", i, err)
+		}
+		defer dbs[i].Close()
+	}
+	var path string
+	if err := dbs[0].Pool().QueryRow(ctx, `SHOW search_path`).Scan(&path); err != nil || path != `"readmodel_vtest"` {
+		t.Fatalf("search_path %q (%v)", path, err)
+	}
+	if _, err := dbs[0].Pool().Exec(ctx, `CREATE TABLE users (id int)`); err != nil {
+		t.Fatal(err)
+	}
+	var schema string
+	if err := dbs[1].Pool().QueryRow(ctx, `SELECT schemaname FROM pg_tables WHERE tablename = 'users'`).Scan(&schema); err != nil || schema != "readmodel_vtest" {
+		t.Fatalf("table created in %q (%v)", schema, err)
+	}
+	// The log's tables are not on the path.
+	if _, err := dbs[1].Pool().Exec(ctx, `SELECT 1 FROM events`); err == nil {
+		t.Error("the log's table events is reachable from the schema's pool")
+	}
+	if _, err := log.Pool().Exec(ctx, `SELECT 1 FROM events`); err != nil {
+		t.Errorf("the log's pool: %v", err)
+	}
+}

@@ -282,14 +282,16 @@ func (Postgres) SearchSchema() []string {
 		// For the link form's search of item titles (FindItems: lower(title)
 		// LIKE '%…%'), a trigram index, where pg_trgm can be had: it comes
 		// with PostgreSQL (contrib) and is trusted, so a database's owner may
-		// create it; without it, titles are read through. Its
-		// operator class is named in the extension's own schema, which may
-		// not be on the search path.
+		// create it; without it, titles are read through. It goes to the
+		// public schema, not to the read models' (the first on their
+		// search path), which an upgrade's clean-up drops with everything
+		// in it; its operator class is named in the extension's schema,
+		// which is not on the read models' search path.
 		`DO $$
 		DECLARE s name;
 		BEGIN
 			BEGIN
-				CREATE EXTENSION IF NOT EXISTS pg_trgm;
+				CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA public;
 			EXCEPTION WHEN OTHERS THEN
 				RAISE WARNING 'no pg_trgm (%): item titles are searched without an index', SQLERRM;
 			END;
