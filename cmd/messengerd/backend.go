@@ -47,6 +47,7 @@ type backend struct {
 	pool    *pgxpool.Pool
 	pub     message.Publisher
 	sub     message.Subscriber
+	topic   string // of the change feed (changesTopic)
 	closers []func() error
 }
 
@@ -92,6 +93,11 @@ func openBackend(ctx context.Context, cfg config) (_ *backend, err error) {
 			return nil, err
 		}
 		b.closers = append(b.closers, db.Close)
+		id, err := db.Installation(ctx)
+		if err != nil {
+			return nil, err
+		}
+		b.topic = changesTopic(id)
 		// The read models' pool, in the schema of this version alone.
 		rm, err := postgres.Open(ctx, cfg.DatabaseURL, postgres.Config{MaxConns: pgReaders, Schema: projections.Schema()}) // pgxpool's default, max(4, CPUs), starves requests and streams
 		if err != nil {
@@ -135,6 +141,11 @@ func openBackend(ctx context.Context, cfg config) (_ *backend, err error) {
 		}
 		b.closers = append(b.closers, db.Close)
 		b.writer, b.reader, b.dialect, b.readers = db.Writer(), db.Reader(), readmodel.SQLite{}, db.Readers()
+		id, err := db.Installation(ctx)
+		if err != nil {
+			return nil, err
+		}
+		b.topic = changesTopic(id)
 		if cfg.EventStoreURL == "" {
 			store := sqlite.NewEventStore(db, sqlite.EventStoreConfig{})
 			b.closers = append(b.closers, store.Close)
@@ -151,7 +162,7 @@ func openBackend(ctx context.Context, cfg config) (_ *backend, err error) {
 		b.store = store
 	}
 	if cfg.BusURL != "" {
-		nb, err := natsbus.Open(ctx, cfg.BusURL, changesTopic, natsbus.Config{})
+		nb, err := natsbus.Open(ctx, cfg.BusURL, b.topic, natsbus.Config{})
 		if err != nil {
 			return nil, err
 		}

@@ -1145,11 +1145,35 @@ func TestPruneReadModelsBesideTheLog(t *testing.T) {
 		rows.Scan(&n)
 		left = append(left, n)
 	}
-	if want := []string{"events", "log_head", postgres.VersionTable}; !reflect.DeepEqual(left, want) {
+	if want := []string{"events", "log_head", postgres.VersionTable, "messenger_installation"}; !reflect.DeepEqual(left, want) {
 		t.Errorf("tables left beside the log: %v, want %v", left, want)
 	}
 	out.Reset()
 	if err := prune(ctx, cfg, &out); err != nil || out.String() != "" {
 		t.Errorf("prune with nothing to prune: %v\n%s", err, out.String())
+	}
+}
+
+// TestInstallationsShareANATSServer: two installations (two databases) on
+// one NATS server. Their logs' positions run alike, and a replica took the
+// other installation's batches of changes for its own: its agents saw the
+// other's conversations live, and missed their own.
+func TestInstallationsShareANATSServer(t *testing.T) {
+	nats := natstest.URL(t)
+	a := startServer(t, t.TempDir(), map[string]string{"MESSENGER_DATABASE_URL": pgtest.NewDatabase(t), "MESSENGER_BUS_URL": nats})
+	b := startServer(t, t.TempDir(), map[string]string{"MESSENGER_DATABASE_URL": pgtest.NewDatabase(t), "MESSENGER_BUS_URL": nats})
+	pa, pb := seedPeople(t, a), seedPeople(t, b)
+	live := a.openStream("/v1/stream", pa.support, "")
+	defer live.close()
+	for i := range 5 {
+		// The same positions in both logs, B's first.
+		b.do("POST", "/v1/conversations", pb.customer, map[string]any{"body": fmt.Sprint("for B only ", i)}).want(t, 201)
+		id := a.do("POST", "/v1/conversations", pa.customer, map[string]any{"body": fmt.Sprint("for A ", i)}).want(t, 201).str("id")
+		live.waitFor(0, func(e sseEvent) bool { return e.Event == "conversation.created" && e.Data["id"] == id })
+	}
+	for _, e := range live.all() {
+		if strings.Contains(fmt.Sprint(e.Data), "for B only") {
+			t.Fatalf("A's stream delivered B's %s: %v", e.Event, e.Data)
+		}
 	}
 }

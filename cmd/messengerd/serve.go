@@ -33,12 +33,17 @@ import (
 //go:embed openapi.yaml
 var openapiYAML []byte
 
-// changesTopic is the watermill topic of the live change feed (a plain
-// name: JetStream stream names cannot hold dots). Each version of the read
-// models has its own: during a rolling upgrade the projectors of both
+// changesTopic is the watermill topic of the live change feed of the
+// installation named id (a plain name: JetStream stream names cannot hold
+// dots). Installations that share a NATS server each have their own:
+// positions of their logs run alike, so one's replicas took another's
+// batches for theirs, and delivered its messages. Each version of the read
+// models has its own too: during a rolling upgrade the projectors of both
 // versions publish the changes of the same log positions, each rendered
 // from its own read models.
-var changesTopic = "messenger_changes_" + projections.Schema()
+func changesTopic(id string) string {
+	return "messenger_changes_" + id[:min(len(id), 16)] + "_" + projections.Schema()
+}
 
 // app is everything one messengerd process runs.
 type app struct {
@@ -122,7 +127,7 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		// Another replica may be the one projecting: writes wait on the stored checkpoint.
 		pcfg.PollCheckpoint = 10 * time.Millisecond
 	}
-	publisher := bus.NewPublisher(be.pub, changesTopic)
+	publisher := bus.NewPublisher(be.pub, be.topic)
 	a.projector = projections.NewProjector(be.writer, be.dialect, be.store, publisher, pcfg)
 	if err := a.projector.Load(ctx); err != nil {
 		return err
@@ -150,11 +155,11 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	// predecessor: a batch that follows it is delivered at once, one that
 	// starts later (another replica's, whose predecessors were published
 	// before this subscription) is marked as following a gap.
-	feed, err := be.sub.Subscribe(bg, changesTopic)
+	feed, err := be.sub.Subscribe(bg, be.topic)
 	if err != nil {
 		return fmt.Errorf("subscribe to the change feed: %w", err)
 	}
-	go bus.ConsumeFrom(bg, feed, changesTopic, start, a.deliver)
+	go bus.ConsumeFrom(bg, feed, be.topic, start, a.deliver)
 	projected := make(chan error, 1)
 	go func() { projected <- a.runProjector(bg, log) }()
 

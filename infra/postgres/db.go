@@ -113,6 +113,17 @@ func Open(ctx context.Context, url string, cfg Config) (*DB, error) {
 	return db, nil
 }
 
+// Installation returns the random id that names this database's log,
+// made by its migrations once. Ask the log's pool: one opened with a
+// Schema does not see the log's tables.
+func (db *DB) Installation(ctx context.Context) (string, error) {
+	var id string
+	if err := db.pool.QueryRow(ctx, `SELECT id FROM messenger_installation`).Scan(&id); err != nil {
+		return "", fmt.Errorf("read the installation's id: %w", err)
+	}
+	return id, nil
+}
+
 // Pool returns the pool of connections, for queries through pgx. Never nil.
 func (db *DB) Pool() *pgxpool.Pool { return db.pool }
 

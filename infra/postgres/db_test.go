@@ -190,3 +190,31 @@ func TestOpenSchema(t *testing.T) {
 		t.Errorf("the log's pool: %v", err)
 	}
 }
+
+// TestInstallationID: a database names its log with a random id, made once
+// by the migrations: the same for every process, another for another
+// database.
+func TestInstallationID(t *testing.T) {
+	ctx := context.Background()
+	id := func(url string) string {
+		t.Helper()
+		db, err := Open(ctx, url, Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		id, err := db.Installation(ctx)
+		if err != nil || len(id) != 32 {
+			t.Fatalf("installation id %q (%v)", id, err)
+		}
+		return id
+	}
+	url := pgtest.NewDatabase(t)
+	first := id(url)
+	if again := id(url); again != first {
+		t.Errorf("reopened: %s, was %s", again, first)
+	}
+	if other := id(pgtest.NewDatabase(t)); other == first {
+		t.Errorf("two databases share the id %s", first)
+	}
+}

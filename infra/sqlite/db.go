@@ -138,6 +138,16 @@ func (db *DB) checkWriter(ctx context.Context) error {
 // since the store's writer waits for this connection.
 func (db *DB) Writer() *sql.DB { return db.writer }
 
+// Installation returns the random id that names this database's log, made
+// by its migrations once.
+func (db *DB) Installation(ctx context.Context) (string, error) {
+	var id string
+	if err := db.reader.QueryRowContext(ctx, `SELECT id FROM installation`).Scan(&id); err != nil {
+		return "", fmt.Errorf("read the installation's id: %w", err)
+	}
+	return id, nil
+}
+
 // Reader returns a pool of read-only connections. In WAL mode their reads
 // see the last commit and never wait for the writer.
 func (db *DB) Reader() *sql.DB { return db.reader }

@@ -21,7 +21,7 @@ func TestOpenSettings(t *testing.T) {
 		{"writer", "synchronous", "2"},
 		{"writer", "foreign_keys", "1"},
 		{"writer", "busy_timeout", "10000"},
-		{"writer", "user_version", "1"},
+		{"writer", "user_version", "2"},
 		{"reader", "journal_mode", "wal"},
 		{"reader", "foreign_keys", "1"},
 		{"reader", "busy_timeout", "10000"},
@@ -171,5 +171,32 @@ func TestLowerFoldsEveryScript(t *testing.T) {
 		if folded != "école straße istanbul ა σασ" || null.Valid || n != 12 {
 			t.Errorf("%s: lower gave %q, %v, %d", name, folded, null, n)
 		}
+	}
+}
+
+// TestInstallationID: a database names its log with a random id, made once:
+// the same after reopening, another for another database.
+func TestInstallationID(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "a.db")
+	id := func(path string) string {
+		t.Helper()
+		db, err := Open(ctx, path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		id, err := db.Installation(ctx)
+		if err != nil || len(id) != 32 {
+			t.Fatalf("installation id %q (%v)", id, err)
+		}
+		return id
+	}
+	first := id(path)
+	if again := id(path); again != first {
+		t.Errorf("reopened: %s, was %s", again, first)
+	}
+	if other := id(filepath.Join(t.TempDir(), "b.db")); other == first {
+		t.Errorf("two databases share the id %s", first)
 	}
 }
