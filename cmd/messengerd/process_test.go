@@ -430,4 +430,8 @@ func TestRollingUpgrade(t *testing.T) {
 	}
 	nu.do("GET", "/v1/conversations/"+conv, p.support, nil).want(t, 200)
 	nu.do("POST", "/v1/conversations/"+conv+"/messages", p.support, map[string]any{"body": "after the prune"}).want(t, 201)
+	nu.kill()
+	if logs := nu.logs.String(); !strings.Contains(logs, "read models of other versions") || !strings.Contains(logs, projections.Schema()) {
+		t.Errorf("the new version's start did not point at the old one's read models:\n%s", logs)
+	}
 }

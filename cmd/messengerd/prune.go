@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -46,13 +45,9 @@ func prune(ctx context.Context, cfg config, stdout io.Writer) error {
 	}
 	defer conn.Release()
 
-	rows, err := conn.Query(ctx, `SELECT nspname FROM pg_namespace WHERE nspname LIKE 'readmodel\_%' AND nspname <> $1 ORDER BY 1`, projections.Schema())
+	schemas, legacy, err := otherVersions(ctx, db.Pool())
 	if err != nil {
-		return fmt.Errorf("list the read models' schemas: %w", err)
-	}
-	schemas, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return fmt.Errorf("list the read models' schemas: %w", err)
+		return err
 	}
 	for _, s := range schemas {
 		err := whileUnused(ctx, conn, s, []int64{lease.Key(leaseOf(s)), lease.Key("schema/" + s)}, stdout, func() error {
@@ -63,19 +58,32 @@ func prune(ctx context.Context, cfg config, stdout io.Writer) error {
 			return err
 		}
 	}
-
-	// The read models of the builds before versioned schemas, beside the log.
-	var name string
-	err = db.SQL().QueryRowContext(ctx, `SELECT name FROM checkpoints WHERE name LIKE 'readmodel/%'`).Scan(&name)
-	switch {
-	case err == nil:
-		return whileUnused(ctx, conn, name+" (beside the log)", []int64{lease.Key(legacyLease), legacySchemaLock}, stdout, func() error {
-			return projections.Drop(ctx, db.SQL(), readmodel.Postgres{})
-		})
-	case errors.Is(err, sql.ErrNoRows), isUndefinedTable(err):
+	if legacy == "" {
 		return nil
+	}
+	return whileUnused(ctx, conn, legacy+" (beside the log)", []int64{lease.Key(legacyLease), legacySchemaLock}, stdout, func() error {
+		return projections.Drop(ctx, db.SQL(), readmodel.Postgres{})
+	})
+}
+
+// otherVersions lists the read models in the database of pool, the log's,
+// that are not this build's: the schemas of other versions, and the name
+// of those that builds before versioned schemas kept beside the log ("" if
+// there are none).
+func otherVersions(ctx context.Context, pool *pgxpool.Pool) (schemas []string, legacy string, err error) {
+	rows, err := pool.Query(ctx, `SELECT nspname FROM pg_namespace WHERE nspname LIKE 'readmodel\_%' AND nspname <> $1 ORDER BY 1`, projections.Schema())
+	if err != nil {
+		return nil, "", fmt.Errorf("list the read models' schemas: %w", err)
+	}
+	if schemas, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+		return nil, "", fmt.Errorf("list the read models' schemas: %w", err)
+	}
+	err = pool.QueryRow(ctx, `SELECT name FROM checkpoints WHERE name LIKE 'readmodel/%'`).Scan(&legacy)
+	switch {
+	case err == nil, errors.Is(err, pgx.ErrNoRows), isUndefinedTable(err):
+		return schemas, legacy, nil
 	default:
-		return fmt.Errorf("look for read models beside the log: %w", err)
+		return nil, "", fmt.Errorf("look for read models beside the log: %w", err)
 	}
 }
 

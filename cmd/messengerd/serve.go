@@ -113,6 +113,15 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	if err := a.rm.Warm(ctx, be.readers); err != nil {
 		log.Warn("read models not warmed", "err", err)
 	}
+	if be.replicated() {
+		// What a rolling upgrade left, for the operator to drop.
+		if schemas, legacy, err := otherVersions(ctx, be.pool); err == nil && (len(schemas) > 0 || legacy != "") {
+			if legacy != "" {
+				schemas = append(schemas, legacy+" (beside the log)")
+			}
+			log.Info("the database holds read models of other versions: once no replica of theirs runs, messengerd prune drops them", "versions", strings.Join(schemas, ", "))
+		}
+	}
 	pcfg := projections.Config{
 		OnBatch: func(n int, pos uint64) {
 			a.metrics.projected.Add(float64(n))
