@@ -20,7 +20,6 @@ import (
 
 	"github.com/helpdesk/messenger/commands"
 	"github.com/helpdesk/messenger/infra/lease"
-	"github.com/helpdesk/messenger/infra/natsbus/natstest"
 	"github.com/helpdesk/messenger/infra/postgres"
 	"github.com/helpdesk/messenger/infra/postgres/pgtest"
 	"github.com/helpdesk/messenger/infra/readmodel"
@@ -92,7 +91,7 @@ var backends = []struct {
 }{
 	{"embedded", func(t *testing.T) map[string]string { return map[string]string{} }},
 	{"postgres+nats", func(t *testing.T) map[string]string {
-		return map[string]string{"MESSENGER_DATABASE_URL": pgtest.NewDatabase(t), "MESSENGER_BUS_URL": natstest.URL(t)}
+		return pgAndNATS(t)
 	}},
 }
 
@@ -703,7 +702,7 @@ func TestStalledProjectorIsNotReady(t *testing.T) {
 	old := stallAfter
 	stallAfter = 300 * time.Millisecond
 	t.Cleanup(func() { stallAfter = old })
-	vars := map[string]string{"MESSENGER_DATABASE_URL": pgtest.NewDatabase(t), "MESSENGER_BUS_URL": natstest.URL(t)}
+	vars := pgAndNATS(t)
 	s := startServer(t, t.TempDir(), vars)
 	follower := startServer(t, t.TempDir(), vars)
 	for _, r := range []struct {
@@ -1057,7 +1056,7 @@ func TestOneProcessPerDataDirectory(t *testing.T) {
 // the replica that takes the lease, which then serves again. Before, every
 // replica answered 503 until one restarted.
 func TestLeaseTakerRedoesAnUnfinishedRebuild(t *testing.T) {
-	vars := map[string]string{"MESSENGER_DATABASE_URL": pgtest.NewDatabase(t), "MESSENGER_BUS_URL": natstest.URL(t)}
+	vars := pgAndNATS(t)
 	a := startServer(t, t.TempDir(), vars)
 	b := startServer(t, t.TempDir(), vars)
 	p := seedPeople(t, a)
@@ -1159,9 +1158,8 @@ func TestPruneReadModelsBesideTheLog(t *testing.T) {
 // other installation's batches of changes for its own: its agents saw the
 // other's conversations live, and missed their own.
 func TestInstallationsShareANATSServer(t *testing.T) {
-	nats := natstest.URL(t)
-	a := startServer(t, t.TempDir(), map[string]string{"MESSENGER_DATABASE_URL": pgtest.NewDatabase(t), "MESSENGER_BUS_URL": nats})
-	b := startServer(t, t.TempDir(), map[string]string{"MESSENGER_DATABASE_URL": pgtest.NewDatabase(t), "MESSENGER_BUS_URL": nats})
+	a := startServer(t, t.TempDir(), pgAndNATS(t))
+	b := startServer(t, t.TempDir(), pgAndNATS(t))
 	pa, pb := seedPeople(t, a), seedPeople(t, b)
 	live := a.openStream("/v1/stream", pa.support, "")
 	defer live.close()

@@ -6,13 +6,18 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/helpdesk/messenger/commands"
 	"io"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/helpdesk/messenger/commands"
+	"github.com/helpdesk/messenger/infra/natsbus"
+	"github.com/helpdesk/messenger/infra/natsbus/natstest"
+	"github.com/helpdesk/messenger/infra/postgres"
+	"github.com/helpdesk/messenger/infra/postgres/pgtest"
 )
 
 // server is a messengerd started by run for one test.
@@ -309,3 +314,31 @@ func kind(name string) func(sseEvent) bool {
 
 // HashTokenForTest is the stored hash of token.
 func HashTokenForTest(token string) string { return commands.HashToken(token) }
+
+// pgAndNATS returns the variables of an installation on a database of its
+// own and the NATS server, whose streams it deletes when t ends (each
+// installation has its own: they would pile up on the server).
+func pgAndNATS(t *testing.T) map[string]string {
+	t.Helper()
+	dbURL, natsURL := pgtest.NewDatabase(t), natstest.URL(t)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		db, err := postgres.Open(ctx, dbURL, postgres.Config{MaxConns: 1})
+		if err != nil {
+			t.Errorf("delete the installation's streams: %v", err)
+			return
+		}
+		defer db.Close()
+		id, err := db.Installation(ctx)
+		if err != nil {
+			t.Errorf("delete the installation's streams: %v", err)
+			return
+		}
+		prefix := changesTopicOf(id, "")
+		if _, err := natsbus.DeleteStreams(ctx, natsURL, func(name string) bool { return strings.HasPrefix(name, prefix) }); err != nil {
+			t.Errorf("delete the installation's streams: %v", err)
+		}
+	})
+	return map[string]string{"MESSENGER_DATABASE_URL": dbURL, "MESSENGER_BUS_URL": natsURL}
+}

@@ -18,8 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/helpdesk/messenger/infra/natsbus/natstest"
-	"github.com/helpdesk/messenger/infra/postgres/pgtest"
 	"github.com/helpdesk/messenger/projections"
 )
 
@@ -212,7 +210,7 @@ func allMessages(t *testing.T, s *server, token, conv string) map[string]bool {
 // B takes over projecting; nothing acknowledged is missing from B's read
 // models or from a stream resuming with Last-Event-ID.
 func TestTwoReplicas(t *testing.T) {
-	vars := map[string]string{"MESSENGER_DATABASE_URL": pgtest.NewDatabase(t), "MESSENGER_BUS_URL": natstest.URL(t)}
+	vars := pgAndNATS(t)
 	a := startProcess(t, t.TempDir(), vars)
 	b := startProcess(t, t.TempDir(), vars)
 	if !a.projecting() || b.projecting() {
@@ -349,7 +347,7 @@ func TestCrashLosesNothing(t *testing.T) {
 // the tables the old one served from: the old replica answered from
 // half-filled tables, or failed, until it was stopped.
 func TestRollingUpgrade(t *testing.T) {
-	vars := map[string]string{"MESSENGER_DATABASE_URL": pgtest.NewDatabase(t), "MESSENGER_BUS_URL": natstest.URL(t)}
+	vars := pgAndNATS(t)
 	next := nextBinary(t, "readmodel/vnext")
 	old := startProcess(t, t.TempDir(), vars)
 	p := seedPeople(t, old.server)
@@ -425,7 +423,7 @@ func TestRollingUpgrade(t *testing.T) {
 		t.Errorf("prune while the old version runs:\n%s", out)
 	}
 	old.kill()
-	if out := prune(); !strings.Contains(out, "dropped "+projections.Schema()) {
+	if out := prune(); !strings.Contains(out, "dropped "+projections.Schema()) || !strings.Contains(out, "deleted the NATS stream messenger_changes_") {
 		t.Errorf("prune after the old version stopped:\n%s", out)
 	}
 	nu.do("GET", "/v1/conversations/"+conv, p.support, nil).want(t, 200)

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/helpdesk/messenger/infra/lease"
+	"github.com/helpdesk/messenger/infra/natsbus"
 	"github.com/helpdesk/messenger/infra/postgres"
 	"github.com/helpdesk/messenger/infra/readmodel"
 	"github.com/helpdesk/messenger/projections"
@@ -49,9 +50,25 @@ func prune(ctx context.Context, cfg config, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	id, err := db.Installation(ctx)
+	if err != nil {
+		return err
+	}
 	for _, s := range schemas {
 		err := whileUnused(ctx, conn, s, []int64{lease.Key(leaseOf(s)), lease.Key("schema/" + s)}, stdout, func() error {
-			_, err := conn.Exec(ctx, `DROP SCHEMA `+pgx.Identifier{s}.Sanitize()+` CASCADE`)
+			if _, err := conn.Exec(ctx, `DROP SCHEMA `+pgx.Identifier{s}.Sanitize()+` CASCADE`); err != nil {
+				return err
+			}
+			if cfg.BusURL == "" {
+				return nil
+			}
+			// Its feed is this installation's alone (the builds before
+			// versioned schemas shared one, which ages out by itself).
+			topic := changesTopicOf(id, s)
+			deleted, err := natsbus.DeleteStreams(ctx, cfg.BusURL, func(name string) bool { return name == topic })
+			for _, name := range deleted {
+				fmt.Fprintf(stdout, "deleted the NATS stream %s\n", name)
+			}
 			return err
 		})
 		if err != nil {

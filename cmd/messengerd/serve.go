@@ -41,8 +41,11 @@ var openapiYAML []byte
 // models has its own too: during a rolling upgrade the projectors of both
 // versions publish the changes of the same log positions, each rendered
 // from its own read models.
-func changesTopic(id string) string {
-	return "messenger_changes_" + id[:min(len(id), 16)] + "_" + projections.Schema()
+func changesTopic(id string) string { return changesTopicOf(id, projections.Schema()) }
+
+// changesTopicOf is the topic of the installation id's read models in schema.
+func changesTopicOf(id, schema string) string {
+	return "messenger_changes_" + id[:min(len(id), 16)] + "_" + schema
 }
 
 // app is everything one messengerd process runs.

@@ -7,6 +7,7 @@ package natsbus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -76,4 +77,40 @@ func (b *Bus) Close() error {
 	}
 	b.conn.Close()
 	return err
+}
+
+// DeleteStreams deletes the JetStream streams at url whose names match,
+// and returns the names of those it deleted; one deleted meanwhile by
+// another is no error.
+func DeleteStreams(ctx context.Context, url string, match func(name string) bool) ([]string, error) {
+	conn, err := nats.Connect(url, nats.Name("messengerd prune"))
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS: %w", err)
+	}
+	defer conn.Close()
+	js, err := jetstream.New(conn)
+	if err != nil {
+		return nil, fmt.Errorf("JetStream: %w", err)
+	}
+	var names []string
+	list := js.StreamNames(ctx)
+	for name := range list.Name() {
+		if match(name) {
+			names = append(names, name)
+		}
+	}
+	if err := list.Err(); err != nil {
+		return nil, fmt.Errorf("list streams: %w", err)
+	}
+	var deleted []string
+	for _, name := range names {
+		switch err := js.DeleteStream(ctx, name); {
+		case err == nil:
+			deleted = append(deleted, name)
+		case errors.Is(err, jetstream.ErrStreamNotFound):
+		default:
+			return deleted, fmt.Errorf("delete stream %s: %w", name, err)
+		}
+	}
+	return deleted, nil
 }

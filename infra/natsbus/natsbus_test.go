@@ -9,8 +9,6 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/helpdesk/messenger/infra/bus"
 	"github.com/helpdesk/messenger/infra/natsbus"
@@ -86,16 +84,9 @@ func TestFanOutAcrossReplicas(t *testing.T) {
 }
 
 func deleteStream(t *testing.T, url, topic string) {
-	conn, err := nats.Connect(url)
-	if err != nil {
-		return
+	if _, err := natsbus.DeleteStreams(context.Background(), url, func(name string) bool { return name == topic }); err != nil {
+		t.Errorf("delete stream %s: %v", topic, err)
 	}
-	defer conn.Close()
-	js, err := jetstream.New(conn)
-	if err != nil {
-		return
-	}
-	_ = js.DeleteStream(context.Background(), topic)
 }
 
 // A subscription that ends while messages flow closes its channel once,
