@@ -90,9 +90,9 @@ func (a *app) deliver(changes []projections.Change) {
 }
 
 // projectorLease names the lease of the one replica that projects into
-// the read models of this version. (The builds before versioned schemas
-// named it "projector": their replicas take no lease of this name, nor
-// theirs.)
+// the read models of this version; a replica of another version, projecting
+// into its own, takes another. (The builds before versioned schemas named
+// theirs "projector".)
 var projectorLease = leaseOf(projections.Schema())
 
 // leaseOf names the projector's lease of the read models in schema.
