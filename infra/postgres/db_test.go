@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/helpdesk/messenger/infra/eventstore/storetest"
 	"github.com/helpdesk/messenger/infra/postgres/pgtest"
 )
 
@@ -192,29 +193,14 @@ func TestOpenSchema(t *testing.T) {
 }
 
 // TestInstallationID: a database names its log with a random id, made once
-// by the migrations: the same for every process, another for another
-// database.
+// by the migrations.
 func TestInstallationID(t *testing.T) {
-	ctx := context.Background()
-	id := func(url string) string {
-		t.Helper()
-		db, err := Open(ctx, url, Config{})
+	storetest.InstallationID(t, func(t *testing.T) string { return pgtest.NewDatabase(t) }, func(url string) (string, error) {
+		db, err := Open(context.Background(), url, Config{})
 		if err != nil {
-			t.Fatal(err)
+			return "", err
 		}
 		defer db.Close()
-		id, err := db.Installation(ctx)
-		if err != nil || len(id) != 32 {
-			t.Fatalf("installation id %q (%v)", id, err)
-		}
-		return id
-	}
-	url := pgtest.NewDatabase(t)
-	first := id(url)
-	if again := id(url); again != first {
-		t.Errorf("reopened: %s, was %s", again, first)
-	}
-	if other := id(pgtest.NewDatabase(t)); other == first {
-		t.Errorf("two databases share the id %s", first)
-	}
+		return db.Installation(context.Background())
+	})
 }

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/helpdesk/messenger/infra/eventstore/storetest"
 )
 
 func TestOpenSettings(t *testing.T) {
@@ -174,29 +176,15 @@ func TestLowerFoldsEveryScript(t *testing.T) {
 	}
 }
 
-// TestInstallationID: a database names its log with a random id, made once:
-// the same after reopening, another for another database.
+// TestInstallationID: a database names its log with a random id, made once
+// by the migrations.
 func TestInstallationID(t *testing.T) {
-	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "a.db")
-	id := func(path string) string {
-		t.Helper()
-		db, err := Open(ctx, path)
+	storetest.InstallationID(t, func(t *testing.T) string { return filepath.Join(t.TempDir(), "a.db") }, func(path string) (string, error) {
+		db, err := Open(context.Background(), path)
 		if err != nil {
-			t.Fatal(err)
+			return "", err
 		}
 		defer db.Close()
-		id, err := db.Installation(ctx)
-		if err != nil || len(id) != 32 {
-			t.Fatalf("installation id %q (%v)", id, err)
-		}
-		return id
-	}
-	first := id(path)
-	if again := id(path); again != first {
-		t.Errorf("reopened: %s, was %s", again, first)
-	}
-	if other := id(filepath.Join(t.TempDir(), "b.db")); other == first {
-		t.Errorf("two databases share the id %s", first)
-	}
+		return db.Installation(context.Background())
+	})
 }

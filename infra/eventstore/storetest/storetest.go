@@ -690,3 +690,28 @@ func testFollowerSeesEveryEventOnce(t *testing.T, s Store) {
 		}
 	}
 }
+
+// InstallationID checks the random id a log's database names itself with
+// (postgres.DB.Installation, sqlite.DB.Installation): made once, the same
+// at every opening of one database, another for another. newPlace makes a
+// database and returns where it is; id opens the one at place and returns
+// its id.
+func InstallationID(t *testing.T, newPlace func(t *testing.T) string, id func(place string) (string, error)) {
+	t.Helper()
+	mustID := func(place string) string {
+		t.Helper()
+		got, err := id(place)
+		if err != nil || len(got) != 32 {
+			t.Fatalf("installation id %q (%v)", got, err)
+		}
+		return got
+	}
+	place := newPlace(t)
+	first := mustID(place)
+	if again := mustID(place); again != first {
+		t.Errorf("reopened: %s, was %s", again, first)
+	}
+	if other := mustID(newPlace(t)); other == first {
+		t.Errorf("two databases share the id %s", first)
+	}
+}
