@@ -1175,3 +1175,25 @@ func TestInstallationsShareANATSServer(t *testing.T) {
 		}
 	}
 }
+
+// TestShutdownEndsStreams: SIGTERM ends the open streams at once (their
+// clients resume elsewhere) and the server stops well within its grace,
+// which it would wait out for each stream still open.
+func TestShutdownEndsStreams(t *testing.T) {
+	s := startServer(t, t.TempDir(), nil)
+	p := seedPeople(t, s)
+	agent := s.openStream("/v1/stream", p.support, "")
+	widget := s.openStream("/v1/widget/stream", p.customer, "")
+	began := time.Now()
+	s.stop()
+	if took := time.Since(began); took > 3*time.Second {
+		t.Errorf("stopped after %s with two streams open", took)
+	}
+	for _, st := range []*stream{agent, widget} {
+		select {
+		case <-st.done:
+		case <-time.After(3 * time.Second):
+			t.Error("a stream is still open after the server stopped")
+		}
+	}
+}
