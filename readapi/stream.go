@@ -5,9 +5,9 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"slices"
@@ -59,6 +59,12 @@ type Streams struct {
 	watch    *writeWatch
 
 	clients atomic.Int64
+
+	// ctx ends, through stop, the streams taken from net/http; running
+	// counts their goroutines.
+	ctx     context.Context
+	stop    context.CancelFunc
+	running sync.WaitGroup
 }
 
 // NewStreams returns the stream handlers over the read models rm, the log,
@@ -74,6 +80,7 @@ func NewStreams(rm *projections.ReadModels, log Log, progress Progress, hub *Hub
 		cfg.WriteTimeout = time.Minute
 	}
 	s := &Streams{rm: rm, log: log, progress: progress, hub: hub, cfg: cfg, routes: newRouting(), watch: newWriteWatch(cfg.WriteTimeout)}
+	s.ctx, s.stop = context.WithCancel(context.Background())
 	s.shared = newRenderings(rm, func() uint64 { return max(hub.Head(), progress.Applied()) })
 	return s
 }
@@ -150,8 +157,47 @@ func (s *Streams) serve(c *gin.Context, widget bool) {
 	if st == nil {
 		return
 	}
+	if conn := st.out.conn; conn != nil {
+		// Taken from net/http: the request's goroutine returns, and the
+		// stream goes on in one of its own, with a shallow stack, until the
+		// client leaves, a write fails, the hub cuts it off or End.
+		ctx, cancel := context.WithCancel(s.ctx)
+		s.running.Add(2)
+		go func() {
+			defer s.running.Done()
+			watchClose(conn, cancel)
+		}()
+		go func() {
+			defer s.running.Done()
+			defer cancel()
+			defer st.close()
+			st.live(ctx)
+		}()
+		return
+	}
 	defer st.close()
 	st.live(c.Request.Context())
+}
+
+// End ends the streams that run apart from their requests (see serve), as
+// a server's shutdown ends the requests of the others; Wait waits for
+// them to be over.
+func (s *Streams) End() { s.stop() }
+
+// Wait returns once every stream that End ended is over, or with ctx's
+// error.
+func (s *Streams) Wait(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		s.running.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // open answers the request: an error, or the stream's headers and what it
@@ -216,8 +262,14 @@ func (s *Streams) open(c *gin.Context, widget bool) *stream {
 		}
 	}
 
+	out, err := startSSE(c, s.watch)
+	if err != nil {
+		st.unsubscribe()
+		slog.DebugContext(ctx, "stream not started", "principal", p.Actor().Key(), "err", err)
+		return nil
+	}
 	s.clients.Add(1)
-	st.out = startSSE(c, s.watch)
+	st.out = out
 	st.cur, st.done = now, now
 	switch {
 	case reset:
@@ -973,8 +1025,8 @@ func (f *flights[K, V]) sweep() {
 // sseWriter writes SSE frames to a response, a flush at a time. It holds a
 // buffer only while frames are queued.
 type sseWriter struct {
-	w      gin.ResponseWriter
-	rc     *http.ResponseController
+	sink   sseSink
+	conn   net.Conn // set when the connection was taken from net/http (hijack)
 	watch  *writeWatch
 	buf    *[]byte // nil when nothing is queued
 	mark   int     // where the frame being written starts
@@ -995,24 +1047,35 @@ const sseBufMax = 256 << 10
 
 // startSSE sends the headers of an event stream and lifts the server's
 // write timeout for it; each flush then gets the watch's timeout to reach
-// the client.
-func startSSE(c *gin.Context, watch *writeWatch) *sseWriter {
+// the client. Where it can, it takes the connection from net/http (hijack):
+// the stream then runs apart from its request (see Streams.serve).
+func startSSE(c *gin.Context, watch *writeWatch) (*sseWriter, error) {
 	h := c.Writer.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
-	h.Set("Connection", "keep-alive")
 	h.Set("X-Accel-Buffering", "no")
-	w := &sseWriter{w: c.Writer, rc: http.NewResponseController(c.Writer), watch: watch}
-	w.deadline(time.Time{})
-	c.Status(http.StatusOK)
-	c.Writer.WriteHeaderNow()
-	w.rc.Flush() // the headers now, even if no event follows for a while; a failure shows at the next write
+	w := &sseWriter{watch: watch}
+	conn, err := hijack(c)
+	switch {
+	case err != nil:
+		return nil, err
+	case conn != nil:
+		w.sink, w.conn = connSink{conn}, conn
+	default:
+		h.Set("Connection", "keep-alive")
+		rs := responseSink{w: c.Writer, rc: http.NewResponseController(c.Writer)}
+		w.sink = rs
+		w.deadline(time.Time{})
+		c.Status(http.StatusOK)
+		c.Writer.WriteHeaderNow()
+		rs.rc.Flush() // the headers now, even if no event follows for a while; a failure shows at the next write
+	}
 	watch.add(w)
-	return w
+	return w, nil
 }
 
 func (w *sseWriter) deadline(t time.Time) {
-	if err := w.rc.SetWriteDeadline(t); err != nil && !errors.Is(err, http.ErrNotSupported) {
+	if err := w.sink.setWriteDeadline(t); err != nil {
 		slog.Debug("cannot set a stream's write deadline", "err", err)
 	}
 }
@@ -1086,12 +1149,7 @@ func (w *sseWriter) flush() error {
 	for len(b) > 0 && err == nil {
 		piece := b[:min(len(b), ssePiece)]
 		b = b[len(piece):]
-		err = w.write(func() error {
-			if _, err := w.w.Write(piece); err != nil || len(b) > 0 {
-				return err
-			}
-			return w.rc.Flush()
-		})
+		err = w.write(func() error { return w.sink.write(piece, len(b) == 0) })
 	}
 	w.release()
 	return err
@@ -1141,7 +1199,8 @@ func (w *sseWriter) release() {
 }
 
 // end leaves the watch and lifts a write deadline it may have set, so that
-// it does not outlive the stream on a kept-alive connection.
+// it does not outlive the stream on a kept-alive connection, and ends the
+// response.
 func (w *sseWriter) end() {
 	w.watch.remove(w)
 	if w.expired {
@@ -1150,6 +1209,7 @@ func (w *sseWriter) end() {
 	if w.buf != nil {
 		w.release()
 	}
+	w.sink.end()
 }
 
 // writeWatch cuts off the flushes of its writers that take longer than its

@@ -448,10 +448,15 @@ func TestStreamsAnswerOnlyTheirCallers(t *testing.T) {
 		if tc.want == http.StatusOK {
 			h := c.resp.Header
 			for k, v := range map[string]string{"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-				"Connection": "keep-alive", "X-Accel-Buffering": "no"} {
+				"X-Accel-Buffering": "no"} {
 				if got := h.Get(k); got != v {
 					t.Errorf("GET %s: %s = %q, want %q", tc.path, k, got, v)
 				}
+			}
+			// Chunked, as net/http sends it; the connection, taken from
+			// net/http for the stream, closes at its end.
+			if te := c.resp.TransferEncoding; len(te) != 1 || te[0] != "chunked" || !c.resp.Close || h.Get("Date") == "" {
+				t.Errorf("GET %s: Transfer-Encoding %v, Close %v, Date %q", tc.path, te, c.resp.Close, h.Get("Date"))
 			}
 		}
 		c.close()
@@ -1288,4 +1293,44 @@ func TestWidgetPassesOverOthersChanges(t *testing.T) {
 	}
 	reply := f.post("c1", 2, principals["support"], "Let me check")
 	widget1.expect("message.created", id(reply), "unread.changed", id(reply), "conversation.updated", id(reply))
+}
+
+// TestStreamsApartFromTheirRequests: a stream runs apart from its request,
+// on the connection taken from net/http: it ends when the client leaves,
+// at once, not at the next heartbeat's failed write; and End ends the
+// others, which Wait then sees over, their clients at the body's end.
+func TestStreamsApartFromTheirRequests(t *testing.T) {
+	f := newFixture(t, options{})
+	until := func(what string, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(2 * time.Second); !ok(); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("not %s in 2 s (%d streams open)", what, f.streams.Clients())
+			}
+		}
+	}
+	leaving := f.open("/v1/stream", "support", "")
+	until("open", func() bool { return f.streams.Clients() == 1 })
+	leaving.close()
+	until("closed when its client left", func() bool { return f.streams.Clients() == 0 })
+
+	a, b := f.open("/v1/stream", "support", ""), f.open("/v1/widget/stream", "cust1", "")
+	until("open", func() bool { return f.streams.Clients() == 2 })
+	f.streams.End()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := f.streams.Wait(ctx); err != nil {
+		t.Fatalf("the streams are not over after End: %v", err)
+	}
+	for _, c := range []*client{a, b} {
+		for range c.frames { // to the body's end
+		}
+	}
+	if n := f.streams.Clients(); n != 0 {
+		t.Errorf("%d streams open after End", n)
+	}
+	// A stream opened after End (the server shutting down) ends at once.
+	c := f.open("/v1/stream", "support", "")
+	for range c.frames {
+	}
 }

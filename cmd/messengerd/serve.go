@@ -205,7 +205,12 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 	}
-	srv.RegisterOnShutdown(drained)
+	// Streams end at once: their clients resume on another replica. Those
+	// taken from net/http (most) are not its to end: Streams.End ends them.
+	srv.RegisterOnShutdown(func() {
+		drained()
+		a.streams.End()
+	})
 	fmt.Fprintf(stdout, "messengerd: serving on http://%s (%s)\n", ln.Addr(), describe(cfg))
 	if cfg.Ready != nil {
 		cfg.Ready(ln.Addr().String())
@@ -224,6 +229,9 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownGrace)
 	defer cancel()
 	err = srv.Shutdown(shutdownCtx)
+	if werr := a.streams.Wait(shutdownCtx); err == nil {
+		err = werr
+	}
 	stopBG()
 	<-projected
 	if err != nil && !errors.Is(err, http.ErrServerClosed) {
