@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"sync"
@@ -169,6 +170,13 @@ func (s *Streams) serve(c *gin.Context, widget bool) {
 		}()
 		go func() {
 			defer s.running.Done()
+			// No middleware's recovery out here: a fault ends the stream
+			// (its client resumes), not the process.
+			defer func() {
+				if r := recover(); r != nil {
+					slog.Error("stream panicked", "principal", st.p.Actor().Key(), "panic", r, "stack", string(debug.Stack()))
+				}
+			}()
 			defer cancel()
 			defer st.close()
 			st.live(ctx)
@@ -178,6 +186,9 @@ func (s *Streams) serve(c *gin.Context, widget bool) {
 	defer st.close()
 	st.live(c.Request.Context())
 }
+
+// liveHook, when a test sets it, runs as a stream goes live.
+var liveHook atomic.Pointer[func(*stream)]
 
 // End ends the streams that run apart from their requests (see serve), as
 // a server's shutdown ends the requests of the others; Wait waits for
@@ -318,6 +329,9 @@ func (st *stream) unsubscribe() {
 // the client leaves, a write fails or the hub cuts the stream off (the
 // client then resumes from its last id).
 func (st *stream) live(ctx context.Context) {
+	if hook := liveHook.Load(); hook != nil {
+		(*hook)(st)
+	}
 	tick := time.NewTicker(st.cfg.Heartbeat)
 	defer tick.Stop()
 	for {

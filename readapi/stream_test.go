@@ -1334,3 +1334,32 @@ func TestStreamsApartFromTheirRequests(t *testing.T) {
 	for range c.frames {
 	}
 }
+
+// TestStreamFaultEndsOnlyTheStream: a stream runs out of reach of the
+// middleware's recovery; a fault in it ends it, not the process, and the
+// others go on.
+func TestStreamFaultEndsOnlyTheStream(t *testing.T) {
+	f := newFixture(t, options{})
+	var once sync.Once
+	hook := func(st *stream) {
+		if st.widget {
+			once.Do(func() { panic("a bug") })
+		}
+	}
+	liveHook.Store(&hook)
+	t.Cleanup(func() { liveHook.Store(nil) })
+	agent := f.open("/v1/stream", "support", "")
+	faulty := f.open("/v1/widget/stream", "cust1", "")
+	if !faulty.ended(2 * time.Second) {
+		t.Fatal("the faulty stream goes on")
+	}
+	again := f.open("/v1/widget/stream", "cust1", "")
+	for deadline := time.Now().Add(2 * time.Second); f.streams.Clients() != 2; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d streams open, want the agent's and the widget's again", f.streams.Clients())
+		}
+	}
+	if agent.ended(100*time.Millisecond) || again.ended(100*time.Millisecond) {
+		t.Error("a stream ended with the faulty one")
+	}
+}
