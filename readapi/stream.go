@@ -62,10 +62,52 @@ type Streams struct {
 	clients atomic.Int64
 
 	// ctx ends, through stop, the streams taken from net/http; running
-	// counts their goroutines.
+	// counts their goroutines (not a WaitGroup: a request in flight may
+	// start one while Wait waits).
 	ctx     context.Context
 	stop    context.CancelFunc
-	running sync.WaitGroup
+	running gang
+}
+
+// gang counts goroutines, and tells when none is left.
+type gang struct {
+	mu   sync.Mutex
+	n    int
+	none chan struct{} // closed while n is 0
+}
+
+func (g *gang) add(n int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.n == 0 {
+		g.none = make(chan struct{})
+	}
+	g.n += n
+}
+
+func (g *gang) done() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.n--; g.n == 0 {
+		close(g.none)
+	}
+}
+
+// wait returns once none is left, or with ctx's error.
+func (g *gang) wait(ctx context.Context) error {
+	g.mu.Lock()
+	if g.n == 0 {
+		g.mu.Unlock()
+		return nil
+	}
+	none := g.none
+	g.mu.Unlock()
+	select {
+	case <-none:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // NewStreams returns the stream handlers over the read models rm, the log,
@@ -163,13 +205,13 @@ func (s *Streams) serve(c *gin.Context, widget bool) {
 		// stream goes on in one of its own, with a shallow stack, until the
 		// client leaves, a write fails, the hub cuts it off or End.
 		ctx, cancel := context.WithCancel(s.ctx)
-		s.running.Add(2)
+		s.running.add(2)
 		go func() {
-			defer s.running.Done()
+			defer s.running.done()
 			watchClose(conn, cancel)
 		}()
 		go func() {
-			defer s.running.Done()
+			defer s.running.done()
 			// No middleware's recovery out here: a fault ends the stream
 			// (its client resumes), not the process.
 			defer func() {
@@ -197,19 +239,7 @@ func (s *Streams) End() { s.stop() }
 
 // Wait returns once every stream that End ended is over, or with ctx's
 // error.
-func (s *Streams) Wait(ctx context.Context) error {
-	done := make(chan struct{})
-	go func() {
-		s.running.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
+func (s *Streams) Wait(ctx context.Context) error { return s.running.wait(ctx) }
 
 // open answers the request: an error, or the stream's headers and what it
 // starts with (its token, a reset, or the replay of what the client
