@@ -71,23 +71,32 @@ func (SQLite) SearchSchema() []string {
 		// The titles of items in lower case (lower() is Go's: package
 		// sqlite), by their trigrams, under the items' positions
 		// (PlanItemSearch): the index alone, without the titles. Items are
-		// never changed nor deleted one by one.
+		// never changed nor deleted one by one. Two spaces follow each
+		// title, so that every letter of it begins a trigram: a term of one
+		// or two letters is found through the trigrams it begins
+		// (items_trigrams, the index's vocabulary).
 		`CREATE VIRTUAL TABLE IF NOT EXISTS items_titles USING fts5(title, content='', tokenize='trigram')`,
+		`CREATE VIRTUAL TABLE IF NOT EXISTS items_trigrams USING fts5vocab(items_titles, 'row')`,
 		`CREATE INDEX IF NOT EXISTS items_position ON items (position)`,
 		`CREATE TRIGGER IF NOT EXISTS items_titles_ai AFTER INSERT ON items BEGIN
-			INSERT INTO items_titles (rowid, title) VALUES (new.position, lower(new.title)); END`,
+			INSERT INTO items_titles (rowid, title) VALUES (new.position, lower(new.title) || '  '); END`,
 	}
 }
 
 // SearchDrop drops the indexes and search_docs.
 func (SQLite) SearchDrop() []string {
 	return []string{`DROP TABLE IF EXISTS search_words`, `DROP TABLE IF EXISTS search_fts`, `DROP TABLE IF EXISTS search_docs`,
-		`DROP TABLE IF EXISTS items_titles`}
+		`DROP TABLE IF EXISTS items_trigrams`, `DROP TABLE IF EXISTS items_titles`}
 }
 
 // itemCandidates is how many items PlanItemSearch reads at most from the
 // index of titles: more, and a walk of the newest is cheaper.
 const itemCandidates = 500
+
+// shortTrigrams is how many trigrams a term of one or two letters may begin
+// for PlanItemSearch to ask the index for the titles holding any of them:
+// more, and the term is common, which a walk of the newest ends soon.
+const shortTrigrams = 128
 
 // PlanItemSearch narrows FindItems's search of titles holding q to the
 // items that items_titles lists for it, if they are fewer than
@@ -100,24 +109,74 @@ const itemCandidates = 500
 // lists as it tests every title on a walk. The index holds the titles in
 // lower case, as the test compares them, and the tokenizer folds them
 // again letter by letter, so the phrase holds for every title the test
-// accepts; LIKE's wildcards are only characters to it. Under three
-// letters, which make no trigram, the newest are walked.
+// accepts; LIKE's wildcards are only characters to it.
+//
+// A term of one or two letters makes no trigram, but every place it stands
+// in a title begins one (the index pads each title with two spaces): the
+// titles holding it hold one of the trigrams of the index's vocabulary
+// that begin with it, read as a range of terms. Only for ASCII: the
+// vocabulary holds the trigrams as the tokenizer folded them, which only
+// for ASCII letters is sure to be how Go lowered q; other short terms walk.
 func (SQLite) PlanItemSearch(ctx context.Context, db *sql.DB, q string) (string, []any, error) {
-	if utf8.RuneCountInString(q) < 3 {
+	var match string
+	switch n := utf8.RuneCountInString(q); {
+	case n >= 3:
+		match = phrase(q)
+	case n == 0 || !isASCII(q):
 		return "", nil, nil
+	default:
+		last := len(q) - 1
+		rows, err := db.QueryContext(ctx, `SELECT term FROM items_trigrams WHERE term >= ? AND term < ? LIMIT ?`,
+			q, q[:last]+string(rune(q[last]+1)), shortTrigrams+1)
+		if err != nil {
+			return "", nil, err
+		}
+		var terms []string
+		for rows.Next() {
+			var t string
+			if err := rows.Scan(&t); err != nil {
+				rows.Close()
+				return "", nil, err
+			}
+			terms = append(terms, phrase(t))
+		}
+		if err := rows.Close(); err != nil {
+			return "", nil, err
+		}
+		switch {
+		case len(terms) > shortTrigrams:
+			return "", nil, nil
+		case len(terms) == 0:
+			// No title holds it: nothing to test.
+			return `0`, nil, nil
+		}
+		match = strings.Join(terms, " OR ")
 	}
 	// The positions come back as one JSON array, which the statement reads.
 	var n int
 	var ids string
 	if err := db.QueryRowContext(ctx, `SELECT count(*), json_group_array(rowid) FROM
 		(SELECT rowid FROM items_titles WHERE items_titles MATCH ? LIMIT ?)`,
-		`"`+strings.ReplaceAll(q, `"`, `""`)+`"`, itemCandidates).Scan(&n, &ids); err != nil {
+		match, itemCandidates).Scan(&n, &ids); err != nil {
 		return "", nil, err
 	}
 	if n >= itemCandidates {
 		return "", nil, nil
 	}
 	return `position IN (SELECT value FROM json_each(?))`, []any{ids}, nil
+}
+
+// phrase quotes s as an FTS5 string.
+func phrase(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
+
+// isASCII reports whether s holds only ASCII characters.
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }
 
 // SearchMatch matches term as a quoted FTS5 phrase whose last word may be a prefix.
