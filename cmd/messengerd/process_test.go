@@ -27,6 +27,16 @@ var (
 	buildErr  error
 )
 
+// TestMain removes the binary that messengerdBinary built, when the tests
+// are over: one per run was left in the temporary directory, 54 MB each.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binary != "" {
+		os.RemoveAll(filepath.Dir(binary))
+	}
+	os.Exit(code)
+}
+
 // messengerdBinary builds messengerd once per test run.
 func messengerdBinary(t *testing.T) string {
 	t.Helper()
