@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -341,4 +342,59 @@ func pgAndNATS(t *testing.T) map[string]string {
 		}
 	})
 	return map[string]string{"MESSENGER_DATABASE_URL": dbURL, "MESSENGER_BUS_URL": natsURL}
+}
+
+// chat is a conversation a customer started and support answered, with what
+// support saw of it then: read models built again must show the same.
+type chat struct {
+	p             people
+	id            string
+	inbox, thread response
+}
+
+// startChat seeds people on s, has the customer start a conversation that
+// support answers replies times, and records what support sees.
+func startChat(t *testing.T, s *server, replies int) chat {
+	t.Helper()
+	c := chat{p: seedPeople(t, s)}
+	c.id = s.do("POST", "/v1/conversations", c.p.customer, map[string]any{"body": "hello"}).want(t, 201).str("id")
+	for i := range replies {
+		s.do("POST", "/v1/conversations/"+c.id+"/messages", c.p.support, map[string]any{"body": fmt.Sprint("reply ", i)}).want(t, 201)
+	}
+	c.inbox = s.do("GET", "/v1/inbox?section=customers&status=open", c.p.support, nil).want(t, 200)
+	c.thread = s.do("GET", "/v1/conversations/"+c.id, c.p.support, nil).want(t, 200)
+	return c
+}
+
+// sameOn checks that support sees on s the inbox and the conversation as
+// startChat recorded them; when says after what.
+func (c chat) sameOn(t *testing.T, s *server, when string) {
+	t.Helper()
+	if got := s.do("GET", "/v1/inbox?section=customers&status=open", c.p.support, nil).want(t, 200); string(got.Raw) != string(c.inbox.Raw) {
+		t.Errorf("inbox %s:\n%s\nbefore:\n%s", when, got.Raw, c.inbox.Raw)
+	}
+	if got := s.do("GET", "/v1/conversations/"+c.id, c.p.support, nil).want(t, 200); string(got.Raw) != string(c.thread.Raw) {
+		t.Errorf("conversation %s:\n%s\nbefore:\n%s", when, got.Raw, c.thread.Raw)
+	}
+}
+
+// until fails t unless ok holds within that time, asked every 20 ms.
+func until(t *testing.T, what string, within time.Duration, ok func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(within); !ok(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("not %s in %s", what, within)
+		}
+	}
+}
+
+// analyzed checks that PostgreSQL's planner knows the read models' messages,
+// as a rebuild leaves them; the live projector analyzes only every so many
+// thousand events.
+func analyzed(t *testing.T, db *sql.DB) {
+	t.Helper()
+	var tuples float64
+	if err := db.QueryRow(`SELECT reltuples FROM pg_class WHERE relname = 'messages'`).Scan(&tuples); err != nil || tuples <= 0 {
+		t.Errorf("messages: %v rows known to the planner (%v): not built in bulk", tuples, err)
+	}
 }
