@@ -978,7 +978,7 @@ func (r *ReadModels) findItemsPlan(ctx context.Context, q string, limit int) (st
 // findItemsQuery returns FindItems's statement and its arguments. The
 // title's test is lower(title) LIKE, which the trigram index's expression
 // is, and the newest come from the index items_created. A narrow clause,
-// with its arguments, first restricts the items whose titles are tested.
+// with its arguments, restricts the items whose titles are tested.
 func findItemsQuery(q string, limit int, narrow string, narrowArgs ...any) (string, []any) {
 	q = strings.TrimSpace(q)
 	where, args := ``, []any{}
@@ -987,7 +987,10 @@ func findItemsQuery(q string, limit int, narrow string, narrowArgs ...any) (stri
 		pattern := "%" + strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(strings.ToLower(q)) + "%"
 		where, args = `WHERE lower(title) LIKE ? ESCAPE '\' OR id = ?`, []any{pattern, q}
 		if narrow != "" {
-			where, args = `WHERE (`+narrow+` AND lower(title) LIKE ? ESCAPE '\') OR id = ?`, append(narrowArgs, args...)
+			// The title's test first: on a walk of the newest, the narrow
+			// clause, whose index was not used, is tested only on the
+			// titles that match.
+			where, args = `WHERE (lower(title) LIKE ? ESCAPE '\' AND `+narrow+`) OR id = ?`, slices.Concat([]any{pattern}, narrowArgs, []any{q})
 		}
 	}
 	return `SELECT id, kind, title, status, created_at FROM items ` + where + ` ORDER BY created_at DESC, id DESC LIMIT ?`,

@@ -11,7 +11,7 @@ import (
 // the way events are projected) makes the next start rebuild them. A
 // variable only so that tests can build a binary of another version
 // (-ldflags -X); nothing changes it at run time.
-var Name = "readmodel/v14"
+var Name = "readmodel/v15"
 
 // Schema is the PostgreSQL schema that holds the read models of Name. Each
 // version has its own: replicas of the build before an upgrade go on

@@ -280,7 +280,9 @@ func (Postgres) SearchSchema() []string {
 		// For searches that start from their few documents (PlanSearch).
 		`CREATE INDEX IF NOT EXISTS conversations_num ON conversations (num)`,
 		// For the link form's search of item titles (FindItems: lower(title)
-		// LIKE '%…%'), a trigram index, where pg_trgm can be had: it comes
+		// LIKE '%…%'), a trigram index, and one of the titles with each
+		// letter tripled for terms of one or two (PlanItemSearch), where
+		// pg_trgm can be had: it comes
 		// with PostgreSQL (contrib) and is trusted, so a database's owner may
 		// create it; without it, titles are read through. It goes to the
 		// public schema, not to the read models' (the first on their
@@ -298,9 +300,44 @@ func (Postgres) SearchSchema() []string {
 			SELECT n.nspname INTO s FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pg_trgm';
 			IF FOUND THEN
 				EXECUTE format('CREATE INDEX IF NOT EXISTS items_title ON items USING GIN (lower(title) %I.gin_trgm_ops)', s);
+				EXECUTE format('CREATE INDEX IF NOT EXISTS items_title_short ON items USING GIN (` + strings.ReplaceAll(tripledTitle, `'`, `''`) + ` %I.gin_trgm_ops)', s);
 			END IF;
 		END $$`,
 	}
+}
+
+// tripledTitle is the expression of the index items_title_short: the
+// title in lower case with each letter written three times. pg_trgm finds
+// the titles holding a term through the trigrams it holds, and a term of
+// one or two letters holds none; tripled, it does ("zq" is "zzzqqq", "q"
+// "qqq"), and a title holds the term exactly where its tripled form holds
+// the term's tripled (a match off the letters' boundaries would need the
+// two letters to be one and the same, which the title then holds).
+const tripledTitle = `regexp_replace(lower(title), '(.)', '\1\1\1', 'g')`
+
+// PlanItemSearch narrows FindItems's search of titles holding q, a term
+// of one or two letters (lower case), to those whose tripled form holds
+// q's tripled (see tripledTitle). The statement is planned for its
+// arguments (FindItems sends it unnamed), and the planner weighs the
+// index's statistics of the tripled titles: a term in few titles is looked
+// up in the index (209,000 items: a pair in no title 64 ms walking, 0.2 ms
+// through it), one in many walks the newest, which it soon ends. The clause
+// holds for every title the search accepts, so without the index (no
+// pg_trgm) it only costs its test of the titles that already matched.
+// Terms without a letter or digit, of which pg_trgm takes no trigram,
+// and longer ones, which the index of lower(title) serves, are not narrowed.
+func (Postgres) PlanItemSearch(_ context.Context, _ *sql.DB, q string) (string, []any, error) {
+	if n := utf8.RuneCountInString(q); n == 0 || n > 2 || !strings.ContainsFunc(q, isWordRune) {
+		return "", nil, nil
+	}
+	var tripled strings.Builder
+	for _, r := range q {
+		for range 3 {
+			tripled.WriteRune(r)
+		}
+	}
+	pattern := "%" + strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(tripled.String()) + "%"
+	return tripledTitle + ` LIKE ? ESCAPE '\'`, []any{pattern}, nil
 }
 
 // searchWords splits text into the words a search matches: runs of
@@ -353,6 +390,10 @@ var wordByte = func() (t [256]bool) {
 	}
 	return t
 }()
+
+// isWordRune reports whether r is of words: a letter, a digit or a
+// letter-like numeral.
+func isWordRune(r rune) bool { return !notWordRune(r) }
 
 // notWordRune reports whether r separates words: neither a letter, a digit
 // nor a letter-like numeral. ASCII is decided without the Unicode tables.
