@@ -275,6 +275,17 @@ func (h Helpdesk) Message() string {
 	return h.OfflineMessage
 }
 
+// in returns a condition that holds when expr is one of ids, and its
+// arguments: one for the whole list where the dialect binds lists (see
+// ListBinder), else one per id.
+func (r *ReadModels) in(expr string, ids []string) (string, []any) {
+	if b, ok := r.d.(ListBinder); ok {
+		clause, arg := b.InList(expr, ids)
+		return clause, []any{arg}
+	}
+	return expr + ` IN (` + placeholders(len(ids)) + `)`, anys(ids)
+}
+
 func placeholders(n int) string {
 	return strings.TrimSuffix(strings.Repeat("?, ", n), ", ")
 }
@@ -292,7 +303,8 @@ func (r *ReadModels) userNames(ctx context.Context, ids []string) (map[string]st
 	if len(ids) == 0 {
 		return names, nil
 	}
-	rows, err := r.query(ctx, `SELECT id, name FROM users WHERE id IN (`+placeholders(len(ids))+`)`, anys(ids)...)
+	in, args := r.in(`id`, ids)
+	rows, err := r.query(ctx, `SELECT id, name FROM users WHERE `+in, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -312,7 +324,8 @@ func (r *ReadModels) customerRefs(ctx context.Context, ids []string) (map[string
 	if len(ids) == 0 {
 		return refs, nil
 	}
-	rows, err := r.query(ctx, `SELECT id, name, email FROM customers WHERE id IN (`+placeholders(len(ids))+`)`, anys(ids)...)
+	in, args := r.in(`id`, ids)
+	rows, err := r.query(ctx, `SELECT id, name, email FROM customers WHERE `+in, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -378,8 +391,9 @@ func (r *ReadModels) links(ctx context.Context, convs []string) (map[string][]Li
 	if len(convs) == 0 {
 		return out, nil
 	}
+	in, args := r.in(`l.conversation_id`, convs)
 	rows, err := r.query(ctx, `SELECT l.conversation_id, i.id, i.kind, i.title, i.status FROM links l
-		JOIN items i ON i.id = l.item_id WHERE l.conversation_id IN (`+placeholders(len(convs))+`) ORDER BY l.linked`, anys(convs)...)
+		JOIN items i ON i.id = l.item_id WHERE `+in+` ORDER BY l.linked`, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -545,7 +559,8 @@ func (r *ReadModels) MessagesByID(ctx context.Context, ids []string) (map[string
 	ids = uniq(ids)
 	for start := 0; start < len(ids); start += snapshotChunk {
 		part := ids[start:min(start+snapshotChunk, len(ids))]
-		rows, err := r.query(ctx, messagesFrom+`WHERE m.id IN (`+placeholders(len(part))+`)`, anys(part)...)
+		in, args := r.in(`m.id`, part)
+		rows, err := r.query(ctx, messagesFrom+`WHERE `+in, args...)
 		if err != nil {
 			return nil, err
 		}

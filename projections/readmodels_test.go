@@ -624,3 +624,55 @@ func TestFindItemsPlannedAsWalked(t *testing.T) {
 		})
 	}
 }
+
+// TestListsBoundAsOneArgument checks that on PostgreSQL the reads of the
+// conversations, messages and links of a batch, which the live streams
+// make for every batch of changes, are one prepared statement each however
+// many ids they are given: the server keeps the plan of each, where a
+// placeholder per id made each length a statement of its own, planned
+// anew at nearly every run. (Through one connection, whose prepared
+// statements the server lists.)
+func TestListsBoundAsOneArgument(t *testing.T) {
+	e := postgresEngine(t)
+	w := build(t, e)
+	ctx := context.Background()
+	db := e.reader
+	db.SetMaxOpenConns(1)
+	rm := projections.NewReadModels(db, e.dialect)
+	var msgs []string
+	snaps, err := rm.Snapshots(ctx, w.convs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range w.convs {
+		page, _, err := rm.Messages(ctx, id, 10, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range page {
+			msgs = append(msgs, m.ID)
+		}
+	}
+	if len(snaps) < 3 || len(msgs) < 3 {
+		t.Fatalf("the world has %d conversations, %d messages: too few to tell", len(snaps), len(msgs))
+	}
+	for n := 1; n <= 3; n++ {
+		if _, err := rm.Snapshots(ctx, w.convs[:n]); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := rm.MessagesByID(ctx, msgs[:n]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for what, like := range map[string]string{"conversations": "%FROM conversations c LEFT JOIN customers cu%",
+		"their parts": "%FROM participants WHERE%", "their links": "%FROM links l%JOIN items i%", "messages": "%FROM messages m%WHERE m.id%"} {
+		var n int
+		if err := db.QueryRowContext(ctx, `SELECT count(*) FROM pg_prepared_statements WHERE regexp_replace(statement, '\s+', ' ', 'g') LIKE $1`,
+			like).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n != 1 {
+			t.Errorf("the reads of %s for 1, 2, 3 and all ids are %d prepared statements, want 1", what, n)
+		}
+	}
+}

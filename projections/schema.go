@@ -153,6 +153,19 @@ type CustomPlanner interface {
 	CustomPlans() string
 }
 
+// ListBinder is implemented by a Dialect whose engine takes a list of
+// values as one argument. A statement that looks rows up by a list of ids
+// then has one text however many they are, which the engine plans once and
+// keeps (PostgreSQL: a generic plan after five runs); with a placeholder
+// per id, each length is a statement of its own, planned at nearly every
+// run (the live streams' reads of a batch's conversations spent as long
+// planning as running).
+type ListBinder interface {
+	// InList returns a condition that holds when expr is one of values,
+	// with the one argument that binds them.
+	InList(expr string, values []string) (clause string, arg any)
+}
+
 // Compactor is implemented by a Dialect whose full-text index a rebuild
 // leaves in many pieces, which every search then visits: Compact returns
 // the statements, run once the rebuilt read models are complete, that

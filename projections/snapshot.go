@@ -50,9 +50,9 @@ func (r *ReadModels) Snapshots(ctx context.Context, ids []string) (map[string]*S
 }
 
 func (r *ReadModels) snapshots(ctx context.Context, ids []string, out map[string]*Snapshot) error {
-	in, args := placeholders(len(ids)), anys(ids)
+	in, args := r.in(`c.id`, ids)
 	rows, err := r.query(ctx, `SELECT c.id, c.channel, c.subject, c.status, c.customer_id, c.last_message_id, c.updated_at, c.last_seq, `+joinedCols+`
-		FROM conversations c `+joinedFrom("c")+` WHERE c.id IN (`+in+`)`, args...)
+		FROM conversations c `+joinedFrom("c")+` WHERE `+in, args...)
 	if err != nil {
 		return err
 	}
@@ -85,11 +85,13 @@ func (r *ReadModels) snapshots(ctx context.Context, ids []string, out map[string
 	}
 	// Who takes part, who a linked item concerns, the read marks and the
 	// deleted messages, with one statement.
-	q := `SELECT conversation_id, 'p', user_id, 0 FROM participants WHERE conversation_id IN (` + in + `)
+	inP, _ := r.in(`conversation_id`, ids)
+	inL, _ := r.in(`l.conversation_id`, ids)
+	q := `SELECT conversation_id, 'p', user_id, 0 FROM participants WHERE ` + inP + `
 		UNION ALL SELECT DISTINCT l.conversation_id, 'i', ip.user_id, 0 FROM links l JOIN item_people ip ON ip.item_id = l.item_id
-			WHERE l.conversation_id IN (` + in + `)
-		UNION ALL SELECT conversation_id, 'r', reader, seq FROM reads WHERE conversation_id IN (` + in + `)
-		UNION ALL SELECT conversation_id, 'd', '', seq FROM messages WHERE conversation_id IN (` + in + `) AND deleted = 1
+			WHERE ` + inL + `
+		UNION ALL SELECT conversation_id, 'r', reader, seq FROM reads WHERE ` + inP + `
+		UNION ALL SELECT conversation_id, 'd', '', seq FROM messages WHERE ` + inP + ` AND deleted = 1
 		ORDER BY 1, 2, 4`
 	parts, err := r.query(ctx, q, slices.Concat(args, args, args, args)...)
 	if err != nil {

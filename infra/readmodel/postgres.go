@@ -240,6 +240,9 @@ func quote(b *strings.Builder, v string, q, escape byte) {
 // runs).
 func (Postgres) CustomPlanArg() any { return pgx.QueryExecModeExec }
 
+// InList binds the values as one text[] argument: expr = ANY(?).
+func (Postgres) InList(expr string, values []string) (string, any) { return expr + ` = ANY(?)`, values }
+
 // CustomPlans makes the transaction's prepared statements planned at each
 // run, for the tables as they are (the statements stay prepared, parsed
 // once). A rebuild's members update took, from its sixth batch on, the
