@@ -62,8 +62,10 @@ type Config struct {
 	// WaitTimeout bounds the wait for the read models (default 10 s).
 	WaitTimeout time.Duration
 	// CachedStreams is how many streams' states are kept between commands
-	// (default 4096).
+	// (default 4096), and CachedBytes how much they may hold in all
+	// (default 128 MiB; a conversation's state holds its messages' texts).
 	CachedStreams int
+	CachedBytes   int
 	// Observe, if set, is told of each write that appended events: how
 	// long the store took to append them (its group commit included) and
 	// how long the write then waited for the read models to apply them.
@@ -96,8 +98,15 @@ func NewService(store EventStore, access Access, waiter Waiter, cfg Config) *Ser
 	if cfg.CachedStreams <= 0 {
 		cfg.CachedStreams = 4096
 	}
-	return &Service{store: store, access: access, waiter: waiter, cfg: cfg, cache: newStateCache(cfg.CachedStreams)}
+	if cfg.CachedBytes <= 0 {
+		cfg.CachedBytes = 128 << 20
+	}
+	return &Service{store: store, access: access, waiter: waiter, cfg: cfg, cache: newStateCache(cfg.CachedStreams, cfg.CachedBytes)}
 }
+
+// CachedBytes approximates what the streams' states kept between commands
+// hold (see Config.CachedBytes).
+func (s *Service) CachedBytes() int { return s.cache.bytes() }
 
 func (s *Service) meta(p directory.Principal) domain.Meta {
 	return domain.Meta{At: s.cfg.Now().UTC().Truncate(time.Millisecond), Actor: p.Actor()}
@@ -203,6 +212,7 @@ func execute[S any, E domain.Event](ctx context.Context, s *Service, stream stri
 			}
 			entry.state, entry.version = state, recorded[len(recorded)-1].Version
 			entry.last = recorded[len(recorded)-1].Position
+			s.cache.resize(entry, sizeOf(state))
 		} else {
 			// The store answered a retry with events another process appended
 			// after others we have not seen: read the stream again.
@@ -245,6 +255,7 @@ func load[S any, E domain.Event](ctx context.Context, s *Service, entry *cacheEn
 		state, version, last = evolve(state, e), r.Version, r.Position
 	}
 	entry.state, entry.version, entry.last, entry.loaded = state, version, last, true
+	s.cache.resize(entry, sizeOf(state))
 	return nil
 }
 

@@ -3,6 +3,7 @@ package commands_test
 import (
 	"context"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -190,5 +191,58 @@ func TestObserveSplitsAppendFromApply(t *testing.T) {
 		if s.applied < delay || s.appended <= 0 || s.appended >= delay {
 			t.Errorf("write %d: append %v, apply wait %v; want the wait ≥ %v and the append apart from it", i, s.appended, s.applied, delay)
 		}
+	}
+}
+
+// A conversation's state holds its messages' texts: the states kept between
+// commands are bounded by what they hold, not only by their count, and a
+// command on a conversation whose state was let go reads it again (a retried
+// post is still answered with the message it posted).
+func TestKeptStatesBoundedInBytes(t *testing.T) {
+	ctx := context.Background()
+	s := store(t)
+	const budget = 256 << 10
+	svc := commands.NewService(s, everyone{}, nil, commands.Config{CachedBytes: budget})
+	long := strings.Repeat("x", 9000)
+	var ids []string
+	var first string
+	for i := range 10 { // ten conversations of 45 KB each
+		id, _, err := svc.StartConversation(ctx, customer, "", long, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for j := range 4 {
+			client := ""
+			if i == 0 && j == 0 {
+				client = "retry-me"
+			}
+			mid, _, err := svc.PostMessage(ctx, agent, id, long, client)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if client != "" {
+				first = mid
+			}
+		}
+		ids = append(ids, id)
+	}
+	if got := svc.CachedBytes(); got > budget || got < budget/2 {
+		t.Errorf("the kept states hold %d bytes, want at most the budget, %d, and near it", got, budget)
+	}
+	mid, _, err := svc.PostMessage(ctx, agent, ids[0], long, "retry-me")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, n := statusOf(t, s, ids[0])
+	if mid != first || len(st.Messages) != 5 || n != 6 {
+		t.Errorf("a retried post on a state let go: message %s (want %s), %d messages, %d events; want 5 and 6", mid, first, len(st.Messages), n)
+	}
+	// One state larger than the budget is kept (the one in use), alone.
+	big := commands.NewService(s, everyone{}, nil, commands.Config{CachedBytes: 10 << 10})
+	if _, _, err := big.PostMessage(ctx, agent, ids[1], "hello", ""); err != nil {
+		t.Fatal(err)
+	}
+	if got := big.CachedBytes(); got < 45000 {
+		t.Errorf("the state in use, of 45 KB, holds %d bytes as kept", got)
 	}
 }

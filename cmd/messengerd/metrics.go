@@ -23,10 +23,11 @@ type metrics struct {
 	// projectorErrors counts the projector's failed batches and reads.
 	projectorErrors prometheus.Counter
 	streams         func() int
+	stateBytes      func() int
 }
 
 func newMetrics() *metrics {
-	m := &metrics{reg: prometheus.NewRegistry(), streams: func() int { return 0 }}
+	m := &metrics{reg: prometheus.NewRegistry(), streams: func() int { return 0 }, stateBytes: func() int { return 0 }}
 	m.requests = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "messenger_http_request_duration_seconds", Help: "HTTP requests by route, method and status.",
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
@@ -46,7 +47,10 @@ func newMetrics() *metrics {
 	m.reg.MustRegister(m.requests, m.appends, m.applies, m.projected, m.applied, m.lag, m.projectorErrors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "messenger_sse_clients", Help: "Open SSE streams."},
-			func() float64 { return float64(m.streams()) }))
+			func() float64 { return float64(m.streams()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "messenger_command_state_bytes",
+			Help: "What the streams' states kept between commands hold, approximately (bounded by 128 MiB)."},
+			func() float64 { return float64(m.stateBytes()) }))
 	return m
 }
 

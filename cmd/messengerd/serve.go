@@ -158,6 +158,7 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	// Principals are kept briefly, and forgotten when any token is reissued.
 	a.auth = httpkit.NewAuthCache(a.rm, authTTL, 100_000)
 	a.metrics.streams = a.streams.Clients
+	a.metrics.stateBytes = a.svc.CachedBytes
 
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopBG()

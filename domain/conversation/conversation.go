@@ -102,6 +102,21 @@ type State struct {
 	// thousands of messages. A State made otherwise has none, and scans.
 	byID     map[string]int
 	byClient map[clientKey]int
+	// texts counts the bytes of the messages' ids, texts and client ids,
+	// kept by Evolve (see Size).
+	texts int
+}
+
+// messageOverhead approximates what a message holds besides its texts: the
+// Message and its places in the indexes of a State that Evolve keeps.
+const messageOverhead = 224
+
+// Size approximates the bytes s holds, for a cache that keeps states and
+// bounds what they hold in all: a long conversation holds its messages'
+// texts (up to 10,000 characters each). Only Evolve counts the texts; a
+// State made otherwise counts its messages at their overhead.
+func (s State) Size() int {
+	return 512 + len(s.Subject) + len(s.Messages)*messageOverhead + s.texts + 32*(len(s.Participants)+len(s.Links)+len(s.ReadUpTo))
 }
 
 type clientKey struct {
@@ -484,6 +499,7 @@ func Evolve(s State, e Event) State {
 			ReadUpTo: map[string]int{}, CreatedAt: meta.At,
 		}
 	case MessagePosted:
+		s.texts += len(e.MessageID) + len(e.Body) + len(e.ClientID)
 		s.Messages = append(s.Messages, Message{
 			ID: e.MessageID, Seq: len(s.Messages) + 1, Author: meta.Actor, Body: e.Body,
 			ClientID: e.ClientID, CreatedAt: meta.At, UpdatedAt: meta.At,
@@ -508,10 +524,12 @@ func Evolve(s State, e Event) State {
 		s.ReadUpTo[meta.Actor.Key()] = len(s.Messages)
 	case MessageEdited:
 		if i := s.index(e.MessageID); i >= 0 {
+			s.texts += len(e.Body) - len(s.Messages[i].Body)
 			s.Messages[i].Body, s.Messages[i].Edited, s.Messages[i].UpdatedAt = e.Body, true, meta.At
 		}
 	case MessageDeleted:
 		if i := s.index(e.MessageID); i >= 0 {
+			s.texts -= len(s.Messages[i].Body)
 			s.Messages[i].Body, s.Messages[i].Deleted, s.Messages[i].UpdatedAt = "", true, meta.At
 		}
 	case Closed:

@@ -1096,3 +1096,27 @@ func TestIndexedLookupsMatchScans(t *testing.T) {
 		}
 	}
 }
+
+// TestSizeCountsTheTexts: a state's size grows with what its messages
+// say and falls back as they are edited shorter or deleted, so that a
+// cache of states can bound what they hold.
+func TestSizeCountsTheTexts(t *testing.T) {
+	long := strings.Repeat("x", 9000)
+	base := c.Fold(livechat())
+	withLong := c.Fold(with(livechat(), posted(ann, 1, "m2", long)))
+	withShort := c.Fold(with(livechat(), posted(ann, 1, "m2", "")))
+	if got := withLong.Size() - withShort.Size(); got != len(long) {
+		t.Errorf("a message of %d bytes makes the state %d bytes larger than an empty one, want %d", len(long), got, len(long))
+	}
+	if withShort.Size() <= base.Size() {
+		t.Errorf("an empty message adds nothing: %d after %d", withShort.Size(), base.Size())
+	}
+	edited := c.Fold(with(livechat(), posted(ann, 1, "m2", long), c.MessageEdited{Meta: meta(ann, 2), MessageID: "m2", Body: "short"}))
+	if got, want := withLong.Size()-edited.Size(), len(long)-len("short"); got != want {
+		t.Errorf("edited shorter: %d bytes less, want %d", got, want)
+	}
+	deleted := c.Fold(with(livechat(), posted(ann, 1, "m2", long), c.MessageDeleted{Meta: meta(ann, 2), MessageID: "m2"}))
+	if deleted.Size() != withShort.Size() {
+		t.Errorf("deleted: %d bytes, want those of an empty message, %d", deleted.Size(), withShort.Size())
+	}
+}
