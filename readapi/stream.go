@@ -754,7 +754,7 @@ const renderLoadTimeout = 30 * time.Second
 func newRenderings(rm *projections.ReadModels, applied func() uint64) *renderings {
 	return &renderings{rm: rm, applied: applied,
 		convs: newFlights[string, *convView](4096),
-		msgs:  newFlights[msgKey, []byte](4096),
+		msgs:  newWeighedFlights[msgKey, []byte](4096, 32<<20, func(b []byte) int { return len(b) + 64 }),
 		items: newFlights[string, []string](256),
 		desk:  newFlights[struct{}, []byte](1),
 	}
@@ -920,9 +920,15 @@ func (r *renderings) helpdesk(ctx context.Context, pos uint64) ([]byte, error) {
 type flights[K comparable, V any] struct {
 	limit int
 	uses  atomic.Uint64 // counts the asks, to tell which keys were asked for last
+	// With weigh, the values read hold at most budget bytes in all (twice
+	// as much between sweeps) as weigh counts them: a message's rendering
+	// holds its text, up to 10,000 characters, six bytes each escaped.
+	weigh  func(V) int
+	budget int
 
 	mu      sync.RWMutex // held for writing to add or drop entries
 	entries map[K]*flight[V]
+	weight  int // what the values read and kept weigh
 }
 
 // flight is one read of a value.
@@ -933,10 +939,46 @@ type flight[V any] struct {
 	val   V
 	err   error
 	used  atomic.Uint64 // the ask that last found it (flights.uses)
+	// What val weighs, once counted in flights.weight (guarded by
+	// flights.mu).
+	weight int
 }
 
 func newFlights[K comparable, V any](limit int) *flights[K, V] {
 	return &flights[K, V]{limit: limit, entries: map[K]*flight[V]{}}
+}
+
+// newWeighedFlights is newFlights bounded also by what the values weigh.
+func newWeighedFlights[K comparable, V any](limit, budget int, weigh func(V) int) *flights[K, V] {
+	f := newFlights[K, V](limit)
+	f.weigh, f.budget = weigh, budget
+	return f
+}
+
+// weighIn counts what the values of the flights es, just read for keys,
+// weigh, those still kept, and sweeps.
+func (f *flights[K, V]) weighIn(keys []K, es []*flight[V]) {
+	if f.weigh == nil {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i, k := range keys {
+		if e := es[i]; f.entries[k] == e && e.err == nil {
+			e.weight = f.weigh(e.val)
+			f.weight += e.weight
+		}
+	}
+	f.sweep()
+}
+
+// drop forgets key's entry; f.mu is held for writing.
+func (f *flights[K, V]) drop(key K) {
+	if e := f.entries[key]; e != nil {
+		f.weight -= e.weight
+		e.weight = 0
+		delete(f.entries, key)
+	}
 }
 
 // get returns the value of key as read after position pos was applied,
@@ -983,6 +1025,7 @@ func (f *flights[K, V]) peek(key K, pos uint64) (V, bool) {
 func (f *flights[K, V]) read(ctx context.Context, pos uint64, applied func() uint64, key K, load func(context.Context) (V, error)) (V, error) {
 	e := &flight[V]{pos: max(pos, applied()), ready: make(chan struct{})}
 	e.used.Store(f.uses.Add(1))
+	f.drop(key) // an older read, if any
 	f.entries[key] = e
 	f.sweep()
 	f.mu.Unlock()
@@ -995,9 +1038,11 @@ func (f *flights[K, V]) read(ctx context.Context, pos uint64, applied func() uin
 	if e.err != nil {
 		f.mu.Lock()
 		if f.entries[key] == e {
-			delete(f.entries, key)
+			f.drop(key)
 		}
 		f.mu.Unlock()
+	} else {
+		f.weighIn([]K{key}, []*flight[V]{e})
 	}
 	return e.val, e.err
 }
@@ -1018,6 +1063,7 @@ func (f *flights[K, V]) fill(ctx context.Context, pos uint64, applied func() uin
 		}
 		e := &flight[V]{pos: at, ready: make(chan struct{})}
 		e.used.Store(f.uses.Add(1))
+		f.drop(k) // an older read, if any
 		f.entries[k] = e
 		todo, es = append(todo, k), append(es, e)
 	}
@@ -1039,17 +1085,22 @@ func (f *flights[K, V]) fill(ctx context.Context, pos uint64, applied func() uin
 		f.mu.Lock()
 		for i, k := range todo {
 			if f.entries[k] == es[i] {
-				delete(f.entries, k)
+				f.drop(k)
 			}
 		}
 		f.mu.Unlock()
+		return
 	}
+	f.weighIn(todo, es)
 }
 
 // sweep drops the entries asked for longest ago once there are twice the
-// limit; f.mu must be held for writing.
+// limit, or they weigh twice the budget, until there are the limit and
+// they weigh the budget, but for the one asked for last, which a thousand
+// streams may be about to ask for; f.mu must be held for writing.
 func (f *flights[K, V]) sweep() {
-	if len(f.entries) <= 2*f.limit {
+	heavy := func() bool { return f.weigh != nil && f.weight > f.budget }
+	if len(f.entries) <= 2*f.limit && (f.weigh == nil || f.weight <= 2*f.budget) {
 		return
 	}
 	type aged struct {
@@ -1061,8 +1112,11 @@ func (f *flights[K, V]) sweep() {
 		all = append(all, aged{k, e.used.Load()})
 	}
 	slices.SortFunc(all, func(a, b aged) int { return cmp.Compare(a.used, b.used) })
-	for _, a := range all[:len(all)-f.limit] {
-		delete(f.entries, a.key) // those reading or waiting keep theirs
+	for _, a := range all[:len(all)-1] {
+		if len(f.entries) <= f.limit && !heavy() {
+			break
+		}
+		f.drop(a.key) // those reading or waiting keep theirs
 	}
 }
 

@@ -1363,3 +1363,67 @@ func TestStreamFaultEndsOnlyTheStream(t *testing.T) {
 		t.Error("a stream ended with the faulty one")
 	}
 }
+
+// TestFlightsBoundedByWeight: a message's rendering holds its text, so the
+// cache of them keeps at most its budget (twice as much between sweeps),
+// drops those asked for longest ago but never the one asked for last, and
+// counts a value read again for a later position once.
+func TestFlightsBoundedByWeight(t *testing.T) {
+	ctx := context.Background()
+	f := newWeighedFlights[string, []byte](1000, 100, func(b []byte) int { return len(b) })
+	applied := uint64(1)
+	at := func() uint64 { return applied }
+	value := func(n int) func(context.Context) ([]byte, error) {
+		return func(context.Context) ([]byte, error) { return []byte(strings.Repeat("x", n)), nil }
+	}
+	kept := func() int {
+		t.Helper()
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		sum := 0
+		for _, e := range f.entries {
+			sum += len(e.val)
+		}
+		if sum != f.weight {
+			t.Fatalf("the values kept weigh %d, counted %d", sum, f.weight)
+		}
+		return sum
+	}
+	for i := range 50 {
+		if _, err := f.get(ctx, 1, at, strconv.Itoa(i), value(10)); err != nil {
+			t.Fatal(err)
+		}
+		if w := kept(); w > 200 {
+			t.Fatalf("after %d values of 10 bytes, %d bytes kept, want at most twice the budget of 100", i+1, w)
+		}
+	}
+	if _, ok := f.peek("49", 1); !ok {
+		t.Error("the value asked for last was dropped")
+	}
+	if _, ok := f.peek("0", 1); ok {
+		t.Error("the value asked for first is still kept")
+	}
+	applied = 5 // "49" is read again for a later position
+	if _, err := f.get(ctx, 5, at, "49", value(20)); err != nil {
+		t.Fatal(err)
+	}
+	kept()
+	f.fill(ctx, 6, at, []string{"a", "b", "49"}, func(_ context.Context, keys []string) (map[string][]byte, error) {
+		out := map[string][]byte{}
+		for _, k := range keys {
+			out[k] = []byte("yy")
+		}
+		return out, nil
+	})
+	kept()
+	// A value heavier than the budget stays while it is the last asked for.
+	if _, err := f.get(ctx, 6, at, "big", value(500)); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := f.peek("big", 6); !ok {
+		t.Error("a value heavier than the budget, asked for last, was dropped at once")
+	}
+	if w := kept(); w != 500 {
+		t.Errorf("with a value of 500 bytes asked for last, %d bytes kept, want it alone", w)
+	}
+}
