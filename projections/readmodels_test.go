@@ -682,3 +682,41 @@ func TestListsBoundAsOneArgument(t *testing.T) {
 		}
 	}
 }
+
+// TestSnapshotSizeGrowsWithWhatItHolds: a snapshot records its
+// conversation's deleted messages, readers and people, which may be
+// thousands: its size, by which the live streams' cache bounds what it
+// keeps, grows with them.
+func TestSnapshotSizeGrowsWithWhatItHolds(t *testing.T) {
+	e := sqliteEngine(t)
+	w := build(t, e)
+	w.stop()
+	ctx := context.Background()
+	id := w.convs[0]
+	size := func() int {
+		t.Helper()
+		s, ok, err := w.rm.Snapshot(ctx, id)
+		if err != nil || !ok {
+			t.Fatalf("snapshot of %s: %v, %v", id, ok, err)
+		}
+		return s.Size()
+	}
+	before := size()
+	res, err := e.writer.ExecContext(ctx, `UPDATE messages SET deleted = 1 WHERE conversation_id = ? AND deleted = 0`, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := res.RowsAffected()
+	if n == 0 {
+		t.Fatal("no message to mark deleted")
+	}
+	if got := size() - before; got != 8*int(n) {
+		t.Errorf("%d messages more deleted: the snapshot is %d bytes larger, want %d", n, got, 8*n)
+	}
+	if _, err := e.writer.ExecContext(ctx, `INSERT INTO reads (conversation_id, reader, seq) VALUES (?, 'user:someone-new', 1)`, id); err != nil {
+		t.Fatal(err)
+	}
+	if got := size() - before - 8*int(n); got < 48 {
+		t.Errorf("a reader more: %d bytes more, want at least 48", got)
+	}
+}

@@ -139,6 +139,25 @@ func (r *ReadModels) strings(ctx context.Context, q string, args ...any) ([]stri
 	return out, rows.Err()
 }
 
+// Size approximates the bytes s holds, for caches of snapshots: a
+// conversation may have thousands of deleted messages, readers and links.
+func (s *Snapshot) Size() int {
+	n := 256 + len(s.row.Subject) + 8*len(s.deleted)
+	if s.row.LastMessage != nil {
+		n += len(s.row.LastMessage.Excerpt)
+	}
+	for _, p := range slices.Concat(s.participants, s.interested) {
+		n += 16 + len(p)
+	}
+	for k := range s.reads {
+		n += 48 + len(k)
+	}
+	for _, l := range s.row.Links {
+		n += 64 + len(l.ItemID) + len(l.Title)
+	}
+	return n
+}
+
 // ID returns the conversation's id.
 func (s *Snapshot) ID() string { return s.row.ID }
 

@@ -753,7 +753,7 @@ const renderLoadTimeout = 30 * time.Second
 
 func newRenderings(rm *projections.ReadModels, applied func() uint64) *renderings {
 	return &renderings{rm: rm, applied: applied,
-		convs: newFlights[string, *convView](4096),
+		convs: newWeighedFlights[string, *convView](4096, 32<<20, (*convView).size),
 		msgs:  newWeighedFlights[msgKey, []byte](4096, 32<<20, func(b []byte) int { return len(b) + 64 }),
 		items: newFlights[string, []string](256),
 		desk:  newFlights[struct{}, []byte](1),
@@ -770,6 +770,18 @@ type convView struct {
 	// The inbox row's JSON before and after the value of "unread"; nil if
 	// it could not be split.
 	rowHead, rowTail []byte
+}
+
+// size approximates what v holds (see flights.weigh).
+func (v *convView) size() int {
+	if v == nil {
+		return 0
+	}
+	n := 64 + len(v.name) + len(v.idJSON) + len(v.rowHead) + len(v.rowTail)
+	if v.snap != nil {
+		n += v.snap.Size()
+	}
+	return n
 }
 
 type msgKey struct{ conv, id string }

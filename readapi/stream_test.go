@@ -1427,3 +1427,19 @@ func TestFlightsBoundedByWeight(t *testing.T) {
 		t.Errorf("with a value of 500 bytes asked for last, %d bytes kept, want it alone", w)
 	}
 }
+
+// TestConvViewSizeCountsWhatItHolds: a view weighs something, a missing
+// one nothing (projections' tests weigh snapshots).
+func TestConvViewSizeCountsWhatItHolds(t *testing.T) {
+	var none *convView
+	if none.size() != 0 {
+		t.Errorf("a missing view weighs %d", none.size())
+	}
+	empty, err := newConvView("c1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if empty.size() <= 0 {
+		t.Errorf("a view of no conversation weighs %d", empty.size())
+	}
+}
