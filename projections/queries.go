@@ -392,6 +392,12 @@ func (r *ReadModels) links(ctx context.Context, convs []string) (map[string][]Li
 		return out, nil
 	}
 	in, args := r.in(`l.conversation_id`, convs)
+	// Planned for each run: a plan kept from when the tables were small
+	// hashes every item (read through) for each page, and neither table
+	// is vacuumed often enough to make the server plan it again.
+	if cp, ok := r.d.(CustomPlanner); ok {
+		args = append([]any{cp.CustomPlanArg()}, args...)
+	}
 	rows, err := r.query(ctx, `SELECT l.conversation_id, i.id, i.kind, i.title, i.status FROM links l
 		JOIN items i ON i.id = l.item_id WHERE `+in+` ORDER BY l.linked`, args...)
 	if err != nil {
