@@ -127,12 +127,12 @@ type clientKey struct {
 // Exists reports whether the conversation has been started.
 func (s State) Exists() bool { return s.ID != "" }
 
-// Message returns the message with id, and whether there is one.
+// Message returns the message with id, and whether there is one: from the
+// index Evolve keeps (a post looks up its new message, the last of
+// thousands), else by a scan.
 func (s State) Message(id string) (Message, bool) {
-	for _, m := range s.Messages {
-		if m.ID == id {
-			return m, true
-		}
+	if i := s.index(id); i >= 0 {
+		return s.Messages[i], true
 	}
 	return Message{}, false
 }

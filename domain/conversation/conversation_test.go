@@ -1120,3 +1120,18 @@ func TestSizeCountsTheTexts(t *testing.T) {
 		t.Errorf("deleted: %d bytes, want those of an empty message, %d", deleted.Size(), withShort.Size())
 	}
 }
+
+// BenchmarkMessageOfALongConversation looks up the newest message of a
+// conversation of 10,000, as each post does for its answer.
+func BenchmarkMessageOfALongConversation(b *testing.B) {
+	evs := livechat()
+	for i := range 10_000 {
+		evs = append(evs, posted(ann, 1, fmt.Sprintf("m-%d", i), "text"))
+	}
+	s := c.Fold(evs)
+	for b.Loop() {
+		if _, ok := s.Message("m-9999"); !ok {
+			b.Fatal("not found")
+		}
+	}
+}
