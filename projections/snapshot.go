@@ -146,8 +146,10 @@ func (s *Snapshot) Size() int {
 	if s.row.LastMessage != nil {
 		n += len(s.row.LastMessage.Excerpt)
 	}
-	for _, p := range slices.Concat(s.participants, s.interested) {
-		n += 16 + len(p)
+	for _, people := range [][]string{s.participants, s.interested} {
+		for _, p := range people {
+			n += 16 + len(p)
+		}
 	}
 	for k := range s.reads {
 		n += 48 + len(k)
