@@ -62,6 +62,7 @@ type fixture struct {
 	hub     *Hub
 	streams *Streams
 	srv     *httptest.Server
+	client  *http.Client // opens the streams
 	at      time.Time
 }
 
@@ -79,6 +80,9 @@ type options struct {
 	// transport, if set, wraps the change feed's transport on the
 	// projector's side.
 	transport func(message.Publisher) message.Publisher
+	// h2c makes the server speak HTTP/2 without TLS beside HTTP/1.1, as
+	// messengerd does, and the fixture's client HTTP/2 only.
+	h2c bool
 }
 
 // heldLog reads the log while holding a lock.
@@ -159,7 +163,14 @@ func newFixture(t *testing.T, o options) *fixture {
 	if o.listen != nil {
 		srv.Listener = o.listen(srv.Listener)
 	}
+	if o.h2c {
+		srv.Config.Protocols = h2cAndHTTP1()
+	}
 	srv.Start()
+	client := srv.Client()
+	if o.h2c {
+		client = h2cClient(nil)
+	}
 
 	t.Cleanup(func() {
 		srv.CloseClientConnections()
@@ -170,7 +181,7 @@ func newFixture(t *testing.T, o options) *fixture {
 		store.Close()
 		db.Close()
 	})
-	return &fixture{t: t, store: store, proj: proj, hub: hub, streams: streams, srv: srv,
+	return &fixture{t: t, store: store, proj: proj, hub: hub, streams: streams, srv: srv, client: client,
 		at: time.Date(2026, 11, 26, 9, 0, 0, 0, time.UTC)}
 }
 
@@ -279,7 +290,7 @@ func (f *fixture) open(path, token, lastID string) *client {
 	if lastID != "" {
 		req.Header.Set("Last-Event-ID", lastID)
 	}
-	resp, err := f.srv.Client().Do(req)
+	resp, err := f.client.Do(req)
 	if err != nil {
 		cancel()
 		f.t.Fatal(err)
@@ -1441,5 +1452,87 @@ func TestConvViewSizeCountsWhatItHolds(t *testing.T) {
 	}
 	if empty.size() <= 0 {
 		t.Errorf("a view of no conversation weighs %d", empty.size())
+	}
+}
+
+// h2cAndHTTP1 are HTTP/1.1 and HTTP/2 without TLS, as messengerd serves.
+func h2cAndHTTP1() *http.Protocols {
+	p := new(http.Protocols)
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	return p
+}
+
+// h2cClient speaks HTTP/2 without TLS only, with conf's settings if not nil.
+func h2cClient(conf *http.HTTP2Config) *http.Client {
+	p := new(http.Protocols)
+	p.SetUnencryptedHTTP2(true)
+	return &http.Client{Transport: &http.Transport{Protocols: p, HTTP2: conf}}
+}
+
+// TestStreamsOverHTTP2: over HTTP/2 (without TLS, as from a proxy) a
+// stream cannot take its connection, which others share; it lifts the
+// server's write timeout through net/http instead, gets its events, and a
+// client that stops reading is cut off once a write has waited the
+// stream's timeout, while one that reads slowly, on another connection,
+// keeps its stream and gets everything.
+func TestStreamsOverHTTP2(t *testing.T) {
+	const timeout = time.Second
+	f := newFixture(t, options{h2c: true, streams: StreamConfig{WriteTimeout: timeout}})
+	started, _ := f.startChat("c1", principals["cust1"], "hi")
+	c := f.open("/v1/stream", "support", id(started))
+	if c.resp.StatusCode != http.StatusOK || c.resp.ProtoMajor != 2 {
+		t.Fatalf("stream: %s over %s", c.resp.Status, c.resp.Proto)
+	}
+	c.until(started + 1)
+	time.Sleep(400 * time.Millisecond) // twice the server's write timeout
+	f.post("c1", 2, principals["support"], "still there?")
+	for {
+		fr, ok := c.next(3 * time.Second)
+		if !ok {
+			t.Fatal("the stream ended or went quiet before the reply")
+		}
+		if fr.Event == "message.created" && strings.Contains(fr.Data, "still there?") {
+			break
+		}
+	}
+
+	// A client whose windows hold 64 kB and which reads nothing: the
+	// server's writes wait once they are full.
+	stalledClient := h2cClient(&http.HTTP2Config{MaxReceiveBufferPerConnection: 64 << 10, MaxReceiveBufferPerStream: 64 << 10})
+	req, _ := http.NewRequest(http.MethodGet, f.srv.URL+"/v1/stream", nil)
+	req.Header.Set("Authorization", "Bearer support")
+	req.Header.Set("Last-Event-ID", id(started))
+	stalled, err := stalledClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stalled.Body.Close()
+	waitClients(t, f.streams, 2)
+
+	body := strings.Repeat("a long message to fill the windows ", 100)
+	var pending []domain.Event
+	for n := 3; n <= 82; n++ {
+		pending = append(pending, conversation.MessagePosted{Meta: f.meta(principals["cust1"]), MessageID: fmt.Sprintf("c1-m%d", n), Body: body})
+	}
+	posted := time.Now()
+	last := f.append("conversation-c1", 3, pending...)
+	for d := time.Duration(0); f.streams.Clients() != 1; d = time.Since(posted) {
+		if d > 5*timeout {
+			t.Fatalf("%d streams open %v after the posts, want the reading one", f.streams.Clients(), d)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if d := time.Since(posted); d < timeout {
+		t.Errorf("the stalled client was cut off %v after the posts, before the write timeout %v", d, timeout)
+	}
+	got := 0
+	for _, fr := range c.until(last[len(last)-1]) {
+		if fr.Event == "message.created" {
+			got++
+		}
+	}
+	if got != len(pending) {
+		t.Errorf("the reading client got %d messages, want %d", got, len(pending))
 	}
 }

@@ -19,7 +19,8 @@ type config struct {
 	EventStoreURL  string // KurrentDB for the log (esdb:// or kurrentdb://); "" for the database's own log
 	PprofAddr      string // where to serve net/http/pprof (loopback only, for profiling); "" for nowhere
 	AllowedOrigins []string
-	SessionRate    int // widget sessions per minute per client IP; 0: unlimited
+	SessionRate    int  // widget sessions per minute per client IP; 0: unlimited
+	H2C            bool // serve HTTP/2 without TLS (prior knowledge) beside HTTP/1.1
 	ShutdownGrace  time.Duration
 	Heartbeat      time.Duration
 	// Ready, if set, is called with the listening address once the server serves.
@@ -38,6 +39,7 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 		ShutdownGrace: 10 * time.Second,
 		SessionRate:   60,
 		Heartbeat:     15 * time.Second,
+		H2C:           true,
 	}
 	for _, o := range strings.Split(getenv("MESSENGER_ALLOWED_ORIGINS"), ",") {
 		if o = strings.TrimSpace(o); o != "" {
@@ -50,6 +52,13 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 			return cfg, fmt.Errorf("MESSENGER_SESSION_RATE must be a whole number ≥ 0, not %q", v)
 		}
 		cfg.SessionRate = n
+	}
+	switch v := getenv("MESSENGER_H2C"); v {
+	case "", "on":
+	case "off":
+		cfg.H2C = false
+	default:
+		return cfg, fmt.Errorf("MESSENGER_H2C must be on or off, not %q", v)
 	}
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)

@@ -6,12 +6,14 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -1142,5 +1144,72 @@ func TestShutdownEndsStreams(t *testing.T) {
 		case <-time.After(3 * time.Second):
 			t.Error("a stream is still open after the server stopped")
 		}
+	}
+}
+
+// h2cClient speaks HTTP/2 without TLS only, and counts the connections it
+// opens.
+func h2cClient(dials *atomic.Int32) *http.Client {
+	p := new(http.Protocols)
+	p.SetUnencryptedHTTP2(true)
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	return &http.Client{Transport: &http.Transport{
+		Protocols: p,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			dials.Add(1)
+			return d.DialContext(ctx, network, addr)
+		},
+	}}
+}
+
+// TestStreamsOverCleartextHTTP2: a proxy speaking HTTP/2 to messengerd
+// without TLS carries the requests and several event streams on one
+// connection; the streams outlive the server's write timeout's reach (they
+// lift it as over HTTP/1.1), get their events, and end when the server
+// stops. With MESSENGER_H2C=off the server speaks HTTP/1.1 only.
+func TestStreamsOverCleartextHTTP2(t *testing.T) {
+	s := startServer(t, t.TempDir(), nil)
+	p := seedPeople(t, s)
+	var dials atomic.Int32
+	s.client = h2cClient(&dials)
+	agent := s.openStream("/v1/stream", p.support, "")
+	widget := s.openStream("/v1/widget/stream", p.customer, "")
+	for _, st := range []*stream{agent, widget} {
+		if st.resp.ProtoMajor != 2 {
+			t.Fatalf("stream over %s, want HTTP/2", st.resp.Proto)
+		}
+	}
+	conv := s.do("POST", "/v1/conversations", p.customer, map[string]any{"subject": "Over HTTP/2", "body": "Hello"}).want(t, 201)
+	id := conv.str("id")
+	agent.waitFor(0, func(e sseEvent) bool { return e.Event == "message.created" && e.Data["conversation_id"] == id })
+	reply := s.do("POST", "/v1/conversations/"+id+"/messages", p.support, map[string]any{"body": "Hi there"}).want(t, 201)
+	widget.waitFor(0, func(e sseEvent) bool { return e.Event == "message.created" && e.Data["id"] == reply.str("id") })
+	if n := dials.Load(); n != 1 {
+		t.Errorf("%d connections for two streams and the requests, want one", n)
+	}
+
+	began := time.Now()
+	s.stop()
+	if took := time.Since(began); took > 3*time.Second {
+		t.Errorf("stopped after %s with two HTTP/2 streams open", took)
+	}
+	for _, st := range []*stream{agent, widget} {
+		select {
+		case <-st.done:
+		case <-time.After(3 * time.Second):
+			t.Error("an HTTP/2 stream is still open after the server stopped")
+		}
+	}
+
+	off := startServer(t, t.TempDir(), map[string]string{"MESSENGER_H2C": "off"})
+	var offDials atomic.Int32
+	if resp, err := h2cClient(&offDials).Get(off.base + "/readyz"); err == nil {
+		resp.Body.Close()
+		t.Errorf("MESSENGER_H2C=off answered HTTP/2 (%s)", resp.Proto)
+	}
+	if resp, err := http.Get(off.base + "/readyz"); err != nil || resp.StatusCode != 200 {
+		t.Errorf("MESSENGER_H2C=off: HTTP/1.1 readyz: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
 	}
 }

@@ -29,6 +29,17 @@ type server struct {
 	admin   string
 	cancel  context.CancelFunc
 	stopped chan error
+	// client sends the requests and opens the streams; nil:
+	// http.DefaultClient (HTTP/1.1).
+	client *http.Client
+}
+
+// httpClient is the client of s's requests and streams.
+func (s *server) httpClient() *http.Client {
+	if s.client != nil {
+		return s.client
+	}
+	return http.DefaultClient
 }
 
 // env returns a getenv over vars.
@@ -158,7 +169,7 @@ func (s *server) do(method, path, token string, body any) response {
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := s.httpClient().Do(req)
 	if err != nil {
 		s.t.Fatalf("%s %s: %v", method, path, err)
 	}
@@ -217,7 +228,7 @@ func (s *server) openStream(path, token, lastID string) *stream {
 	if lastID != "" {
 		req.Header.Set("Last-Event-ID", lastID)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := s.httpClient().Do(req)
 	if err != nil {
 		s.t.Fatal(err)
 	}

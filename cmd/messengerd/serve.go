@@ -198,14 +198,7 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	}
 	drain, drained := context.WithCancel(context.WithoutCancel(ctx))
 	defer drained()
-	srv := &http.Server{
-		Handler:           a.routes(cfg, drain),
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second, // streams clear their own deadline
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-	}
+	srv := newHTTPServer(a.routes(cfg, drain), cfg.H2C)
 	// Streams end at once: their clients resume on another replica. Those
 	// taken from net/http (most) are not its to end: Streams.End ends them.
 	srv.RegisterOnShutdown(func() {
@@ -240,6 +233,34 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	}
 	return nil
 }
+
+// newHTTPServer serves h: HTTP/1.1 and, with h2c, HTTP/2 without TLS on
+// the same port (a client that knows it opens with HTTP/2's preface; TLS
+// is a proxy's). Over HTTP/2 one connection carries many streams (at most
+// maxStreamsPerConn at once): a proxy in front holds thousands of clients'
+// event streams on a few connections to messengerd, each of which would
+// otherwise take a connection, and a file, of its own. The timeouts are
+// each request's (each HTTP/2 stream's); event streams lift the write
+// timeout for themselves.
+func newHTTPServer(h http.Handler, h2c bool) *http.Server {
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second, // streams clear their own deadline
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		Protocols:         new(http.Protocols),
+		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: maxStreamsPerConn},
+	}
+	srv.Protocols.SetHTTP1(true)
+	srv.Protocols.SetUnencryptedHTTP2(h2c)
+	return srv
+}
+
+// maxStreamsPerConn is how many requests (event streams included) one
+// HTTP/2 connection may have open at once: net/http's default.
+const maxStreamsPerConn = 250
 
 // describe says where the data lives, for the start-up line.
 func describe(cfg config) string {
