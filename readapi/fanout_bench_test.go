@@ -491,6 +491,7 @@ func newBenchServerWith(tb testing.TB, agents, customers, convs int, cfg StreamC
 	r.GET("/v1/widget/stream", httpkit.Authenticate(auth, true), s.streams.Widget)
 	s.srv = httptest.NewUnstartedServer(r)
 	s.srv.Config.WriteTimeout = 30 * time.Second // as messengerd: streams lift it
+	s.srv.Config.Protocols = benchProtocols
 	s.srv.Start()
 	return s
 }
@@ -571,6 +572,7 @@ func newBareServer(tb testing.TB) *bareServer {
 	s := &bareServer{clients: map[chan []byte]struct{}{}}
 	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
 	s.srv.Config.WriteTimeout = 30 * time.Second
+	s.srv.Config.Protocols = benchProtocols
 	s.srv.Start()
 	return s
 }

@@ -1,10 +1,12 @@
 package readapi
 
-// The memory of idle streams: as many SSE connections as the file limit
-// lets one process hold (20,000 wanted), opened by a child process so that
-// the clients' memory is not counted, held idle against Messenger and, in
-// the same run, against the bare net/http SSE server of the fan-out
-// benchmarks.
+// The memory of idle streams: 20,000 wanted (READAPI_IDLE_STREAMS sets
+// another count), opened by a child process so that the clients' memory is
+// not counted, held idle against Messenger and, in the same run, against
+// the bare net/http SSE server of the fan-out benchmarks; over HTTP/1.1 a
+// connection each, as many as the file limit lets one process hold, and
+// over HTTP/2 without TLS (h2c), as a proxy in front would send them, up
+// to 250 on a connection.
 //
 //	go test -run '^$' -bench 'IdleStreams' -benchtime 1x ./readapi
 
@@ -14,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"runtime"
@@ -35,22 +38,33 @@ const idleWanted = 20000
 const idleAgentsEvery = 10
 
 func BenchmarkIdleStreams(b *testing.B) {
-	limit := raiseNoFile(b)
-	// The server's sockets, SQLite's files, pipes.
-	n := min(idleWanted, int(limit)-64)
-	if n < idleWanted {
-		b.Logf("RLIMIT_NOFILE is %d: holding %d streams, not %d", limit, n, idleWanted)
-	}
-	base := holdIdle(b, n, "bare")
-	res := holdIdle(b, n, "messenger")
+	limit := int(raiseNoFile(b))
+	// Over HTTP/1.1 each stream is a connection, and a file, of the
+	// server's: the file limit caps them (the server's sockets, SQLite's
+	// files, pipes beside). Over HTTP/2, as from a proxy in front, a
+	// connection carries up to 250 streams.
+	for _, proto := range []string{"http1", "h2c"} {
+		b.Run(proto, func(b *testing.B) {
+			n := idleWanted
+			if v, err := strconv.Atoi(os.Getenv("READAPI_IDLE_STREAMS")); err == nil && v > 0 {
+				n = v
+			}
+			if proto == "http1" && n > limit-64 {
+				b.Logf("RLIMIT_NOFILE is %d: holding %d streams, not %d", limit, limit-64, n)
+				n = limit - 64
+			}
+			base := holdIdle(b, n, "bare", proto)
+			res := holdIdle(b, n, "messenger", proto)
 
-	res.report(b, "")
-	base.report(b, "base-")
-	b.ReportMetric(float64(n), "streams")
-	b.ReportMetric(res.perStream()/base.perStream(), "mem/base")
-	b.ReportMetric((res.rss-res.rssBefore)/(base.rss-base.rssBefore), "rss/base")
-	b.Logf("%d idle streams: messenger %s | bare %s", n, res, base)
-	b.Logf("messenger extrapolated to %d streams: RSS %.0f MiB", idleWanted, res.rssAt(idleWanted)/(1<<20))
+			res.report(b, "")
+			base.report(b, "base-")
+			b.ReportMetric(float64(n), "streams")
+			b.ReportMetric(res.perStream()/base.perStream(), "mem/base")
+			b.ReportMetric((res.rss-res.rssBefore)/(base.rss-base.rssBefore), "rss/base")
+			b.Logf("%d idle streams over %s: messenger %s | bare %s", n, proto, res, base)
+			b.Logf("messenger extrapolated to %d streams: RSS %.0f MiB", idleWanted, res.rssAt(idleWanted)/(1<<20))
+		})
+	}
 }
 
 // idleResult is the memory a server process took for n idle streams.
@@ -88,15 +102,15 @@ func (r idleResult) String() string {
 // holdIdle starts a server process (mode "bare" or "messenger") and a
 // client process that opens n streams to it, and measures the server once
 // they are all open and idle.
-func holdIdle(b *testing.B, n int, mode string) idleResult {
+func holdIdle(b *testing.B, n int, mode, proto string) idleResult {
 	b.Helper()
-	srv := startChild(b, "^TestIdleServerChild$", "READAPI_IDLE_SERVER="+mode)
+	srv := startChild(b, "^TestIdleServerChild$", "READAPI_IDLE_SERVER="+mode, "READAPI_IDLE_PROTO="+proto, "READAPI_IDLE_N="+strconv.Itoa(n))
 	defer srv.stop()
 	addr := srv.expect("listening ")
 	before := srv.measure(b)
 	rssBefore := procRSS(b, srv.cmd.Process.Pid)
 
-	cli := startChild(b, "^TestIdleClientsChild$", "READAPI_IDLE_ADDR="+addr, "READAPI_IDLE_N="+strconv.Itoa(n), "READAPI_IDLE_MODE="+mode)
+	cli := startChild(b, "^TestIdleClientsChild$", "READAPI_IDLE_ADDR="+addr, "READAPI_IDLE_N="+strconv.Itoa(n), "READAPI_IDLE_MODE="+mode, "READAPI_IDLE_PROTO="+proto)
 	defer cli.stop()
 	cli.expect("ready ")
 	deadline := time.Now().Add(30 * time.Second)
@@ -212,6 +226,9 @@ func TestIdleServerChild(t *testing.T) {
 	}
 	raiseNoFile(t)
 	gin.SetMode(gin.ReleaseMode)
+	if os.Getenv("READAPI_IDLE_PROTO") == "h2c" {
+		benchProtocols = h2cAndHTTP1()
+	}
 	var addr string
 	var open func() int
 	switch mode {
@@ -220,7 +237,9 @@ func TestIdleServerChild(t *testing.T) {
 		defer s.close()
 		addr, open = s.srv.Listener.Addr().String(), s.open
 	default:
-		s := newBenchServerWith(t, idleWanted/idleAgentsEvery+1, idleWanted, 16, StreamConfig{})
+		n, _ := strconv.Atoi(os.Getenv("READAPI_IDLE_N"))
+		n = max(n, idleWanted)
+		s := newBenchServerWith(t, n/idleAgentsEvery+1, n, 16, StreamConfig{})
 		defer s.close()
 		addr, open = s.srv.Listener.Addr().String(), s.streams.Clients
 	}
@@ -257,14 +276,30 @@ func TestIdleClientsChild(t *testing.T) {
 	raiseNoFile(t)
 	n, _ := strconv.Atoi(os.Getenv("READAPI_IDLE_N"))
 	mode := os.Getenv("READAPI_IDLE_MODE")
-	conns, failed := openAll(n, func(i int) (net.Conn, error) {
-		path, token := "/", ""
-		if mode != "bare" {
-			path, token = "/v1/widget/stream", customerToken(i)
-			if i%idleAgentsEvery == 0 {
-				path, token = "/v1/stream", agentToken(i/idleAgentsEvery)
-			}
+	pathOf := func(i int) (string, string) {
+		if mode == "bare" {
+			return "/", ""
 		}
+		if i%idleAgentsEvery == 0 {
+			return "/v1/stream", agentToken(i / idleAgentsEvery)
+		}
+		return "/v1/widget/stream", customerToken(i)
+	}
+	if os.Getenv("READAPI_IDLE_PROTO") == "h2c" {
+		streams, failed := openIdleH2C(addr, n, pathOf)
+		if failed != nil {
+			fmt.Printf("failed %v\n", failed)
+			return
+		}
+		fmt.Printf("ready %d\n", n)
+		io.Copy(io.Discard, os.Stdin)
+		for _, r := range streams {
+			r.Body.Close()
+		}
+		return
+	}
+	conns, failed := openAll(n, func(i int) (net.Conn, error) {
+		path, token := pathOf(i)
 		c, err := openIdle(addr, path, token)
 		if err != nil {
 			return nil, fmt.Errorf("stream %d: %w", i, err)
@@ -288,4 +323,41 @@ func TestIdleClientsChild(t *testing.T) {
 func openIdle(addr, path, token string) (net.Conn, error) {
 	conn, _, err := openStream(addr, path, token, 30*time.Second, time.Minute, 512, 512)
 	return conn, err
+}
+
+// benchProtocols, if set, are the protocols the benchmarks' servers speak.
+var benchProtocols *http.Protocols
+
+// openIdleH2C opens n streams over HTTP/2 without TLS, as many on each
+// connection as the server lets one hold, and reads each one's headers and
+// first frame.
+func openIdleH2C(addr string, n int, pathOf func(i int) (string, string)) ([]*http.Response, error) {
+	client := h2cClient(nil)
+	return openAll(n, func(i int) (*http.Response, error) {
+		path, token := pathOf(i)
+		req, _ := http.NewRequest("GET", "http://"+addr+path, nil)
+		req.Header.Set("Accept", "text/event-stream")
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return nil, fmt.Errorf("stream %d: %w", i, err)
+		}
+		if resp.StatusCode != http.StatusOK || resp.ProtoMajor != 2 {
+			resp.Body.Close()
+			return nil, fmt.Errorf("stream %d: %s over %s", i, resp.Status, resp.Proto)
+		}
+		lr := bufio.NewReaderSize(resp.Body, 512)
+		for {
+			line, err := lr.ReadSlice('\n')
+			if err != nil {
+				resp.Body.Close()
+				return nil, fmt.Errorf("stream %d: first frame: %w", i, err)
+			}
+			if len(line) == 1 {
+				return resp, nil
+			}
+		}
+	})
 }

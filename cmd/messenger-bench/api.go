@@ -22,8 +22,9 @@ type client struct {
 	http *http.Client
 }
 
-func newClient(base string, idle, maxConns int) *client {
+func newClient(base string, idle, maxConns int, http2 bool) *client {
 	tr := &http.Transport{
+		Protocols:           protocols(base, http2),
 		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		MaxIdleConns:        0, // no overall cap
 		MaxIdleConnsPerHost: idle,
@@ -33,6 +34,21 @@ func newClient(base string, idle, maxConns int) *client {
 		ForceAttemptHTTP2:   false,
 	}
 	return &client{base: strings.TrimRight(base, "/"), http: &http.Client{Transport: tr, Timeout: 30 * time.Second}}
+}
+
+// protocols are what a transport to base speaks: HTTP/1.1, or with http2
+// HTTP/2 only, over TLS for https and without (h2c) for http.
+func protocols(base string, http2 bool) *http.Protocols {
+	p := new(http.Protocols)
+	switch {
+	case !http2:
+		p.SetHTTP1(true)
+	case strings.HasPrefix(base, "https:"):
+		p.SetHTTP2(true)
+	default:
+		p.SetUnencryptedHTTP2(true)
+	}
+	return p
 }
 
 // httpError is an answer with a status outside 2xx.

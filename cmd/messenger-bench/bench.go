@@ -114,7 +114,7 @@ func newBench(cfg config, stdout, stderr io.Writer) (*bench, error) {
 	idle := max(cfg.Writers, cfg.Setup) + 16
 	return &bench{
 		cfg: cfg, stdout: stdout, stderr: stderr,
-		runID: hex.EncodeToString(id[:]), api: newClient(cfg.Server, idle, cfg.MaxConns), target: u,
+		runID: hex.EncodeToString(id[:]), api: newClient(cfg.Server, idle, cfg.MaxConns, cfg.HTTP2), target: u,
 		start: time.Now(), posts: new(postLog), errs: map[string]int64{},
 	}, nil
 }
@@ -421,6 +421,14 @@ func (b *bench) openStreams(ctx, streamCtx context.Context, wg *sync.WaitGroup) 
 	}
 	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
 	tlsConf := &tls.Config{ServerName: b.target.Hostname()}
+	var h2 *http.Client
+	if b.cfg.HTTP2 {
+		// No timeout: a stream lasts; its silence is timed as it reads.
+		h2 = &http.Client{Transport: &http.Transport{
+			Protocols: protocols(b.cfg.Server, true), DialContext: dialer.DialContext,
+			TLSClientConfig: tlsConf, DisableCompression: true,
+		}}
+	}
 	marker := markerOf(b.runID)
 	prefix := strings.TrimRight(b.target.EscapedPath(), "/") // a server behind a path
 	sem := make(chan struct{}, 256)
@@ -430,7 +438,7 @@ func (b *bench) openStreams(ctx, streamCtx context.Context, wg *sync.WaitGroup) 
 	for i, s := range b.subs {
 		st := &stream{
 			target: b.target, path: prefix + "/v1/stream", marker: marker, clock: b.clock,
-			dialer: dialer, tls: tlsConf, bufLen: 4096,
+			dialer: dialer, tls: tlsConf, h2: h2, bufLen: 4096,
 		}
 		switch s.kind {
 		case subWidget:

@@ -151,6 +151,7 @@ func TestRunAgainstMessengerd(t *testing.T) {
 	}{
 		{"proc", []string{"-pid", strconv.Itoa(pid), "-idle", "10", "-cpuprofile", filepath.Join(t.TempDir(), "bench.prof")}},
 		{"metrics", []string{"-mix", "0.5"}},
+		{"http2", []string{"-http2", "-idle", "10"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer

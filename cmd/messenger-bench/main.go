@@ -72,6 +72,7 @@ type config struct {
 	MaxErrorRate float64
 	Setup        int
 	CPUProfile   string
+	HTTP2        bool
 }
 
 func parseConfig(args []string, stderr io.Writer) (config, error) {
@@ -97,6 +98,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&cfg.BodySize, "body-size", 80, "bytes of each message body")
 	fs.Float64Var(&cfg.MaxErrorRate, "max-error-rate", 0.01, "share of failed requests (streams' included) above which the run fails")
 	fs.IntVar(&cfg.Setup, "setup-concurrency", 16, "requests in flight while creating users and customers")
+	fs.BoolVar(&cfg.HTTP2, "http2", false, "speak HTTP/2 to the server, as a proxy in front of it would (without TLS for http://, h2c; over TLS for https://): streams and requests share connections, up to 250 on each")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write the load tool's own CPU profile to this file (it shares the machine with the server)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
@@ -138,7 +140,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	want := uint64(cfg.Customers+cfg.Agents+cfg.Idle+cfg.Writers+cfg.Setup) + 1024
+	streams := cfg.Customers + cfg.Agents + cfg.Idle
+	if cfg.HTTP2 {
+		streams = streams/100 + 1 // up to 250 on a connection
+	}
+	want := uint64(streams+cfg.Writers+cfg.Setup) + 1024
 	if got := raiseFDLimit(want); got < want {
 		fmt.Fprintf(stderr, "messenger-bench: warning: %d open files allowed, %d wanted; raise the hard limit (ulimit -Hn)\n", got, want)
 	}

@@ -55,12 +55,13 @@ type reportConfig struct {
 	Duration     string  `json:"duration"`
 	Warmup       string  `json:"warmup"`
 	BodySize     int     `json:"body_size"`
+	HTTP2        bool    `json:"http2"`
 }
 
 func (r *report) setConfig(c config) {
 	r.Config = reportConfig{
 		Customers: c.Customers, Agents: c.Agents, SupportShare: c.SupportShare, ReplyShare: c.ReplyShare,
-		Rate: c.Rate, Mix: c.Mix, Writers: c.Writers, Idle: c.Idle,
+		Rate: c.Rate, Mix: c.Mix, Writers: c.Writers, Idle: c.Idle, HTTP2: c.HTTP2,
 		Duration: c.Duration.String(), Warmup: c.Warmup.String(), BodySize: c.BodySize,
 	}
 }
@@ -144,8 +145,12 @@ func (r *report) print(w io.Writer, asJSON bool) error {
 	d := &r.Deliveries
 	row("metric", "value")
 	row("server", "%s  (run %s)", r.Server, r.Run)
-	row("streams", "%d widget, %d support, %d other agents, %d idle  (connected in %.1f s)",
-		r.Streams.Widget, r.Streams.Support, r.Streams.Agent, r.Streams.Idle, r.Streams.ConnectSeconds)
+	proto := "HTTP/1.1, a connection each"
+	if r.Config.HTTP2 {
+		proto = "HTTP/2, sharing connections"
+	}
+	row("streams", "%d widget, %d support, %d other agents, %d idle  (connected in %.1f s; %s)",
+		r.Streams.Widget, r.Streams.Support, r.Streams.Agent, r.Streams.Idle, r.Streams.ConnectSeconds, proto)
 	row("load", "%.0f posts/s, reads %.0f%%, %d writers, %s after %s warm-up", r.Config.Rate, 100*r.Config.Mix, r.Config.Writers, r.Config.Duration, r.Config.Warmup)
 	row("posts", "%d  (%.1f/s; %d with warm-up, %d failed, %d unsent)", r.Posts, r.PostsPerSecond, r.PostsTotal, r.PostsFailed, r.Unsent)
 	for _, op := range opNames {

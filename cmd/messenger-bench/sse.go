@@ -58,6 +58,7 @@ type stream struct {
 	clock  func() time.Duration
 	dialer *net.Dialer
 	tls    *tls.Config
+	h2     *http.Client // if set, the stream goes over HTTP/2 through it, sharing connections
 
 	// onMessage is called for every message.created event, from the
 	// stream's goroutine.
@@ -126,6 +127,9 @@ func (e *statusError) Error() string { return fmt.Sprintf("stream: status %d: %s
 
 // session connects once and reads events until the connection ends.
 func (s *stream) session(ctx context.Context) error {
+	if s.h2 != nil {
+		return s.sessionHTTP2(ctx)
+	}
 	host := s.target.Host
 	if s.target.Port() == "" {
 		if s.target.Scheme == "https" {
@@ -183,6 +187,55 @@ func (s *stream) session(ctx context.Context) error {
 		s.lr.Reset(resp.Body)
 	}
 	return s.read(s.lr, conn.SetDeadline)
+}
+
+// errSilent ends an HTTP/2 stream that stayed silent for streamTimeout.
+var errSilent = errors.New("stream: silent for too long")
+
+// sessionHTTP2 is session over HTTP/2: the request goes through the
+// stream's client, on a connection other streams share, and a timer in
+// place of the connection's deadline cancels it when it falls silent.
+func (s *stream) sessionHTTP2(ctx context.Context) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	silent := time.AfterFunc(streamTimeout, func() { cancel(errSilent) })
+	defer silent.Stop()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.target.Scheme+"://"+s.target.Host+s.path, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("User-Agent", "messenger-bench")
+	req.Header.Set("Accept", "text/event-stream")
+	req.Header.Set("Cache-Control", "no-cache")
+	req.Header.Set("Authorization", "Bearer "+s.token)
+	if len(s.lastID) > 0 {
+		req.Header.Set("Last-Event-ID", string(s.lastID))
+	}
+	resp, err := s.h2.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return &statusError{status: resp.StatusCode, body: string(bytes.TrimSpace(b))}
+	}
+	if resp.ProtoMajor != 2 {
+		return fmt.Errorf("stream answered over %s, not HTTP/2", resp.Proto)
+	}
+	if s.lr == nil {
+		s.lr = bufio.NewReaderSize(resp.Body, s.bufLen)
+	} else {
+		s.lr.Reset(resp.Body)
+	}
+	err = s.read(s.lr, func(t time.Time) error {
+		silent.Reset(time.Until(t))
+		return nil
+	})
+	if cause := context.Cause(ctx); errors.Is(cause, errSilent) {
+		return cause
+	}
+	return err
 }
 
 // read parses events until the stream ends. Only id, event and data
