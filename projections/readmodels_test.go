@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -630,9 +631,9 @@ func TestFindItemsPlannedAsWalked(t *testing.T) {
 // make for every batch of changes, are one prepared statement each however
 // many ids they are given: the server keeps the plan of each, where a
 // placeholder per id made each length a statement of its own, planned
-// anew at nearly every run; the read of their links is planned at each run
-// on purpose. (Through one connection, whose prepared statements the
-// server lists.)
+// anew at nearly every run; and the server runs the plan it keeps for
+// each, which for the read of their links looks items up by key. (Through one connection, whose prepared
+// statements the server lists.)
 func TestListsBoundAsOneArgument(t *testing.T) {
 	e := postgresEngine(t)
 	w := build(t, e)
@@ -658,7 +659,12 @@ func TestListsBoundAsOneArgument(t *testing.T) {
 	if len(snaps) < 3 || len(msgs) < 3 {
 		t.Fatalf("the world has %d conversations, %d messages: too few to tell", len(snaps), len(msgs))
 	}
-	for n := 1; n <= 3; n++ {
+	// Mostly one or two ids, as the reads of a live batch.
+	for k := range 12 {
+		n := k%3 + 1
+		if k%4 == 0 {
+			n = 1
+		}
 		if _, err := rm.Snapshots(ctx, w.convs[:n]); err != nil {
 			t.Fatal(err)
 		}
@@ -669,26 +675,58 @@ func TestListsBoundAsOneArgument(t *testing.T) {
 	// A statement of each read, with its list bound as one argument or as
 	// a placeholder per id.
 	list := ` (= ANY\(|IN \()`
+	// And the server runs the plan it keeps for each, from the sixth run,
+	// where it weighed a plan for ten ids against plans for the one or two
+	// at hand and planned at nearly every run.
 	for what, re := range map[string]string{"conversations": `^SELECT c\.id, c\.channel, .* WHERE c\.id` + list,
+		"their links": `^SELECT l\.conversation_id, .* WHERE l\.conversation_id` + list,
 		"their parts": `^SELECT conversation_id, 'p', user_id, 0 FROM participants WHERE conversation_id` + list,
 		"messages":    `^SELECT m\.id, m\.conversation_id, .* WHERE m\.id` + list} {
-		var n int
-		if err := db.QueryRowContext(ctx, `SELECT count(*) FROM pg_prepared_statements WHERE regexp_replace(statement, '\s+', ' ', 'g') ~ $1`,
-			re).Scan(&n); err != nil {
+		var n, generic, custom int
+		if err := db.QueryRowContext(ctx, `SELECT count(*), COALESCE(sum(generic_plans), 0), COALESCE(sum(custom_plans), 0)
+			FROM pg_prepared_statements WHERE regexp_replace(statement, '\s+', ' ', 'g') ~ $1`,
+			re).Scan(&n, &generic, &custom); err != nil {
 			t.Fatal(err)
 		}
 		if n != 1 {
 			t.Errorf("the reads of %s for 1, 2, 3 and all ids are %d prepared statements, want 1", what, n)
 		}
+		if custom > 6 {
+			t.Errorf("the reads of %s were planned anew %d times of %d", what, custom, generic+custom)
+		}
 	}
-	// The read of their links is planned at each run (sent unnamed): a
-	// plan kept from when the tables were small hashes every item.
-	var n int
-	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE 'SELECT l.conversation_id, i.id, i.kind, i.title, i.status FROM links l%'`).Scan(&n); err != nil {
+	// The plan the server keeps for the read of the links looks each
+	// link's item up by its key: the tables are small and fresh here, where
+	// a join's kept plan hashed every item.
+	var name string
+	if err := db.QueryRowContext(ctx, `SELECT name FROM pg_prepared_statements WHERE regexp_replace(statement, '\s+', ' ', 'g') ~ $1`,
+		`^SELECT l\.conversation_id, .* WHERE l\.conversation_id`+list).Scan(&name); err != nil {
+		t.Fatalf("the read of the links is not one prepared statement: %v", err)
+	}
+	conn, err := db.Conn(ctx)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if n != 0 {
-		t.Errorf("the read of the links is kept prepared (%d statements): its plan would be kept", n)
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `SET plan_cache_mode = force_generic_plan`); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.ExecContext(ctx, `RESET plan_cache_mode`)
+	var plan strings.Builder
+	rows, err := conn.QueryContext(ctx, `EXPLAIN EXECUTE `+name+`('{`+strings.Join(w.convs, ",")+`}', `+strconv.Itoa(len(w.convs))+`)`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var line string
+		if err := rows.Scan(&line); err != nil {
+			t.Fatal(err)
+		}
+		plan.WriteString(line + "\n")
+	}
+	rows.Close()
+	if p := plan.String(); !strings.Contains(p, "Index Scan using items_pkey") || strings.Contains(p, "Seq Scan on items") {
+		t.Errorf("the kept plan of the read of the links does not look items up by key:\n%s", p)
 	}
 }
 

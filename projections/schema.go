@@ -162,8 +162,18 @@ type CustomPlanner interface {
 // planning as running).
 type ListBinder interface {
 	// InList returns a condition that holds when expr is one of values,
-	// with the one argument that binds them.
-	InList(expr string, values []string) (clause string, arg any)
+	// with its arguments, as many whatever the values.
+	InList(expr string, values []string) (clause string, args []any)
+}
+
+// LateralJoiner is implemented by a Dialect whose engine runs a subquery
+// for each row before it (LATERAL) and keeps prepared statements' plans:
+// a join written so is planned as a lookup by key per row, whatever the
+// engine guessed of the tables' sizes when it made the plan it keeps.
+type LateralJoiner interface {
+	// Lateral returns a join of the subquery sub, named as, run for each
+	// row before it.
+	Lateral(sub, as string) string
 }
 
 // Compactor is implemented by a Dialect whose full-text index a rebuild
