@@ -173,7 +173,8 @@ func (b *batch) prefetch(recs []domain.Recorded) error {
 }
 
 func (b *batch) loadCustomers(ids []string) error {
-	rows, err := b.t.query(`SELECT id, name, email FROM customers WHERE id IN (`+placeholders(len(ids))+`)`, anys(ids)...)
+	in, args := inList(b.t.d, `id`, ids)
+	rows, err := b.t.query(`SELECT id, name, email FROM customers WHERE `+in, args...)
 	if err != nil {
 		return fmt.Errorf("load customers: %w", err)
 	}
@@ -189,8 +190,9 @@ func (b *batch) loadCustomers(ids []string) error {
 }
 
 func (b *batch) load(ids []string) error {
+	in, args := inList(b.t.d, `id`, ids)
 	rows, err := b.t.query(`SELECT id, channel, subject, status, customer_id, created_at, updated_at,
-		last_seq, last_live_seq, last_message_id, first_message_id, position, version, num FROM conversations WHERE id IN (`+placeholders(len(ids))+`)`, anys(ids)...)
+		last_seq, last_live_seq, last_message_id, first_message_id, position, version, num FROM conversations WHERE `+in, args...)
 	if err != nil {
 		return fmt.Errorf("load conversations: %w", err)
 	}
@@ -207,7 +209,8 @@ func (b *batch) load(ids []string) error {
 	if err := rows.Err(); err != nil {
 		return err
 	}
-	rows, err = b.t.query(`SELECT conversation_id, reader, seq FROM reads WHERE conversation_id IN (`+placeholders(len(ids))+`)`, anys(ids)...)
+	in, args = inList(b.t.d, `conversation_id`, ids)
+	rows, err = b.t.query(`SELECT conversation_id, reader, seq FROM reads WHERE `+in, args...)
 	if err != nil {
 		return fmt.Errorf("load read marks: %w", err)
 	}
@@ -710,15 +713,14 @@ func (b *batch) counts() (*Counts, []Statement) {
 	for {
 		chunk := readers[:min(len(readers), 500)]
 		readers = readers[len(chunk):]
-		args := make([]any, len(chunk))
-		for i, r := range chunk {
-			args[i] = r
-		}
+		var args []any
 		if len(chunk) > 0 {
 			if stmt != `` {
 				stmt += ` UNION ALL `
 			}
-			stmt += `SELECT reader, livechat FROM caught_up WHERE reader IN (` + placeholders(len(chunk)) + `)`
+			var in string
+			in, args = inList(b.t.d, `reader`, chunk)
+			stmt += `SELECT reader, livechat FROM caught_up WHERE ` + in
 		}
 		stmts = append(stmts, Statement{Query: stmt, Args: args, Read: read})
 		if len(readers) == 0 {

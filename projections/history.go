@@ -64,7 +64,8 @@ func (r *ReadModels) RenderState(ctx context.Context, st conversation.State, msg
 		d.Participants = append(d.Participants, Person{ID: id, Name: names[id]})
 	}
 	if len(st.Links) > 0 {
-		rows, err := r.query(ctx, `SELECT id, kind, title, status FROM items WHERE id IN (`+placeholders(len(st.Links))+`)`, anys(st.Links)...)
+		in, args := r.in(`id`, st.Links)
+		rows, err := r.query(ctx, `SELECT id, kind, title, status FROM items WHERE `+in, args...)
 		if err != nil {
 			return d, err
 		}

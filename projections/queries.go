@@ -276,10 +276,13 @@ func (h Helpdesk) Message() string {
 }
 
 // in returns a condition that holds when expr is one of ids, and its
-// arguments: one for the whole list where the dialect binds lists (see
+// arguments: as many for any list where the dialect binds lists (see
 // ListBinder), else one per id.
-func (r *ReadModels) in(expr string, ids []string) (string, []any) {
-	if b, ok := r.d.(ListBinder); ok {
+func (r *ReadModels) in(expr string, ids []string) (string, []any) { return inList(r.d, expr, ids) }
+
+// inList is in for dialect d.
+func inList(d Dialect, expr string, ids []string) (string, []any) {
+	if b, ok := d.(ListBinder); ok {
 		return b.InList(expr, ids)
 	}
 	return expr + ` IN (` + placeholders(len(ids)) + `)`, anys(ids)
