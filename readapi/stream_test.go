@@ -666,6 +666,15 @@ func TestResumeSendsWhatWasMissedThenLive(t *testing.T) {
 	q.expect("conversation.created", id(s2), "message.created", id(p2), "unread.changed", id(p2))
 }
 
+// holding runs f holding mu, and lets mu go however f ends: a test that
+// fails holding the change feed or the replay would otherwise leave the
+// fixture's projector or streams waiting, and the test's end with them.
+func holding(mu *sync.Mutex, f func()) {
+	mu.Lock()
+	defer mu.Unlock()
+	f()
+}
+
 // TestResumeWhileTheFeedLags resumes while the read models have applied
 // changes that have not reached the hub yet: the replay sends them, and the
 // stream must not send them again when the hub gets them.
@@ -682,25 +691,27 @@ func TestResumeWhileTheFeedLags(t *testing.T) {
 		}
 	}
 
-	feed.Lock()
-	m2 := f.post("c1", 2, principals["cust1"], "second") // applied, not on the hub
-	if head := f.hub.Head(); head >= m2 {
-		t.Fatalf("hub head %d, want it behind %d", head, m2)
-	}
-	r := f.open("/v1/stream", "support", id(started))
-	r.expect("message.created", id(posted), "unread.changed", id(posted),
-		"message.created", id(m2), "unread.changed", id(m2), "conversation.updated", id(m2))
-	feed.Unlock()
+	var r *client
+	holding(&feed, func() {
+		m2 := f.post("c1", 2, principals["cust1"], "second") // applied, not on the hub
+		if head := f.hub.Head(); head >= m2 {
+			t.Fatalf("hub head %d, want it behind %d", head, m2)
+		}
+		r = f.open("/v1/stream", "support", id(started))
+		r.expect("message.created", id(posted), "unread.changed", id(posted),
+			"message.created", id(m2), "unread.changed", id(m2), "conversation.updated", id(m2))
+	})
 
 	m3 := f.post("c1", 3, principals["cust1"], "third")
 	r.expect("message.created", id(m3), "unread.changed", id(m3), "conversation.updated", id(m3))
 
 	// And a fresh stream opened while the feed lags starts after what the
 	// read models hold, sending none of it.
-	feed.Lock()
-	f.post("c1", 4, principals["cust1"], "fourth")
-	fresh := f.open("/v1/stream", "support", "")
-	feed.Unlock()
+	var fresh *client
+	holding(&feed, func() {
+		f.post("c1", 4, principals["cust1"], "fourth")
+		fresh = f.open("/v1/stream", "support", "")
+	})
 	m5 := f.post("c1", 5, principals["cust1"], "fifth")
 	fresh.expect("message.created", id(m5))
 	if fresh.lastID != id(m5) {
@@ -715,11 +726,13 @@ func TestLiveDuringReplay(t *testing.T) {
 	f := newFixture(t, options{replay: &replay})
 	started, posted := f.startChat("c1", principals["cust1"], "first")
 
-	replay.Lock()
-	r := f.open("/v1/stream", "support", id(started)) // answered; its replay waits
-	waitClients(t, f.streams, 1)
-	m2 := f.post("c1", 2, principals["cust1"], "during the replay")
-	replay.Unlock()
+	var r *client
+	var m2 uint64
+	holding(&replay, func() {
+		r = f.open("/v1/stream", "support", id(started)) // answered; its replay waits
+		waitClients(t, f.streams, 1)
+		m2 = f.post("c1", 2, principals["cust1"], "during the replay")
+	})
 	r.expect("message.created", id(posted), "unread.changed", id(posted),
 		"message.created", id(m2), "unread.changed", id(m2), "conversation.updated", id(m2))
 	r.expectNothing(50 * time.Millisecond)
