@@ -285,37 +285,36 @@ func TestIdleClientsChild(t *testing.T) {
 		}
 		return "/v1/widget/stream", customerToken(i)
 	}
-	if os.Getenv("READAPI_IDLE_PROTO") == "h2c" {
-		streams, failed := openIdleH2C(addr, n, pathOf)
-		if failed != nil {
-			fmt.Printf("failed %v\n", failed)
-			return
-		}
-		fmt.Printf("ready %d\n", n)
-		io.Copy(io.Discard, os.Stdin)
-		for _, r := range streams {
-			r.Body.Close()
-		}
-		return
-	}
-	conns, failed := openAll(n, func(i int) (net.Conn, error) {
+	open := func(i int) (io.Closer, error) {
 		path, token := pathOf(i)
 		c, err := openIdle(addr, path, token)
 		if err != nil {
 			return nil, fmt.Errorf("stream %d: %w", i, err)
 		}
-		return c, nil
-	})
+		return lingerless{c.(*net.TCPConn)}, nil
+	}
+	if os.Getenv("READAPI_IDLE_PROTO") == "h2c" {
+		open = openIdleH2C(addr, pathOf)
+	}
+	held, failed := openAll(n, open)
 	if failed != nil {
 		fmt.Printf("failed %v\n", failed)
 		return
 	}
 	fmt.Printf("ready %d\n", n)
 	io.Copy(io.Discard, os.Stdin)
-	for _, c := range conns {
-		c.(*net.TCPConn).SetLinger(0)
+	for _, c := range held {
 		c.Close()
 	}
+}
+
+// lingerless closes its connection at once, without TIME_WAIT: runs reuse
+// the ports.
+type lingerless struct{ *net.TCPConn }
+
+func (c lingerless) Close() error {
+	c.SetLinger(0)
+	return c.TCPConn.Close()
 }
 
 // openIdle opens a stream and reads its headers and first frame, with
@@ -328,12 +327,12 @@ func openIdle(addr, path, token string) (net.Conn, error) {
 // benchProtocols, if set, are the protocols the benchmarks' servers speak.
 var benchProtocols *http.Protocols
 
-// openIdleH2C opens n streams over HTTP/2 without TLS, as many on each
-// connection as the server lets one hold, and reads each one's headers and
-// first frame.
-func openIdleH2C(addr string, n int, pathOf func(i int) (string, string)) ([]*http.Response, error) {
+// openIdleH2C returns a function that opens stream i over HTTP/2 without
+// TLS, on connections the streams share (as many on each as the server
+// lets one hold), and reads its headers and first frame.
+func openIdleH2C(addr string, pathOf func(i int) (string, string)) func(i int) (io.Closer, error) {
 	client := h2cClient(nil)
-	return openAll(n, func(i int) (*http.Response, error) {
+	return func(i int) (io.Closer, error) {
 		path, token := pathOf(i)
 		req, _ := http.NewRequest("GET", "http://"+addr+path, nil)
 		req.Header.Set("Accept", "text/event-stream")
@@ -356,8 +355,8 @@ func openIdleH2C(addr string, n int, pathOf func(i int) (string, string)) ([]*ht
 				return nil, fmt.Errorf("stream %d: first frame: %w", i, err)
 			}
 			if len(line) == 1 {
-				return resp, nil
+				return resp.Body, nil
 			}
 		}
-	})
+	}
 }

@@ -261,6 +261,17 @@ func (f *fixture) helpdeskOnline(online bool, version int64) uint64 {
 	return f.append("helpdesk", version, helpdesk.StatusChanged{Meta: f.meta(principals["support"]), Online: online})[0]
 }
 
+// longMessages returns messages from to last of conv by cust1, of 3.5 kB
+// each: enough to fill a client's buffers.
+func (f *fixture) longMessages(conv string, from, last int) []domain.Event {
+	body := strings.Repeat("a long message to fill the buffers ", 100)
+	var out []domain.Event
+	for n := from; n <= last; n++ {
+		out = append(out, conversation.MessagePosted{Meta: f.meta(principals["cust1"]), MessageID: fmt.Sprintf("%s-m%d", conv, n), Body: body})
+	}
+	return out
+}
+
 // frame is one SSE frame as a client parses it: an event, an id alone, or a
 // comment.
 type frame struct {
@@ -835,11 +846,7 @@ func TestStuckClientDoesNotDelayOthers(t *testing.T) {
 	healthy := f.open("/v1/stream", "support", id(first))
 	waitClients(t, f.streams, 2)
 
-	body := strings.Repeat("a long message to fill the buffers ", 100)
-	var pending []domain.Event
-	for n := 2; n <= 81; n++ {
-		pending = append(pending, conversation.MessagePosted{Meta: f.meta(principals["cust1"]), MessageID: fmt.Sprintf("c1-m%d", n), Body: body})
-	}
+	pending := f.longMessages("c1", 2, 81)
 	start := time.Now()
 	for i := 0; i < len(pending); i += 10 {
 		// Ten messages make 30 changes: the healthy client's buffer of 64
@@ -1194,11 +1201,7 @@ func TestWriteTimeoutCutsOnlyStalledClients(t *testing.T) {
 		}
 	}()
 
-	body := strings.Repeat("a long message to fill the buffers ", 100)
-	var pending []domain.Event
-	for n := 2; n <= 81; n++ {
-		pending = append(pending, conversation.MessagePosted{Meta: f.meta(principals["cust1"]), MessageID: fmt.Sprintf("c1-m%d", n), Body: body})
-	}
+	pending := f.longMessages("c1", 2, 81)
 	posted := time.Now()
 	f.append("conversation-c1", 2, pending...)
 
@@ -1523,11 +1526,7 @@ func TestStreamsOverHTTP2(t *testing.T) {
 	defer stalled.Body.Close()
 	waitClients(t, f.streams, 2)
 
-	body := strings.Repeat("a long message to fill the windows ", 100)
-	var pending []domain.Event
-	for n := 3; n <= 82; n++ {
-		pending = append(pending, conversation.MessagePosted{Meta: f.meta(principals["cust1"]), MessageID: fmt.Sprintf("c1-m%d", n), Body: body})
-	}
+	pending := f.longMessages("c1", 3, 82)
 	posted := time.Now()
 	last := f.append("conversation-c1", 3, pending...)
 	for d := time.Duration(0); f.streams.Clients() != 1; d = time.Since(posted) {
