@@ -1213,3 +1213,23 @@ func TestStreamsOverCleartextHTTP2(t *testing.T) {
 		resp.Body.Close()
 	}
 }
+
+// TestH2CSetting: MESSENGER_H2C is on unless set to off; any other value
+// stops the start with a message that says which.
+func TestH2CSetting(t *testing.T) {
+	for _, tc := range []struct {
+		value string
+		want  bool
+		fails bool
+	}{{"", true, false}, {"on", true, false}, {"off", false, false}, {"false", false, true}, {"0", false, true}} {
+		cfg, err := parseConfig("messengerd", nil, env(map[string]string{"MESSENGER_H2C": tc.value}), io.Discard)
+		switch {
+		case tc.fails && (err == nil || !strings.Contains(err.Error(), "MESSENGER_H2C")):
+			t.Errorf("MESSENGER_H2C=%q: error %v, want one naming the variable", tc.value, err)
+		case !tc.fails && err != nil:
+			t.Errorf("MESSENGER_H2C=%q: %v", tc.value, err)
+		case !tc.fails && cfg.H2C != tc.want:
+			t.Errorf("MESSENGER_H2C=%q: h2c %v, want %v", tc.value, cfg.H2C, tc.want)
+		}
+	}
+}
