@@ -840,6 +840,14 @@ func (r *renderings) prefetch(ctx context.Context, changes []projections.Change)
 	if pos == 0 {
 		return
 	}
+	// The messages are read beside the conversations, on another
+	// connection: the batch's delivery waits for the longer of the two
+	// reads, not for both one after the other.
+	var wg sync.WaitGroup
+	if len(msgs) > 0 {
+		wg.Go(func() { r.prefetchMessages(ctx, pos, msgs) })
+	}
+	defer wg.Wait()
 	r.convs.fill(ctx, pos, r.applied, convs, func(ctx context.Context, ids []string) (map[string]*convView, error) {
 		snaps, err := r.rm.Snapshots(ctx, ids)
 		if err != nil {
@@ -853,6 +861,11 @@ func (r *renderings) prefetch(ctx context.Context, changes []projections.Change)
 		}
 		return out, nil
 	})
+}
+
+// prefetchMessages reads the messages msgs of a batch whose changes go up
+// to position pos, for all the streams at once.
+func (r *renderings) prefetchMessages(ctx context.Context, pos uint64, msgs []msgKey) {
 	r.msgs.fill(ctx, pos, r.applied, msgs, func(ctx context.Context, keys []msgKey) (map[msgKey][]byte, error) {
 		ids := make([]string, len(keys))
 		for i, k := range keys {
