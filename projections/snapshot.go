@@ -3,6 +3,7 @@ package projections
 import (
 	"context"
 	"slices"
+	"sync"
 
 	"github.com/helpdesk/messenger/domain/directory"
 )
@@ -51,6 +52,44 @@ func (r *ReadModels) Snapshots(ctx context.Context, ids []string) (map[string]*S
 
 func (r *ReadModels) snapshots(ctx context.Context, ids []string, out map[string]*Snapshot) error {
 	in, args := r.in(`c.id`, ids)
+	// Who takes part, who a linked item concerns, the read marks and the
+	// deleted messages, with one statement, read beside the conversations
+	// (on another connection: each side holds one at a time, so a full
+	// pool cannot deadlock them).
+	var parts []snapshotPart
+	var partsErr error
+	var wg sync.WaitGroup
+	wg.Go(func() { parts, partsErr = r.snapshotParts(ctx, ids, args) })
+	if err := r.snapshotRows(ctx, ids, in, args, out); err != nil {
+		wg.Wait()
+		return err
+	}
+	wg.Wait()
+	if partsErr != nil {
+		return partsErr
+	}
+	for _, pt := range parts {
+		s := out[pt.conv]
+		if s == nil {
+			continue // created after the conversations were read
+		}
+		switch pt.part {
+		case "p":
+			s.participants = append(s.participants, pt.who)
+		case "i":
+			s.interested = append(s.interested, pt.who)
+		case "r":
+			s.reads[pt.who] = pt.seq
+		case "d":
+			s.deleted = append(s.deleted, pt.seq)
+		}
+	}
+	return nil
+}
+
+// snapshotRows reads the conversations ids, whose condition is in with its
+// arguments args, and their inbox rows into out.
+func (r *ReadModels) snapshotRows(ctx context.Context, ids []string, in string, args []any, out map[string]*Snapshot) error {
 	rows, err := r.query(ctx, `SELECT c.id, c.channel, c.subject, c.status, c.customer_id, c.last_message_id, c.updated_at, c.last_seq, `+joinedCols+`
 		FROM conversations c `+joinedFrom("c")+` WHERE `+in, args...)
 	if err != nil {
@@ -83,8 +122,20 @@ func (r *ReadModels) snapshots(ctx context.Context, ids []string, out map[string
 	for i, c := range convs {
 		out[c.id] = &Snapshot{row: inbox[i], customerID: c.customerID, lastSeq: lastSeqs[i], reads: map[string]int{}}
 	}
-	// Who takes part, who a linked item concerns, the read marks and the
-	// deleted messages, with one statement.
+	return nil
+}
+
+// snapshotPart is a row of snapshotParts: a participant ("p"), someone a
+// linked item concerns ("i"), a read mark ("r", with its seq) or a deleted
+// message ("d", its seq) of conversation conv.
+type snapshotPart struct {
+	conv, part, who string
+	seq             int
+}
+
+// snapshotParts reads the parts of the conversations ids, whose list binds
+// to args, in order.
+func (r *ReadModels) snapshotParts(ctx context.Context, ids []string, args []any) ([]snapshotPart, error) {
 	inP, _ := r.in(`conversation_id`, ids)
 	inL, _ := r.in(`l.conversation_id`, ids)
 	q := `SELECT conversation_id, 'p', user_id, 0 FROM participants WHERE ` + inP + `
@@ -93,33 +144,20 @@ func (r *ReadModels) snapshots(ctx context.Context, ids []string, out map[string
 		UNION ALL SELECT conversation_id, 'r', reader, seq FROM reads WHERE ` + inP + `
 		UNION ALL SELECT conversation_id, 'd', '', seq FROM messages WHERE ` + inP + ` AND deleted = 1
 		ORDER BY 1, 2, 4`
-	parts, err := r.query(ctx, q, slices.Concat(args, args, args, args)...)
+	rows, err := r.query(ctx, q, slices.Concat(args, args, args, args)...)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer parts.Close()
-	for parts.Next() {
-		var conv, part, who string
-		var seq int
-		if err := parts.Scan(&conv, &part, &who, &seq); err != nil {
-			return err
+	defer rows.Close()
+	var out []snapshotPart
+	for rows.Next() {
+		var pt snapshotPart
+		if err := rows.Scan(&pt.conv, &pt.part, &pt.who, &pt.seq); err != nil {
+			return nil, err
 		}
-		s := out[conv]
-		if s == nil {
-			continue // created after the first statement
-		}
-		switch part {
-		case "p":
-			s.participants = append(s.participants, who)
-		case "i":
-			s.interested = append(s.interested, who)
-		case "r":
-			s.reads[who] = seq
-		case "d":
-			s.deleted = append(s.deleted, seq)
-		}
+		out = append(out, pt)
 	}
-	return parts.Err()
+	return out, rows.Err()
 }
 
 func (r *ReadModels) strings(ctx context.Context, q string, args ...any) ([]string, error) {
