@@ -2,6 +2,7 @@ package projections
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync"
 
@@ -60,13 +61,10 @@ func (r *ReadModels) snapshots(ctx context.Context, ids []string, out map[string
 	var partsErr error
 	var wg sync.WaitGroup
 	wg.Go(func() { parts, partsErr = r.snapshotParts(ctx, ids, args) })
-	if err := r.snapshotRows(ctx, ids, in, args, out); err != nil {
-		wg.Wait()
-		return err
-	}
+	err := r.snapshotRows(ctx, ids, in, args, out)
 	wg.Wait()
-	if partsErr != nil {
-		return partsErr
+	if err := errors.Join(err, partsErr); err != nil {
+		return err
 	}
 	for _, pt := range parts {
 		s := out[pt.conv]
