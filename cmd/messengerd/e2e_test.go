@@ -1133,16 +1133,23 @@ func TestShutdownEndsStreams(t *testing.T) {
 	p := seedPeople(t, s)
 	agent := s.openStream("/v1/stream", p.support, "")
 	widget := s.openStream("/v1/widget/stream", p.customer, "")
+	stopEndsStreams(t, s, agent, widget)
+}
+
+// stopEndsStreams stops s and checks that it stopped, and that streams
+// ended, within 3 s each.
+func stopEndsStreams(t *testing.T, s *server, streams ...*stream) {
+	t.Helper()
 	began := time.Now()
 	s.stop()
 	if took := time.Since(began); took > 3*time.Second {
-		t.Errorf("stopped after %s with two streams open", took)
+		t.Errorf("stopped after %s with %d streams open", took, len(streams))
 	}
-	for _, st := range []*stream{agent, widget} {
+	for _, st := range streams {
 		select {
 		case <-st.done:
 		case <-time.After(3 * time.Second):
-			t.Error("a stream is still open after the server stopped")
+			t.Errorf("a stream (%s) is still open after the server stopped", st.resp.Proto)
 		}
 	}
 }
@@ -1188,18 +1195,7 @@ func TestStreamsOverCleartextHTTP2(t *testing.T) {
 		t.Errorf("%d connections for two streams and the requests, want one", n)
 	}
 
-	began := time.Now()
-	s.stop()
-	if took := time.Since(began); took > 3*time.Second {
-		t.Errorf("stopped after %s with two HTTP/2 streams open", took)
-	}
-	for _, st := range []*stream{agent, widget} {
-		select {
-		case <-st.done:
-		case <-time.After(3 * time.Second):
-			t.Error("an HTTP/2 stream is still open after the server stopped")
-		}
-	}
+	stopEndsStreams(t, s, agent, widget)
 
 	off := startServer(t, t.TempDir(), map[string]string{"MESSENGER_H2C": "off"})
 	var offDials atomic.Int32
