@@ -60,7 +60,7 @@ func (r *ReadModels) snapshots(ctx context.Context, ids []string, out map[string
 	var parts []snapshotPart
 	var partsErr error
 	var wg sync.WaitGroup
-	wg.Go(func() { parts, partsErr = r.snapshotParts(ctx, ids, args) })
+	wg.Go(func() { parts, partsErr = r.snapshotParts(ctx, ids) })
 	err := r.snapshotRows(ctx, ids, in, args, out)
 	wg.Wait()
 	if err := errors.Join(err, partsErr); err != nil {
@@ -131,11 +131,10 @@ type snapshotPart struct {
 	seq             int
 }
 
-// snapshotParts reads the parts of the conversations ids, whose list binds
-// to args, in order.
-func (r *ReadModels) snapshotParts(ctx context.Context, ids []string, args []any) ([]snapshotPart, error) {
-	inP, _ := r.in(`conversation_id`, ids)
-	inL, _ := r.in(`l.conversation_id`, ids)
+// snapshotParts reads the parts of the conversations ids, in order.
+func (r *ReadModels) snapshotParts(ctx context.Context, ids []string) ([]snapshotPart, error) {
+	inP, args := r.in(`conversation_id`, ids)
+	inL, _ := r.in(`l.conversation_id`, ids) // the same arguments
 	q := `SELECT conversation_id, 'p', user_id, 0 FROM participants WHERE ` + inP + `
 		UNION ALL SELECT DISTINCT l.conversation_id, 'i', ip.user_id, 0 FROM links l JOIN item_people ip ON ip.item_id = l.item_id
 			WHERE ` + inL + `
