@@ -11,7 +11,6 @@ package bus
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -86,7 +85,7 @@ func (p *Publisher) Publish(ctx context.Context, changes []projections.Change) e
 	if len(changes) == 0 {
 		return nil
 	}
-	payload, err := json.Marshal(changes)
+	payload, err := encodeChanges(changes)
 	if err != nil {
 		return fmt.Errorf("encode changes: %w", err)
 	}
@@ -236,7 +235,8 @@ type batch struct {
 
 func decode(msg *message.Message) (batch, error) {
 	var b batch
-	if err := json.Unmarshal(msg.Payload, &b.changes); err != nil {
+	var err error
+	if b.changes, err = decodeChanges(msg.Payload); err != nil {
 		return b, fmt.Errorf("decode changes: %w", err)
 	}
 	if len(b.changes) == 0 {
