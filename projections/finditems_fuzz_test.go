@@ -20,7 +20,8 @@ import (
 func FuzzFindItemsAsWalked(f *testing.F) {
 	for _, seed := range [][2]string{{"Refund for order 42", "refund"}, {"ÉCOLE fermée", "école"}, {"Straße", "STRASSE"},
 		{"İstanbul trip", "i̇stanbul"}, {"a_b%c\\d", "_b%"}, {"ﬁne print", "fine"}, {"K for Kelvin", "k for"},
-		{"Ǆemal", "ǅem"}, {`say "hi" twice`, `"hi"`}, {"ab", "abc"}} {
+		{"Ǆemal", "ǅem"}, {`say "hi" twice`, `"hi"`}, {"ab", "abc"},
+		{"東京雪祭り", "雪"}, {"한국어 문의", "어"}, {"雫", "雪"}} {
 		f.Add(seed[0], seed[1])
 	}
 	e := sqliteEngine(f)

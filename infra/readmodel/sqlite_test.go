@@ -13,11 +13,12 @@ import (
 	"github.com/helpdesk/messenger/projections"
 )
 
-// TestPlanItemSearchShortTerms: a term of one or two ASCII letters is looked
-// up through the trigrams it begins, and lists exactly the titles holding
-// it, wherever it stands in them (the last letter included); one that no
-// title holds narrows to nothing; one that begins too many trigrams, or is
-// not ASCII, walks the newest. (FindItems's results are compared with a
+// TestPlanItemSearchShortTerms: a term of one or two ASCII letters, or of
+// letters without case (Chinese, Japanese, Korean), is looked up through
+// the trigrams it begins, and lists exactly the titles holding it,
+// wherever it stands in them (the last letter included); one that no
+// title holds narrows to nothing; one that begins too many trigrams, or
+// holds a letter with case beyond ASCII, walks the newest. (FindItems's results are compared with a
 // read of every title in projections' tests and fuzzing.)
 func TestPlanItemSearchShortTerms(t *testing.T) {
 	ctx := context.Background()
@@ -29,7 +30,7 @@ func TestPlanItemSearchShortTerms(t *testing.T) {
 	if _, err := projections.Migrate(ctx, db.Writer(), SQLite{}); err != nil {
 		t.Fatal(err)
 	}
-	titles := []string{"Quiz night", "a quote", "FAQ", "Über alles", "über", "x"}
+	titles := []string{"Quiz night", "a quote", "FAQ", "Über alles", "über", "x", "雪の日", "東京雪祭り", "한국어", "斿泳", "旀", "雫"}
 	const marks = "0123456789+-#"
 	for _, a := range marks {
 		for _, b := range marks {
@@ -63,13 +64,21 @@ func TestPlanItemSearchShortTerms(t *testing.T) {
 		"q":  {1, 2, 3}, // and as its last letter
 		"x":  {6},       // a title of one letter
 		"e":  {2, 4, 5}, // twice in "Über alles"; last in "a quote"
+		"雪":  {7, 8},    // a title's first letter, and its third; not 雫, the next rune
+		"雪の": {7},
+		"京雪": {8},
+		"어":  {9},  // the last letter
+		"斿":  {10}, // its UTF-8 ends in 0xbf: the range's bound carries no rune
+		"旀":  {11}, // one letter after it
 	} {
 		if clause, got := plan(q); !strings.Contains(clause, "json_each") || !slices.Equal(got, want) {
 			t.Errorf("%q: %q listing %v, want the positions %v", q, clause, got, want)
 		}
 	}
-	if clause, _ := plan("zq"); clause != "0" {
-		t.Errorf(`"zq", in no title: %q, want nothing to test`, clause)
+	for _, q := range []string{"zq", "火", "雪火"} {
+		if clause, _ := plan(q); clause != "0" {
+			t.Errorf(`%q, in no title: %q, want nothing to test`, q, clause)
+		}
 	}
 	for _, q := range []string{"k", "ü", "üb"} {
 		if clause, _ := plan(q); clause != "" {
