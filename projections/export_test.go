@@ -50,3 +50,6 @@ func FindItemsWalked(r *ReadModels, q string, limit int) ([]string, error) {
 	ids, err := r.strings(context.Background(), query, args...)
 	return ids, err
 }
+
+// Tables lists the read-model tables.
+func Tables() []string { return append([]string(nil), tables...) }
