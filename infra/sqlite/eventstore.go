@@ -51,8 +51,17 @@ type EventStoreConfig struct {
 // applies all those waiting in one transaction, each in its own savepoint,
 // and commits them with one fsync. A lone append commits at once.
 //
-// It caches nothing: several processes may share the file, each with its
-// own EventStore.
+// Several processes may share the file, each with its own EventStore. The
+// writer remembers the version each stream reached in the commits it made
+// or saw, which can only be a lower bound of the stream's version now: an
+// append of one event that expects that version (or any, or a stream it
+// has never met, for a new one) is one INSERT at the next version, without
+// reading, and needs no savepoint, since SQLite undoes a failed statement
+// alone. If the stream moved on meanwhile, or the event is in the log
+// already, the INSERT fails on UNIQUE (stream, version) or UNIQUE
+// (event_id), and the append is decided again by reading, as every other
+// append is: the event looked up by id (an idempotent retry), the stream's
+// version read, in a savepoint.
 type EventStore struct {
 	db       *DB
 	maxBatch int
@@ -73,6 +82,11 @@ type EventStore struct {
 	// writer connection and used by every batch's transaction; only the
 	// writer goroutine touches it. nil until the first batch.
 	prepared *stmts
+
+	// versions holds a version each stream the writer met had reached as a
+	// batch committed: a lower bound of its version now. Only the writer
+	// goroutine touches it; at most maxVersions entries.
+	versions map[string]int64
 
 	// onBatch, when set by a test before the first append, is called by the
 	// writer goroutine with the size of every batch it takes.
@@ -345,7 +359,25 @@ func (s *EventStore) applyBatch(ctx context.Context, reqs []*appendReq, results 
 	st := s.prepared.in(ctx, tx)
 	// A lone request needs no savepoint: if it fails, nothing is committed.
 	savepoints := len(reqs) > 1
+	reached := make(map[string]int64, len(reqs)) // versions the batch wrote, until it commits
 	for i, r := range reqs {
+		if current, ok := s.expect(r, reached); ok && len(r.rows) == 1 {
+			res, done, err := st.insertAt(ctx, r, current)
+			if err != nil {
+				// Not the request's own fault, and SQLite may have ended
+				// the transaction: the batch fails whole.
+				return false, err
+			}
+			if done {
+				results[i] = res
+				if res.err == nil {
+					reached[r.stream] = res.version
+					wrote = true
+				}
+				continue
+			}
+			// In the log already, or the stream moved on: decided below.
+		}
 		if savepoints {
 			if _, err := st.savepoint.ExecContext(ctx); err != nil {
 				return false, fmt.Errorf("savepoint: %w", err)
@@ -362,8 +394,9 @@ func (s *EventStore) applyBatch(ctx context.Context, reqs []*appendReq, results 
 				return false, fmt.Errorf("release savepoint: %w", err)
 			}
 		}
-		if results[i].err == nil && results[i].stored == nil {
+		if res := results[i]; res.err == nil && res.stored == nil {
 			wrote = true
+			reached[r.stream] = res.version + int64(len(r.rows)) - 1
 		}
 	}
 	if !wrote {
@@ -372,7 +405,36 @@ func (s *EventStore) applyBatch(ctx context.Context, reqs []*appendReq, results 
 	if err := tx.Commit(); err != nil {
 		return false, fmt.Errorf("commit: %w", err)
 	}
+	if s.versions == nil || len(s.versions)+len(reached) > maxVersions {
+		s.versions = make(map[string]int64, len(reached))
+	}
+	for stream, v := range reached {
+		s.versions[stream] = max(s.versions[stream], v)
+	}
 	return true, nil
+}
+
+// maxVersions bounds the streams whose versions the writer remembers;
+// past it, it starts over.
+const maxVersions = 1 << 16
+
+// expect returns the version at which the writer may insert r's events
+// without reading: the one the batch so far, or the commits before it,
+// left the stream at, if r expects it or any; 0 for a stream it has not
+// met if r expects none. ok is false when r must be decided by reading.
+func (s *EventStore) expect(r *appendReq, reached map[string]int64) (current int64, ok bool) {
+	current, known := reached[r.stream]
+	if !known {
+		current, known = s.versions[r.stream]
+	}
+	switch {
+	case !known:
+		return 0, r.expected == domain.NoStream
+	case r.expected == domain.AnyVersion:
+		return current, true
+	default:
+		return current, r.expected == current
+	}
 }
 
 // stmts are the statements of the writer: prepared once on the writer
@@ -462,6 +524,30 @@ func (st *stmts) apply(ctx context.Context, r *appendReq) appendResult {
 		}
 	}
 	return appendResult{positions: positions, version: current + 1}
+}
+
+// insertAt inserts r's one event at the version after current. done is
+// false when the INSERT failed on a unique constraint (the event is in the
+// log already, or the stream is past current), which SQLite undid alone.
+// Another constraint refusing it (a trigger) is r's answer; any other
+// failure, after which SQLite may have ended the transaction, an error.
+func (st *stmts) insertAt(ctx context.Context, r *appendReq, current int64) (res appendResult, done bool, err error) {
+	w := r.rows[0]
+	out, err := st.insert.ExecContext(ctx, r.stream, current+1, w.eventID, w.typ, w.schema, w.at, w.actorKind, w.actorID, w.data)
+	var e *sqlite.Error
+	switch {
+	case isUniqueViolation(err):
+		return appendResult{}, false, nil
+	case errors.As(err, &e) && e.Code()&0xff == sqlite3.SQLITE_CONSTRAINT:
+		return appendResult{err: fmt.Errorf("append to %s: insert: %w", r.stream, err)}, true, nil
+	case err != nil:
+		return appendResult{}, false, fmt.Errorf("insert: %w", err)
+	}
+	position, err := out.LastInsertId()
+	if err != nil {
+		return appendResult{}, false, fmt.Errorf("insert: %w", err)
+	}
+	return appendResult{positions: []int64{position}, version: current + 1}, true, nil
 }
 
 // replay returns the stored rows of r's events, given that the first is

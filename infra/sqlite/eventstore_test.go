@@ -522,3 +522,71 @@ func TestTailSkipsTheOtherProcess(t *testing.T) {
 		}
 	}
 }
+
+// TestRememberedVersionsAreLowerBounds: the writer inserts without reading
+// at the version it remembers a stream at, and decides by reading whenever
+// that version is behind (another process appended) or the request
+// expects another one: the answers are those of a store that always reads.
+func TestRememberedVersionsAreLowerBounds(t *testing.T) {
+	path := dbPath(t)
+	s1, _ := openStore(t, path, EventStoreConfig{})
+	s2, _ := openStore(t, path, EventStoreConfig{})
+	ctx := ctxFor(t, 10*time.Second)
+	version := func(s *EventStore, expected int64, evs []domain.Pending) (int64, error) {
+		t.Helper()
+		recs, err := s.Append(ctx, "a", expected, evs)
+		if err != nil {
+			return 0, err
+		}
+		return recs[0].Version, nil
+	}
+	first := posted(1)
+	steps := []struct {
+		name     string
+		s        *EventStore
+		expected int64
+		evs      []domain.Pending
+		want     int64 // 0: a conflict
+	}{
+		{"a new stream", s1, domain.NoStream, first, 1},
+		{"any version, remembered", s1, domain.AnyVersion, posted(1), 2},
+		{"the other process, which remembers nothing", s2, domain.AnyVersion, posted(1), 3},
+		{"any version, remembered behind", s1, domain.AnyVersion, posted(1), 4},
+		{"expecting the version the other process left", s2, 4, posted(1), 5},
+		{"expecting the remembered version, behind", s1, 4, posted(1), 0},
+		{"expecting a version past the stream's", s1, 7, posted(1), 0},
+		{"expecting none of a stream the process met", s1, domain.NoStream, posted(1), 0},
+		{"expecting none of a stream the other process made", s2, domain.NoStream, posted(1), 0},
+		{"the first event again", s1, domain.AnyVersion, first, 1},
+		{"the first event again, elsewhere", s2, 5, first, 1},
+		{"expecting the version read", s1, 5, posted(1), 6},
+		{"expecting a version past the stream's, remembered exactly", s1, 8, posted(1), 0},
+		{"expecting the version remembered exactly", s1, 6, posted(1), 7},
+	}
+	for _, st := range steps {
+		got, err := version(st.s, st.expected, st.evs)
+		switch {
+		case st.want == 0 && !errors.Is(err, commands.ErrConflict):
+			t.Errorf("%s: version %d, %v; want a conflict", st.name, got, err)
+		case st.want != 0 && (err != nil || got != st.want):
+			t.Errorf("%s: version %d, %v; want %d", st.name, got, err, st.want)
+		}
+	}
+	// In one batch, each request follows the ones before it.
+	batch := []*appendReq{
+		request(t, "b", domain.NoStream, posted(1)),
+		request(t, "b", 1, posted(1)),
+		request(t, "b", 1, posted(1)),
+		request(t, "b", domain.AnyVersion, posted(1)),
+	}
+	s1.commit(batch)
+	for i, want := range []int64{1, 2, 0, 3} {
+		got := <-batch[i].reply
+		switch {
+		case want == 0 && !errors.Is(got.err, commands.ErrConflict):
+			t.Errorf("batch request %d: version %d, %v; want a conflict", i, got.version, got.err)
+		case want != 0 && (got.err != nil || got.version != want):
+			t.Errorf("batch request %d: version %d, %v; want %d", i, got.version, got.err, want)
+		}
+	}
+}
