@@ -234,106 +234,75 @@ var (
 	countsKeys = []string{"live_chats", "caught_up"}
 )
 
+// object reads an object whose keys are among keys, each at most once,
+// member reading the value of the key at index k into dst.
+func object[T any](p *wireParser, keys []string, dst T, member func(p *wireParser, dst T, k int) bool) bool {
+	if !p.byte('{') {
+		return false
+	}
+	if p.byte('}') {
+		return true
+	}
+	var seen uint16
+	for {
+		k, ok := p.key(keys, &seen)
+		if !ok || !member(p, dst, k) {
+			return false
+		}
+		more, ok := p.next()
+		if !more {
+			return ok
+		}
+	}
+}
+
 func (p *wireParser) change(c *projections.Change) bool {
-	if !p.byte('{') {
-		return false
-	}
-	if p.byte('}') {
-		return true
-	}
-	var seen uint16
-	for {
-		k, ok := p.key(changeKeys, &seen)
-		if !ok {
-			return false
-		}
-		switch k {
-		case 0:
-			c.Position, ok = p.uint()
-		case 1:
-			var s string
-			s, ok = p.string(kinds)
-			c.Kind = projections.ChangeKind(s)
-		case 2:
-			c.ConversationID, ok = p.string(nil)
-		case 3:
-			c.MessageID, ok = p.string(nil)
-		case 4:
-			c.ItemID, ok = p.string(nil)
-		case 5:
-			ok = p.actor(&c.Actor)
-		case 6:
-			c.Customer, ok = p.string(nil)
-		case 7:
-			c.Counts = &projections.Counts{}
-			ok = p.counts(c.Counts)
-		}
-		if !ok {
-			return false
-		}
-		more, ok := p.next()
-		if !more {
-			return ok
-		}
-	}
+	return object(p, changeKeys, c, changeMember)
 }
 
-func (p *wireParser) actor(a *domain.Actor) bool {
-	if !p.byte('{') {
-		return false
+func changeMember(p *wireParser, c *projections.Change, k int) (ok bool) {
+	switch k {
+	case 0:
+		c.Position, ok = p.uint()
+	case 1:
+		var s string
+		s, ok = p.string(kinds)
+		c.Kind = projections.ChangeKind(s)
+	case 2:
+		c.ConversationID, ok = p.string(nil)
+	case 3:
+		c.MessageID, ok = p.string(nil)
+	case 4:
+		c.ItemID, ok = p.string(nil)
+	case 5:
+		ok = object(p, actorKeys, &c.Actor, actorMember)
+	case 6:
+		c.Customer, ok = p.string(nil)
+	case 7:
+		c.Counts = &projections.Counts{}
+		ok = object(p, countsKeys, c.Counts, countsMember)
 	}
-	if p.byte('}') {
-		return true
-	}
-	var seen uint16
-	for {
-		k, ok := p.key(actorKeys, &seen)
-		if !ok {
-			return false
-		}
-		if k == 0 {
-			var s string
-			s, ok = p.string(actorKinds)
-			a.Kind = domain.ActorKind(s)
-		} else {
-			a.ID, ok = p.string(nil)
-		}
-		if !ok {
-			return false
-		}
-		more, ok := p.next()
-		if !more {
-			return ok
-		}
-	}
+	return ok
 }
 
-func (p *wireParser) counts(c *projections.Counts) bool {
-	if !p.byte('{') {
-		return false
+func actorMember(p *wireParser, a *domain.Actor, k int) (ok bool) {
+	if k == 0 {
+		var s string
+		s, ok = p.string(actorKinds)
+		a.Kind = domain.ActorKind(s)
+		return ok
 	}
-	if p.byte('}') {
-		return true
+	a.ID, ok = p.string(nil)
+	return ok
+}
+
+func countsMember(p *wireParser, c *projections.Counts, k int) (ok bool) {
+	if k == 0 {
+		c.LiveChats, ok = p.int()
+		return ok
 	}
-	var seen uint16
-	for {
-		k, ok := p.key(countsKeys, &seen)
-		if !ok {
-			return false
-		}
-		if k == 0 {
-			c.LiveChats, ok = p.int()
-		} else {
-			c.CaughtUp, ok = p.caughtUp()
-		}
-		if !ok {
-			return false
-		}
-		more, ok := p.next()
-		if !more {
-			return ok
-		}
-	}
+	c.CaughtUp, ok = p.caughtUp()
+	return ok
 }
 
 func (p *wireParser) caughtUp() (map[string]int, bool) {
