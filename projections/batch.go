@@ -273,7 +273,13 @@ func (b *batch) index(conv, ref string, d docChange) {
 	}
 }
 
+// catchUp moves reader's count of the live chats they are caught up with
+// by n. Only staff see the customers section that counts it: a customer's
+// would never be read, and customers never become staff.
 func (b *batch) catchUp(reader string, n int) {
+	if strings.HasPrefix(reader, string(domain.ActorCustomer)+":") {
+		return
+	}
 	if _, ok := b.caught[reader]; !ok {
 		b.readers = append(b.readers, reader)
 	}

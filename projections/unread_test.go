@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -170,7 +171,20 @@ func unreadCounters(t *testing.T, e engine, live bool) {
 		must(proj.WaitFor(ctx, recs[len(recs)-1].Position))
 		check(61)
 	}
-
+	// Customers never see the customers section, whose counts are kept for
+	// staff only: none is written, none published.
+	var kept int
+	must(e.reader.QueryRow(`SELECT COUNT(*) FROM caught_up WHERE reader LIKE 'customer:%'`).Scan(&kept))
+	if kept != 0 {
+		t.Errorf("caught_up holds %d customers' rows", kept)
+	}
+	counts.mu.Lock()
+	for reader := range counts.caughtUp {
+		if strings.HasPrefix(reader, "customer:") {
+			t.Errorf("the counts published hold customer %s", reader)
+		}
+	}
+	counts.mu.Unlock()
 }
 
 // bruteUnread counts, message by message, those of conv that p did not
