@@ -52,8 +52,8 @@ type EventStoreConfig struct {
 // and commits them with one fsync. A lone append commits at once.
 //
 // Several processes may share the file, each with its own EventStore. The
-// writer remembers the version each stream reached in the commits it made
-// or saw, which can only be a lower bound of the stream's version now: an
+// writer remembers the version each stream reached in the commits it made,
+// which can only be a lower bound of the stream's version now: an
 // append of one event that expects that version (or any, or a stream it
 // has never met, for a new one) is one INSERT at the next version, without
 // reading, and needs no savepoint, since SQLite undoes a failed statement
