@@ -48,8 +48,9 @@ type EventStoreConfig struct {
 
 // EventStore is the event log in a SQLite file. Appends are group
 // committed: concurrent calls are queued to one writer goroutine, which
-// applies all those waiting in one transaction, each in its own savepoint,
-// and commits them with one fsync. A lone append commits at once.
+// applies all those waiting in one transaction, each undone alone if it
+// fails (in a savepoint of its own, or as one statement, below), and
+// commits them with one fsync. A lone append commits at once.
 //
 // Several processes may share the file, each with its own EventStore. The
 // writer remembers the version each stream reached in the commits it made,
@@ -334,8 +335,8 @@ func (s *EventStore) keep(reqs []*appendReq, results []appendResult) {
 	s.tail.Add(kept)
 }
 
-// applyBatch applies each request in its own savepoint, so that a failing
-// one is undone alone, and commits if any wrote. It sets results[i] to the
+// applyBatch applies each request so that a failing one is undone alone
+// (one INSERT, or a savepoint of its own), and commits if any wrote. It sets results[i] to the
 // answer to reqs[i]; an error it returns is the whole batch's, none of whose
 // writes were committed.
 func (s *EventStore) applyBatch(ctx context.Context, reqs []*appendReq, results []appendResult) (wrote bool, err error) {
