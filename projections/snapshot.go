@@ -52,7 +52,6 @@ func (r *ReadModels) Snapshots(ctx context.Context, ids []string) (map[string]*S
 }
 
 func (r *ReadModels) snapshots(ctx context.Context, ids []string, out map[string]*Snapshot) error {
-	in, args := r.in(`c.id`, ids)
 	// Who takes part, who a linked item concerns, the read marks and the
 	// deleted messages, with one statement, read beside the conversations
 	// (on another connection: each side holds one at a time, so a full
@@ -61,7 +60,7 @@ func (r *ReadModels) snapshots(ctx context.Context, ids []string, out map[string
 	var partsErr error
 	var wg sync.WaitGroup
 	wg.Go(func() { parts, partsErr = r.snapshotParts(ctx, ids) })
-	err := r.snapshotRows(ctx, ids, in, args, out)
+	err := r.snapshotRows(ctx, ids, out)
 	wg.Wait()
 	if err := errors.Join(err, partsErr); err != nil {
 		return err
@@ -85,9 +84,9 @@ func (r *ReadModels) snapshots(ctx context.Context, ids []string, out map[string
 	return nil
 }
 
-// snapshotRows reads the conversations ids, whose condition is in with its
-// arguments args, and their inbox rows into out.
-func (r *ReadModels) snapshotRows(ctx context.Context, ids []string, in string, args []any, out map[string]*Snapshot) error {
+// snapshotRows reads the conversations ids and their inbox rows into out.
+func (r *ReadModels) snapshotRows(ctx context.Context, ids []string, out map[string]*Snapshot) error {
+	in, args := r.in(`c.id`, ids)
 	rows, err := r.query(ctx, `SELECT c.id, c.channel, c.subject, c.status, c.customer_id, c.last_message_id, c.updated_at, c.last_seq, `+joinedCols+`
 		FROM conversations c `+joinedFrom("c")+` WHERE `+in, args...)
 	if err != nil {
