@@ -336,9 +336,9 @@ func (s *EventStore) keep(reqs []*appendReq, results []appendResult) {
 }
 
 // applyBatch applies each request so that a failing one is undone alone
-// (one INSERT, or a savepoint of its own), and commits if any wrote. It sets results[i] to the
-// answer to reqs[i]; an error it returns is the whole batch's, none of whose
-// writes were committed.
+// (one INSERT, or a savepoint of its own), and commits if any wrote. It
+// sets results[i] to the answer to reqs[i]; an error it returns is the
+// whole batch's, none of whose writes were committed.
 func (s *EventStore) applyBatch(ctx context.Context, reqs []*appendReq, results []appendResult) (wrote bool, err error) {
 	if s.prepared == nil {
 		// Before the transaction, which holds the one writer connection.
