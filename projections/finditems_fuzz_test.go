@@ -21,7 +21,8 @@ func FuzzFindItemsAsWalked(f *testing.F) {
 	for _, seed := range [][2]string{{"Refund for order 42", "refund"}, {"ÉCOLE fermée", "école"}, {"Straße", "STRASSE"},
 		{"İstanbul trip", "i̇stanbul"}, {"a_b%c\\d", "_b%"}, {"ﬁne print", "fine"}, {"K for Kelvin", "k for"},
 		{"Ǆemal", "ǅem"}, {`say "hi" twice`, `"hi"`}, {"ab", "abc"},
-		{"東京雪祭り", "雪"}, {"한국어 문의", "어"}, {"雫", "雪"}} {
+		{"東京雪祭り", "雪"}, {"한국어 문의", "어"}, {"雫", "雪"},
+		{"Λόγος", "ς"}, {"ΛΟΓΟΣ", "σ"}, {"µ-meter", "µ"}, {"Über", "ü"}} {
 		f.Add(seed[0], seed[1])
 	}
 	e := sqliteEngine(f)

@@ -161,8 +161,8 @@ func BenchmarkQueries(b *testing.B) {
 	// newest, a common word of their titles, a word's start, two common words
 	// that few titles hold side by side, and none; two letters no title
 	// holds side by side, and one letter; two Chinese letters no title
-	// holds, and one.
-	for _, q := range []string{"", "refund", "ref", "refund damaged", "no such title", "zq", "q", "雪祭", "雪"} {
+	// holds, and one; one accented letter.
+	for _, q := range []string{"", "refund", "ref", "refund damaged", "no such title", "zq", "q", "雪祭", "雪", "é"} {
 		b.Run("items-"+strings.ReplaceAll(or(q, "newest"), " ", "-"), func(b *testing.B) {
 			latencies(b, support, func(directory.Principal) error { _, err := rm.FindItems(ctx, q, 10); return err })
 		})

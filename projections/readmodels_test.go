@@ -553,7 +553,7 @@ func TestFindItemsPlannedAsWalked(t *testing.T) {
 			w := build(t, e)
 			ctx := context.Background()
 			titles := []string{"Rare zebra crossing", "ÉCOLE fermée", "école ouverte", "École", "Straße gesperrt",
-				"a_b%c\\d", "abc", "50% off", "UPPER lower MiXeD", "x", "refund refund", "Zebra"}
+				"a_b%c\\d", "abc", "50% off", "UPPER lower MiXeD", "x", "refund refund", "Zebra", "Λόγος"}
 			for i := range 620 { // more than the index's candidates (500); with "refund refund" and the world's ticket, 622
 				titles = append(titles, fmt.Sprintf("Common refund case %d", i%37))
 			}
@@ -567,9 +567,10 @@ func TestFindItemsPlannedAsWalked(t *testing.T) {
 			}
 			for _, q := range []string{"zebra", "ZEBRA", "rare zebra", "école", "ÉCOLE", "Écol", "straße", "STRASSE",
 				"a_b", "%c\\d", "_", "50%", "% off", "upper LOWER mixed", "abc", "ab", "x", "refund", "refund case 3",
-				"case 36", "common", "no such title", "it-0000", "Zebr", "ze", "É", "ße", "e", "0%", "%", "\\d"} {
+				"case 36", "common", "no such title", "it-0000", "Zebr", "ze", "É", "ße", "e", "0%", "%", "\\d", "é", "ς", "σ", "όγ"} {
 				// Letters beyond ASCII fold on both engines alike.
-				counts := map[string]int{"école": 3, "ÉCOLE": 3, "Écol": 3, "straße": 1, "STRASSE": 0, "zebra": 2, "refund": 620 + 2, "refund case 3": 17 + 7*16, "no such title": 0, "50%": 1, "a_b": 1, "it-0000": 1}
+				counts := map[string]int{"école": 3, "ÉCOLE": 3, "Écol": 3, "straße": 1, "STRASSE": 0, "zebra": 2, "refund": 620 + 2, "refund case 3": 17 + 7*16, "no such title": 0, "50%": 1, "a_b": 1, "it-0000": 1,
+					"é": 3, "É": 3, "ς": 1, "σ": 0, "όγ": 1}
 				for _, limit := range []int{10, 1000} {
 					items, err := w.rm.FindItems(ctx, q, limit)
 					if err != nil {
@@ -614,7 +615,8 @@ func TestFindItemsPlannedAsWalked(t *testing.T) {
 			}
 			// A rare term is looked up in the index of titles, whose ids
 			// the statement reads as JSON; a common one walks.
-			for q, index := range map[string]string{"zebra": "json_each", "école": "json_each", "refund": "items_created"} {
+			for q, index := range map[string]string{"zebra": "json_each", "école": "json_each", "refund": "items_created",
+				"é": "json_each", "ße": "json_each", "ς": "items_created"} {
 				if plan := explainFindItems(t, e, w.rm, q); !strings.Contains(plan, index) {
 					t.Errorf("%q is not found through %s:\n%s", q, index, plan)
 				}

@@ -116,18 +116,17 @@ const shortTrigrams = 128
 // in a title begins one (the index pads each title with two spaces): the
 // titles holding it hold one of the trigrams of the index's vocabulary
 // that begin with it, read as a range of terms. The vocabulary holds the
-// trigrams as the tokenizer folded them, which is how Go lowered q for
-// ASCII, and for letters without case, which no one folds: the Chinese,
-// Japanese and Korean ones, those of Arabic, Hebrew, Thai, and digits and
-// marks (a term of two such letters is a word there; it walked 209,000
-// titles in 150 ms when none held it). Other short terms, such as "é",
-// whose folding by the tokenizer may not be Go's, walk.
+// trigrams as the tokenizer folded them, which is how Go lowered q but for
+// the thirteen letters foldedByIndex lists (Greek's final sigma, the long
+// s, …): a short term holding one of them walks. ("é" walked too until
+// the tokenizer's folding was checked letter by letter; a term of two
+// letters that no title held read 209,000 titles in 150 ms.)
 func (SQLite) PlanItemSearch(ctx context.Context, db *sql.DB, q string) (string, []any, error) {
 	var match string
 	switch n := utf8.RuneCountInString(q); {
 	case n >= 3:
 		match = phrase(q)
-	case n == 0 || !foldsAsGo(q):
+	case n == 0 || !foldsAsIndex(q):
 		return "", nil, nil
 	default:
 		// Every term beginning with q sorts (byte by byte) from q up to q
@@ -176,16 +175,36 @@ func (SQLite) PlanItemSearch(ctx context.Context, db *sql.DB, q string) (string,
 // phrase quotes s as an FTS5 string.
 func phrase(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
 
-// foldsAsGo reports whether s, lowered by Go, is as the trigram
-// tokenizer folds it: each of its characters ASCII or without case (no
-// other letter folds to it nor from it).
-func foldsAsGo(s string) bool {
+// foldsAsIndex reports whether s, lowered by Go, is as the trigram
+// tokenizer folds it: each of its characters lower case for Go (or without
+// case) and not one that the tokenizer folds to another.
+func foldsAsIndex(s string) bool {
 	for _, r := range s {
-		if r >= utf8.RuneSelf && unicode.SimpleFold(r) != r {
+		if r >= utf8.RuneSelf && (unicode.ToLower(r) != r || foldedByIndex[r]) {
 			return false
 		}
 	}
 	return true
+}
+
+// foldedByIndex lists the characters that Go's lower case keeps and FTS5's
+// tokenizers fold to another, as Unicode's case folding does (ς to σ, ſ to
+// s): letters with another lower-case form. TestShortTermsFoldAsTheIndex
+// checks every character with case against the tokenizer.
+var foldedByIndex = map[rune]bool{
+	'\u00b5': true, // µ micro sign: μ
+	'\u017f': true, // ſ long s: s
+	'\u0345': true, // combining ypogegrammeni: ι
+	'\u03c2': true, // ς final sigma: σ
+	'\u03d0': true, // ϐ: β
+	'\u03d1': true, // ϑ: θ
+	'\u03d5': true, // ϕ: φ
+	'\u03d6': true, // ϖ: π
+	'\u03f0': true, // ϰ: κ
+	'\u03f1': true, // ϱ: ρ
+	'\u03f5': true, // ϵ: ε
+	'\u1e9b': true, // ẛ: ṡ
+	'\u1fbe': true, // prosgegrammeni: ι
 }
 
 // SearchMatch matches term as a quoted FTS5 phrase whose last word may be a prefix.

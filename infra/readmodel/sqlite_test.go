@@ -8,18 +8,21 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/helpdesk/messenger/infra/sqlite"
 	"github.com/helpdesk/messenger/projections"
 )
 
-// TestPlanItemSearchShortTerms: a term of one or two ASCII letters, or of
-// letters without case (Chinese, Japanese, Korean), is looked up through
-// the trigrams it begins, and lists exactly the titles holding it,
+// TestPlanItemSearchShortTerms: a term of one or two letters (ASCII,
+// accented, without case as Chinese, Japanese, Korean) is looked up
+// through the trigrams it begins, and lists exactly the titles holding it,
 // wherever it stands in them (the last letter included); one that no
 // title holds narrows to nothing; one that begins too many trigrams, or
-// holds a letter with case beyond ASCII, walks the newest. (FindItems's results are compared with a
-// read of every title in projections' tests and fuzzing.)
+// holds a letter the index folds to another (ς), walks the newest.
+// (FindItems's results are compared with a read of every title in
+// projections' tests and fuzzing.)
 func TestPlanItemSearchShortTerms(t *testing.T) {
 	ctx := context.Background()
 	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "rm.db"))
@@ -30,7 +33,7 @@ func TestPlanItemSearchShortTerms(t *testing.T) {
 	if _, err := projections.Migrate(ctx, db.Writer(), SQLite{}); err != nil {
 		t.Fatal(err)
 	}
-	titles := []string{"Quiz night", "a quote", "FAQ", "Über alles", "über", "x", "雪の日", "東京雪祭り", "한국어", "斿泳", "旀", "雫"}
+	titles := []string{"Quiz night", "a quote", "FAQ", "Über alles", "über", "x", "雪の日", "東京雪祭り", "한국어", "斿泳", "旀", "雫", "Λόγος"}
 	const marks = "0123456789+-#"
 	for _, a := range marks {
 		for _, b := range marks {
@@ -70,6 +73,9 @@ func TestPlanItemSearchShortTerms(t *testing.T) {
 		"어":  {9},  // the last letter
 		"斿":  {10}, // its UTF-8 ends in 0xbf: the range's bound carries no rune
 		"旀":  {11}, // one letter after it
+		"ü":  {4, 5},
+		"üb": {4, 5},
+		"όγ": {13},
 	} {
 		if clause, got := plan(q); !strings.Contains(clause, "json_each") || !slices.Equal(got, want) {
 			t.Errorf("%q: %q listing %v, want the positions %v", q, clause, got, want)
@@ -80,9 +86,86 @@ func TestPlanItemSearchShortTerms(t *testing.T) {
 			t.Errorf(`%q, in no title: %q, want nothing to test`, q, clause)
 		}
 	}
-	for _, q := range []string{"k", "ü", "üb"} {
+	// The index holds "λόγοσ": σ lists the title (which FindItems's test
+	// then refuses), ς would not.
+	if clause, got := plan("σ"); !strings.Contains(clause, "json_each") || !slices.Equal(got, []int{13}) {
+		t.Errorf("σ: %q listing %v, want the positions [13]", clause, got)
+	}
+	for _, q := range []string{"k", "ς", "γς", "ſ", "Ü"} {
 		if clause, _ := plan(q); clause != "" {
 			t.Errorf("%q: %q, want a walk of the newest", q, clause)
 		}
 	}
+}
+
+// TestShortTermsFoldAsTheIndex holds foldedByIndex to the trigram
+// tokenizer: every character that Go's lower case keeps and that has
+// another case, or every 997th of those without case, is a title of its
+// own; a term of that one character finds its title through the index
+// unless foldedByIndex lists it, and then it walks. A newer SQLite whose
+// tokenizer folds more fails it.
+func TestShortTermsFoldAsTheIndex(t *testing.T) {
+	ctx := context.Background()
+	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "rm.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := projections.Migrate(ctx, db.Writer(), SQLite{}); err != nil {
+		t.Fatal(err)
+	}
+	var letters []rune
+	caseless := 0
+	for r := rune(utf8.RuneSelf); r <= unicode.MaxRune; r++ {
+		switch {
+		case !utf8.ValidRune(r) || unicode.ToLower(r) != r || !unicode.In(r, unicode.L, unicode.M, unicode.N, unicode.P, unicode.S):
+		case unicode.SimpleFold(r) != r:
+			letters = append(letters, r)
+		default:
+			if caseless++; caseless%997 == 0 {
+				letters = append(letters, r)
+			}
+		}
+	}
+	tx, err := db.Writer().BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range letters {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO items (id, kind, title, description, status, requester_id,
+			created_by, created_at, position) VALUES (?, 'ticket', ?, '', 'open', '', '', 0, ?)`,
+			fmt.Sprintf("it-%d", i), string(r), i+1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	walked := 0
+	for i, r := range letters {
+		clause, args, err := SQLite{}.PlanItemSearch(ctx, db.Reader(), string(r))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if foldedByIndex[r] {
+			walked++
+			if clause != "" {
+				t.Errorf("%U %q: %q, want a walk", r, r, clause)
+			}
+			continue
+		}
+		var positions []int
+		if len(args) == 1 {
+			if err := json.Unmarshal([]byte(args[0].(string)), &positions); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !slices.Contains(positions, i+1) {
+			t.Errorf("%U %q: %q %v, want its title (%d) listed", r, r, clause, args, i+1)
+		}
+	}
+	if walked != len(foldedByIndex) {
+		t.Errorf("%d of foldedByIndex's characters tried, want all %d", walked, len(foldedByIndex))
+	}
+	t.Logf("%d characters, %d of them with case", len(letters), len(letters)-caseless/997)
 }
