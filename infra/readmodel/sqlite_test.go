@@ -24,15 +24,6 @@ import (
 // (FindItems's results are compared with a read of every title in
 // projections' tests and fuzzing.)
 func TestPlanItemSearchShortTerms(t *testing.T) {
-	ctx := context.Background()
-	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "rm.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if _, err := projections.Migrate(ctx, db.Writer(), SQLite{}); err != nil {
-		t.Fatal(err)
-	}
 	titles := []string{"Quiz night", "a quote", "FAQ", "Über alles", "über", "x", "雪の日", "東京雪祭り", "한국어", "斿泳", "旀", "雫", "Λόγος"}
 	const marks = "0123456789+-#"
 	for _, a := range marks {
@@ -40,28 +31,7 @@ func TestPlanItemSearchShortTerms(t *testing.T) {
 			titles = append(titles, "k"+string(a)+string(b)) // 169 trigrams begin with k
 		}
 	}
-	for i, title := range titles {
-		if _, err := db.Writer().ExecContext(ctx, `INSERT INTO items (id, kind, title, description, status, requester_id,
-			created_by, created_at, position) VALUES (?, 'ticket', ?, '', 'open', '', '', ?, ?)`,
-			fmt.Sprintf("it-%d", i), title, 1_700_000_000_000+i, i+1); err != nil {
-			t.Fatal(err)
-		}
-	}
-	plan := func(q string) (string, []int) {
-		t.Helper()
-		clause, args, err := SQLite{}.PlanItemSearch(ctx, db.Reader(), q)
-		if err != nil {
-			t.Fatalf("%q: %v", q, err)
-		}
-		var positions []int
-		if len(args) == 1 {
-			if err := json.Unmarshal([]byte(args[0].(string)), &positions); err != nil {
-				t.Fatal(err)
-			}
-			slices.Sort(positions)
-		}
-		return clause, positions
-	}
+	plan := itemTitles(t, titles)
 	for q, want := range map[string][]int{
 		"qu": {1, 2},    // at a title's start and in its middle
 		"q":  {1, 2, 3}, // and as its last letter
@@ -105,15 +75,6 @@ func TestPlanItemSearchShortTerms(t *testing.T) {
 // unless foldedByIndex lists it, and then it walks. A newer SQLite whose
 // tokenizer folds more fails it.
 func TestShortTermsFoldAsTheIndex(t *testing.T) {
-	ctx := context.Background()
-	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "rm.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if _, err := projections.Migrate(ctx, db.Writer(), SQLite{}); err != nil {
-		t.Fatal(err)
-	}
 	var letters []rune
 	caseless := 0
 	for r := rune(utf8.RuneSelf); r <= unicode.MaxRune; r++ {
@@ -127,26 +88,14 @@ func TestShortTermsFoldAsTheIndex(t *testing.T) {
 			}
 		}
 	}
-	tx, err := db.Writer().BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	titles := make([]string, len(letters))
 	for i, r := range letters {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO items (id, kind, title, description, status, requester_id,
-			created_by, created_at, position) VALUES (?, 'ticket', ?, '', 'open', '', '', 0, ?)`,
-			fmt.Sprintf("it-%d", i), string(r), i+1); err != nil {
-			t.Fatal(err)
-		}
+		titles[i] = string(r)
 	}
-	if err := tx.Commit(); err != nil {
-		t.Fatal(err)
-	}
+	plan := itemTitles(t, titles)
 	walked := 0
 	for i, r := range letters {
-		clause, args, err := SQLite{}.PlanItemSearch(ctx, db.Reader(), string(r))
-		if err != nil {
-			t.Fatal(err)
-		}
+		clause, positions := plan(string(r))
 		if foldedByIndex[r] {
 			walked++
 			if clause != "" {
@@ -154,18 +103,57 @@ func TestShortTermsFoldAsTheIndex(t *testing.T) {
 			}
 			continue
 		}
-		var positions []int
-		if len(args) == 1 {
-			if err := json.Unmarshal([]byte(args[0].(string)), &positions); err != nil {
-				t.Fatal(err)
-			}
-		}
 		if !slices.Contains(positions, i+1) {
-			t.Errorf("%U %q: %q %v, want its title (%d) listed", r, r, clause, args, i+1)
+			t.Errorf("%U %q: %q %v, want its title (%d) listed", r, r, clause, positions, i+1)
 		}
 	}
 	if walked != len(foldedByIndex) {
 		t.Errorf("%d of foldedByIndex's characters tried, want all %d", walked, len(foldedByIndex))
 	}
 	t.Logf("%d characters, %d of them with case", len(letters), len(letters)-caseless/997)
+}
+
+// itemTitles returns PlanItemSearch over read models holding an item of
+// each title, the first at position 1, the next at 2, …; it returns the
+// clause and the positions it lists, in order.
+func itemTitles(t *testing.T, titles []string) func(q string) (string, []int) {
+	t.Helper()
+	ctx := context.Background()
+	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "rm.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if _, err := projections.Migrate(ctx, db.Writer(), SQLite{}); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := db.Writer().BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, title := range titles {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO items (id, kind, title, description, status, requester_id,
+			created_by, created_at, position) VALUES (?, 'ticket', ?, '', 'open', '', '', ?, ?)`,
+			fmt.Sprintf("it-%d", i), title, 1_700_000_000_000+i, i+1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	return func(q string) (string, []int) {
+		t.Helper()
+		clause, args, err := SQLite{}.PlanItemSearch(ctx, db.Reader(), q)
+		if err != nil {
+			t.Fatalf("%q: %v", q, err)
+		}
+		var positions []int
+		if len(args) == 1 {
+			if err := json.Unmarshal([]byte(args[0].(string)), &positions); err != nil {
+				t.Fatal(err)
+			}
+			slices.Sort(positions)
+		}
+		return clause, positions
+	}
 }
