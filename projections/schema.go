@@ -180,9 +180,13 @@ type LateralJoiner interface {
 // leaves in many pieces, which every search then visits: Compact returns
 // the statements, run once the rebuilt read models are complete, that
 // merge it into one. Too slow for a live projector, which holds the
-// writer while they run.
+// writer while they run. Bulk returns those that a rebuild runs when it
+// has created the tables, which leave the pieces unmerged until then,
+// since Compact merges them all anyway; Compact sets the index back to
+// merging as it grows, for the live projector.
 type Compactor interface {
 	Compact() []string
+	Bulk() []string
 }
 
 // tables lists the read-model tables in an order safe to drop.
@@ -301,8 +305,9 @@ func marked(ctx context.Context, q querier, d Dialect) (bool, error) {
 }
 
 // recreate drops the read-model tables and creates them empty, with a
-// checkpoint at the log's start, in one transaction. With later, it leaves
-// out the query indexes and returns the statements that create them. With
+// checkpoint at the log's start, in one transaction. With later, for a
+// rebuild, it leaves out the query indexes and returns the statements
+// that create them, and runs a Compactor's Bulk. With
 // mark, it marks the read models unfinished (rebuilding) until
 // finishRebuild.
 func recreate(ctx context.Context, db *sql.DB, d Dialect, later, mark bool) ([]string, error) {
@@ -324,6 +329,13 @@ func recreate(ctx context.Context, db *sql.DB, d Dialect, later, mark bool) ([]s
 		}
 		if _, err := tx.ExecContext(ctx, s); err != nil {
 			return nil, fmt.Errorf("create read models: %s: %w", firstLine(s), err)
+		}
+	}
+	if c, ok := d.(Compactor); ok && later {
+		for _, s := range c.Bulk() {
+			if _, err := tx.ExecContext(ctx, s); err != nil {
+				return nil, fmt.Errorf("create read models: %s: %w", firstLine(s), err)
+			}
 		}
 	}
 	if _, err := tx.ExecContext(ctx, d.Rebind(`INSERT INTO checkpoints (name, position) VALUES (?, 0)`), Name); err != nil {

@@ -3,6 +3,7 @@ package projections_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/helpdesk/messenger/domain"
@@ -42,6 +43,7 @@ func TestUnfinishedRebuildIsRedone(t *testing.T) {
 			if hasIndex(t, e, "members_inbox") {
 				t.Fatal("the stopped rebuild made its query indexes")
 			}
+			merging(t, e, "a stopped rebuild", "automerge=0 crisismerge=64")
 			fresh, err := projections.Migrate(ctx, e.writer, e.dialect)
 			if err != nil || !fresh {
 				t.Fatalf("Migrate after a stopped rebuild: fresh %v, %v", fresh, err)
@@ -51,13 +53,44 @@ func TestUnfinishedRebuildIsRedone(t *testing.T) {
 					t.Errorf("no index %s after Migrate", index)
 				}
 			}
+			merging(t, e, "Migrate", "")
 			if err := projections.Rebuild(ctx, e.writer, e.dialect, e.store, nil); err != nil {
 				t.Fatal(err)
 			}
+			merging(t, e, "a rebuild", "automerge=4 crisismerge=16")
 			if fresh, err := projections.Migrate(ctx, e.writer, e.dialect); err != nil || fresh {
 				t.Fatalf("Migrate after a rebuild: fresh %v, %v", fresh, err)
 			}
 		})
+	}
+}
+
+// merging checks, on SQLite, the settings of FTS5's merging that the
+// search index holds after stage: "k=v …", in order; "" for none set (its
+// defaults).
+func merging(t *testing.T, e engine, stage, want string) {
+	t.Helper()
+	if _, ok := e.dialect.(readmodel.SQLite); !ok {
+		return
+	}
+	rows, err := e.reader.Query(`SELECT k || '=' || v FROM search_fts_config WHERE k IN ('automerge', 'crisismerge') ORDER BY k`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var got []string
+	for rows.Next() {
+		var kv string
+		if err := rows.Scan(&kv); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, kv)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(got, " ") != want {
+		t.Errorf("after %s, the search index merges with %q, want %q", stage, strings.Join(got, " "), want)
 	}
 }
 
