@@ -471,6 +471,8 @@ func badInputAppendsNothing(t *testing.T, vars map[string]string) {
 		{"follow an unknown item", "POST", "/v1/items/ghost/followers", p.support, map[string]any{"user_id": "ghost"}, 404, "not_found", ""},
 		{"array for an object", "POST", msgs, p.customer, `[1,2]`, 400, "invalid_request", ""},
 		{"U+0000 in a body", "POST", msgs, p.customer, `{"body":"hi\u0000there"}`, 400, "invalid_request", "body"},
+		{"Latin-1 body", "POST", msgs, p.customer, "{\"body\":\"caf\xe9\"}", 400, "invalid_request", ""},
+		{"Latin-1 widget name", "POST", "/v1/widget/sessions", "", "{\"name\":\"Ren\xe9e\"}", 400, "invalid_request", ""},
 		{"U+0000 in a client_id", "POST", msgs, p.customer, `{"body":"hi","client_id":"c\u0000"}`, 400, "invalid_request", "client_id"},
 		{"U+0000 in an edit", "PATCH", msgs + "/" + mid, p.customer, `{"body":"x\u0000"}`, 400, "invalid_request", "body"},
 		{"U+0000 in a widget name", "POST", "/v1/widget/sessions", "", `{"name":"Eve\u0000"}`, 400, "invalid_request", "name"},

@@ -16,6 +16,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
 
@@ -136,10 +137,16 @@ func Decode(c *gin.Context, v any) error {
 // DecodeBytes decodes body as one strict JSON value into v. It refuses a
 // string holding U+0000 anywhere in it (JSON's "\u0000"): no id holds one,
 // and PostgreSQL's text columns refuse it, so that it could only fail
-// later, as an internal error, or stop the read models at its event.
+// later, as an internal error, or stop the read models at its event. It
+// refuses a body that is not UTF-8, as JSON must be, which encoding/json
+// would take with each invalid byte turned into U+FFFD: a client sending
+// Latin-1 saw "café" kept as "caf\uFFFD", without an error.
 func DecodeBytes(body []byte, v any) error {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return Errorf(http.StatusBadRequest, CodeInvalid, "request body must be a JSON object")
+	}
+	if !utf8.Valid(body) {
+		return Errorf(http.StatusBadRequest, CodeInvalid, "request body must be UTF-8")
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()

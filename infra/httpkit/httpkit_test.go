@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
 )
@@ -31,6 +32,7 @@ func TestDecodeMessages(t *testing.T) {
 		`{"participants":"a"}`:   "participants must be an array",
 		`{"body":"hi\u0000"}`:    "body must not contain the character U+0000",
 		`{"client_id":"\u0000"}`: "client_id must not contain the character U+0000",
+		"{\"body\":\"caf\xe9\"}": "request body must be UTF-8",
 	} {
 		var v postRequest
 		err := DecodeBytes([]byte(in), &v)
@@ -119,7 +121,11 @@ func TestDecodeBytes(t *testing.T) {
 		{`"str"`, true, ""},
 		{`{"body":"a\u0000b"}`, true, "body"},
 		{`{"body":"ok","participants":["a","\u0000"]}`, true, "participants"},
-		{`{"body":"a\\u0000b"}`, false, ""}, // a backslash, then "u0000": no U+0000
+		{`{"body":"a\\u0000b"}`, false, ""},  // a backslash, then "u0000": no U+0000
+		{"{\"body\":\"caf\xe9\"}", true, ""}, // Latin-1
+		{"{\"body\":\"ok\"}\xff", true, ""},  // after the value
+		{"{\"x\xc3\":1}", true, ""},          // in a key
+		{`{"body":"caf\u00e9 \ud83d\ude00"}`, false, ""},
 	}
 	for _, tt := range tests {
 		var v postRequest
@@ -140,10 +146,10 @@ func TestDecodeBytes(t *testing.T) {
 }
 
 // FuzzDecodeRequest checks the request decoder: it never panics, answers
-// every rejection as a 400 API error, and accepts only documents with no
-// unknown field that decode the same way again.
+// every rejection as a 400 API error, and accepts only documents in UTF-8
+// with no unknown field that decode the same way again.
 func FuzzDecodeRequest(f *testing.F) {
-	for _, s := range []string{`{"body":"hi"}`, `{"body":"hi","client_id":"c1"}`, `{"participants":["a"]}`, `{"online":false}`, `{"x":1}`, `{`, `"str"`, `{"body":"\u00e9"}`, `{"participants":["a\u0000"]}`} {
+	for _, s := range []string{`{"body":"hi"}`, `{"body":"hi","client_id":"c1"}`, `{"participants":["a"]}`, `{"online":false}`, `{"x":1}`, `{`, `"str"`, `{"body":"\u00e9"}`, `{"participants":["a\u0000"]}`, "{\"body\":\"\xe9\"}"} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
@@ -158,6 +164,9 @@ func FuzzDecodeRequest(f *testing.F) {
 		}
 		if strings.Contains(v.Body+v.ClientID+strings.Join(v.Participants, ""), "\x00") {
 			t.Fatalf("accepted U+0000 in %q", in)
+		}
+		if !utf8.Valid(in) {
+			t.Fatalf("accepted a body that is not UTF-8: %q", in)
 		}
 		var generic map[string]any
 		if json.Unmarshal(in, &generic) == nil {
