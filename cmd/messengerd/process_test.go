@@ -399,8 +399,15 @@ func TestRollingUpgrade(t *testing.T) {
 	stream := nu.openStream("/v1/stream", p.support, "")
 	id := old.do("POST", "/v1/conversations/"+conv+"/messages", p.support, map[string]any{"body": "after"}).want(t, 201).str("id")
 	stream.waitFor(0, func(e sseEvent) bool { return e.Event == "message.created" && e.Data["id"] == id })
-	nu.do("POST", "/v1/conversations/"+conv+"/messages", p.support, map[string]any{"body": "on the new one"}).want(t, 201)
-	want := allMessages(t, old.server, p.support, conv)
+	onNew := nu.do("POST", "/v1/conversations/"+conv+"/messages", p.support, map[string]any{"body": "on the new one"}).want(t, 201).str("id")
+	// Each version's projector follows the log on its own: the old one
+	// shows the new one's write once it has applied it (read-your-writes
+	// holds on the replica written to).
+	var want map[string]bool
+	until(t, "the old version shows the message written to the new one", 10*time.Second, func() bool {
+		want = allMessages(t, old.server, p.support, conv)
+		return want[onNew]
+	})
 	got := allMessages(t, nu.server, p.support, conv)
 	if len(got) != len(want) || len(got) != 50+1+len(acked)+2 {
 		t.Errorf("messages: new version %d, old %d, want %d", len(got), len(want), 50+1+len(acked)+2)
