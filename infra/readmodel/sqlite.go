@@ -136,18 +136,23 @@ const shortTrigrams = 128
 // titles holding it hold one of the trigrams of the index's vocabulary
 // that begin with it, read as a range of terms. The vocabulary holds the
 // trigrams as the tokenizer folded them, which is how Go lowered q but for
-// the thirteen letters foldedByIndex lists (Greek's final sigma, the long
-// s, …): a short term holding one of them walks. ("é" walked too until
-// the tokenizer's folding was checked letter by letter; a term of two
-// letters that no title held read 209,000 titles in 150 ms.)
+// thirteen letters (Greek's final sigma, the long s, …), which the range
+// is read folded as the tokenizer folds them (foldAsIndex). ("é" walked
+// until the tokenizer's folding was checked letter by letter, and ς until
+// its folding was followed; a term of two letters that no title held read
+// 209,000 titles in 150 ms.)
 func (SQLite) PlanItemSearch(ctx context.Context, db *sql.DB, q string) (string, []any, error) {
 	var match string
 	switch n := utf8.RuneCountInString(q); {
 	case n >= 3:
 		match = phrase(q)
-	case n == 0 || !foldsAsIndex(q):
+	case n == 0:
 		return "", nil, nil
 	default:
+		var ok bool
+		if q, ok = foldAsIndex(q); !ok {
+			return "", nil, nil
+		}
 		// Every term beginning with q sorts (byte by byte) from q up to q
 		// with its last byte one more; a UTF-8 byte is never 0xff.
 		last := len(q) - 1
@@ -194,36 +199,52 @@ func (SQLite) PlanItemSearch(ctx context.Context, db *sql.DB, q string) (string,
 // phrase quotes s as an FTS5 string.
 func phrase(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
 
-// foldsAsIndex reports whether s, lowered by Go, is as the trigram
-// tokenizer folds it: each of its characters lower case for Go (or without
-// case) and not one that the tokenizer folds to another.
-func foldsAsIndex(s string) bool {
-	for _, r := range s {
-		if r >= utf8.RuneSelf && (unicode.ToLower(r) != r || foldedByIndex[r]) {
-			return false
+// foldAsIndex returns s, lowered by Go, as the trigram tokenizer folds it:
+// the letters foldedByIndex lists in the form the tokenizer gives them,
+// the others as they are. It reports false if s holds a letter Go's lower
+// case would change (s was not lowered), whose folding it does not know.
+func foldAsIndex(s string) (string, bool) {
+	var folded []byte // nil until the first letter to fold
+	for i, r := range s {
+		if r >= utf8.RuneSelf && unicode.ToLower(r) != r {
+			return "", false
+		}
+		to, ok := foldedByIndex[r]
+		if ok && folded == nil {
+			folded = append(make([]byte, 0, len(s)+4), s[:i]...)
+		}
+		if folded != nil {
+			if !ok {
+				to = r
+			}
+			folded = utf8.AppendRune(folded, to)
 		}
 	}
-	return true
+	if folded == nil {
+		return s, true
+	}
+	return string(folded), true
 }
 
-// foldedByIndex lists the characters that Go's lower case keeps and FTS5's
-// tokenizers fold to another, as Unicode's case folding does (ς to σ, ſ to
-// s, the iota subscript to ι). TestShortTermsFoldAsTheIndex checks every
-// character with case against the tokenizer.
-var foldedByIndex = map[rune]bool{
-	'\u00b5': true, // µ micro sign: μ
-	'\u017f': true, // ſ long s: s
-	'\u0345': true, // combining ypogegrammeni: ι
-	'\u03c2': true, // ς final sigma: σ
-	'\u03d0': true, // ϐ: β
-	'\u03d1': true, // ϑ: θ
-	'\u03d5': true, // ϕ: φ
-	'\u03d6': true, // ϖ: π
-	'\u03f0': true, // ϰ: κ
-	'\u03f1': true, // ϱ: ρ
-	'\u03f5': true, // ϵ: ε
-	'\u1e9b': true, // ẛ: ṡ
-	'\u1fbe': true, // prosgegrammeni: ι
+// foldedByIndex maps the characters that Go's lower case keeps and FTS5's
+// tokenizers fold to another to that other, as Unicode's case folding
+// does (ς to σ, ſ to s, the iota subscript to ι).
+// TestShortTermsFoldAsTheIndex checks every character with case against
+// the tokenizer.
+var foldedByIndex = map[rune]rune{
+	'\u00b5': '\u03bc', // µ micro sign: μ
+	'\u017f': 's',      // ſ long s
+	'\u0345': '\u03b9', // combining ypogegrammeni: ι
+	'\u03c2': '\u03c3', // ς final sigma: σ
+	'\u03d0': '\u03b2', // ϐ: β
+	'\u03d1': '\u03b8', // ϑ: θ
+	'\u03d5': '\u03c6', // ϕ: φ
+	'\u03d6': '\u03c0', // ϖ: π
+	'\u03f0': '\u03ba', // ϰ: κ
+	'\u03f1': '\u03c1', // ϱ: ρ
+	'\u03f5': '\u03b5', // ϵ: ε
+	'\u1e9b': '\u1e61', // ẛ: ṡ
+	'\u1fbe': '\u03b9', // prosgegrammeni: ι
 }
 
 // SearchMatch matches term as a quoted FTS5 phrase whose last word may be a prefix.
