@@ -136,11 +136,11 @@ const shortTrigrams = 128
 // titles holding it hold one of the trigrams of the index's vocabulary
 // that begin with it, read as a range of terms. The vocabulary holds the
 // trigrams as the tokenizer folded them, which is how Go lowered q but for
-// thirteen letters (Greek's final sigma, the long s, …), which the range
-// is read folded as the tokenizer folds them (foldAsIndex). ("é" walked
-// until the tokenizer's folding was checked letter by letter, and ς until
-// its folding was followed; a term of two letters that no title held read
-// 209,000 titles in 150 ms.)
+// thirteen letters (Greek's final sigma, the long s, …) that the tokenizer
+// folds to others: the range is read from q folded the same way
+// (foldAsIndex). ("é" walked until the tokenizer's folding was checked
+// letter by letter, and ς until it was followed; a term of two letters
+// that no title held read 209,000 titles in 150 ms.)
 func (SQLite) PlanItemSearch(ctx context.Context, db *sql.DB, q string) (string, []any, error) {
 	var match string
 	switch n := utf8.RuneCountInString(q); {
