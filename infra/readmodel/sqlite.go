@@ -204,26 +204,17 @@ func phrase(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `
 // the others as they are. It reports false if s holds a letter Go's lower
 // case would change (s was not lowered), whose folding it does not know.
 func foldAsIndex(s string) (string, bool) {
-	var folded []byte // nil until the first letter to fold
-	for i, r := range s {
+	for _, r := range s {
 		if r >= utf8.RuneSelf && unicode.ToLower(r) != r {
 			return "", false
 		}
-		to, ok := foldedByIndex[r]
-		if ok && folded == nil {
-			folded = append(make([]byte, 0, len(s)+4), s[:i]...)
-		}
-		if folded != nil {
-			if !ok {
-				to = r
-			}
-			folded = utf8.AppendRune(folded, to)
-		}
 	}
-	if folded == nil {
-		return s, true
-	}
-	return string(folded), true
+	return strings.Map(func(r rune) rune {
+		if to, ok := foldedByIndex[r]; ok {
+			return to
+		}
+		return r
+	}, s), true
 }
 
 // foldedByIndex maps the characters that Go's lower case keeps and FTS5's
