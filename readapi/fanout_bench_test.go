@@ -34,7 +34,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -169,13 +168,6 @@ type system struct {
 	active, cpu          time.Duration
 }
 
-// cpuTime returns the CPU time the process has used, user and system.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
 func (s *system) connect(b *testing.B, n int) {
 	s.clients = connectAll(b, s.addr, n, s.target, s.hubAt)
 	waitOpen(b, s.open, n)
@@ -286,19 +278,6 @@ func (s *system) result() result {
 		r.cpu = float64(s.cpu.Microseconds()) / float64(s.delivered)
 	}
 	return r
-}
-
-// raiseNoFile lifts the soft limit of open files to the hard one.
-func raiseNoFile(tb testing.TB) uint64 {
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		tb.Fatal(err)
-	}
-	lim.Cur = lim.Max
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		tb.Fatal(err)
-	}
-	return lim.Cur
 }
 
 // result is what the clients of one run measured.

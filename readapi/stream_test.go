@@ -14,7 +14,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -833,9 +832,7 @@ func TestStuckClientDoesNotDelayOthers(t *testing.T) {
 	started, first := f.startChat("c1", principals["cust1"], "hi")
 
 	// A client that reads nothing, on a connection with tiny buffers.
-	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
-		return rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 1024) })
-	}}
+	d := smallReceiver(1024)
 	conn, err := d.Dial("tcp", f.srv.Listener.Addr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -1171,9 +1168,7 @@ func TestWriteTimeoutCutsOnlyStalledClients(t *testing.T) {
 	// client to read.
 	dial := func(rcvbuf int) net.Conn {
 		t.Helper()
-		d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
-			return rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, rcvbuf) })
-		}}
+		d := smallReceiver(rcvbuf)
 		conn, err := d.Dial("tcp", f.srv.Listener.Addr().String())
 		if err != nil {
 			t.Fatal(err)

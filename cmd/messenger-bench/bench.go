@@ -19,7 +19,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 )
 
@@ -277,15 +276,6 @@ func (h hostCPU) busySince(a hostCPU) float64 {
 		return -1
 	}
 	return round2(float64(h.busy-a.busy) / float64(h.total-a.total) * float64(h.cpus))
-}
-
-// selfCPU returns the user plus system CPU time this process has used.
-func selfCPU() time.Duration {
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // setup checks the admin token, then creates the agents, the idle agent
