@@ -32,6 +32,7 @@ import (
 
 	"github.com/helpdesk/messenger/commands"
 	"github.com/helpdesk/messenger/domain"
+	"github.com/helpdesk/messenger/infra/eventstore"
 	"github.com/helpdesk/messenger/projections"
 )
 
@@ -336,25 +337,17 @@ func (s *Store) Append(ctx context.Context, stream string, expected int64, event
 	}
 }
 
-// prepareAppend checks an append's arguments and encodes its events.
+// prepareAppend checks an append's arguments (eventstore.Check, and
+// KurrentDB's own streams) and encodes its events.
 func prepareAppend(stream string, expected int64, events []domain.Pending) ([]esdb.EventData, error) {
-	switch {
-	case stream == "":
-		return nil, errors.New("empty stream name")
-	case strings.HasPrefix(stream, "$"):
+	if err := eventstore.Check(stream, expected, events); err != nil {
+		return nil, err
+	}
+	if strings.HasPrefix(stream, "$") {
 		return nil, errors.New(`a stream name beginning with "$" is KurrentDB's own`)
-	case len(events) == 0:
-		return nil, errors.New("no events")
-	case expected < domain.AnyVersion:
-		return nil, fmt.Errorf("expected version %d is below AnyVersion", expected)
 	}
 	data := make([]esdb.EventData, len(events))
-	ids := make(map[string]bool, len(events))
 	for i, p := range events {
-		if ids[p.EventID] {
-			return nil, fmt.Errorf("event %d: event id %s appears twice", i, p.EventID)
-		}
-		ids[p.EventID] = true
 		d, err := encodeEvent(p)
 		if err != nil {
 			return nil, fmt.Errorf("event %d: %w", i, err)

@@ -297,73 +297,22 @@ func (s *EventStore) Append(ctx context.Context, stream string, expected int64, 
 	return recs, nil
 }
 
-// prepareAppend checks an append's arguments and encodes its events. It
-// decodes them again, so that the records it returns hold the events as a
-// later read will.
+// prepareAppend checks an append's arguments and encodes its events
+// (eventstore.Prepare), with their times to the microsecond, which is what
+// timestamptz keeps (pgx would drop the rest on the way).
 func prepareAppend(stream string, expected int64, events []domain.Pending) ([]domain.Recorded, []row, error) {
-	switch {
-	case stream == "":
-		return nil, nil, errors.New("empty stream name")
-	case !storable(stream):
-		return nil, nil, fmt.Errorf("stream name %q is not valid UTF-8 without NUL", stream)
-	case len(events) == 0:
-		return nil, nil, errors.New("no events")
-	case expected < domain.AnyVersion:
-		return nil, nil, fmt.Errorf("expected version %d is below AnyVersion", expected)
+	recs, err := eventstore.Prepare(stream, expected, events, func(t time.Time) time.Time { return t.Truncate(time.Microsecond) })
+	if err != nil {
+		return nil, nil, err
 	}
-	recs := make([]domain.Recorded, len(events))
-	rows := make([]row, len(events))
-	ids := make(map[string]bool, len(events))
-	for i, p := range events {
-		if p.EventID == "" {
-			return nil, nil, fmt.Errorf("event %d: empty event id", i)
-		}
-		if !storable(p.EventID) {
-			return nil, nil, fmt.Errorf("event %d: event id %q is not valid UTF-8 without NUL", i, p.EventID)
-		}
-		if ids[p.EventID] {
-			return nil, nil, fmt.Errorf("event %d: event id %s appears twice", i, p.EventID)
-		}
-		ids[p.EventID] = true
-		if p.Event == nil {
-			return nil, nil, fmt.Errorf("event %s: nil event", p.EventID)
-		}
-		typ, schema, data, err := codec.Encode(p.Event)
-		if err != nil {
-			return nil, nil, fmt.Errorf("event %s: %w", p.EventID, err)
-		}
-		if schema > math.MaxInt32 {
-			return nil, nil, fmt.Errorf("event %s: schema %d is out of range", p.EventID, schema)
-		}
-		meta := p.Event.EventMeta()
-		// timestamptz keeps microseconds; pgx drops the rest on the way.
-		meta.At = meta.At.UTC().Truncate(time.Microsecond)
-		if y := meta.At.Year(); y < 1 || y > 9999 {
-			return nil, nil, fmt.Errorf("event %s: time %v is outside years 1 to 9999", p.EventID, meta.At)
-		}
-		if !storable(string(meta.Actor.Kind)) || !storable(meta.Actor.ID) {
-			return nil, nil, fmt.Errorf("event %s: actor %q %q is not valid UTF-8 without NUL", p.EventID, meta.Actor.Kind, meta.Actor.ID)
-		}
-		ev, err := codec.Decode(typ, schema, data, meta)
-		if err != nil {
-			return nil, nil, fmt.Errorf("event %s: %w", p.EventID, err)
-		}
+	rows := make([]row, len(recs))
+	for i, r := range recs {
 		rows[i] = row{
-			stream: stream, eventID: p.EventID, typ: typ, schema: int32(schema),
-			at: meta.At, actorKind: string(meta.Actor.Kind), actorID: meta.Actor.ID, data: data,
-		}
-		recs[i] = domain.Recorded{
-			Stream: stream, EventID: p.EventID, Type: typ, Schema: schema,
-			At: meta.At, Actor: meta.Actor, Data: data, Event: ev,
+			stream: stream, eventID: r.EventID, typ: r.Type, schema: int32(r.Schema),
+			at: r.At, actorKind: string(r.Actor.Kind), actorID: r.Actor.ID, data: r.Data,
 		}
 	}
 	return recs, rows, nil
-}
-
-// storable reports whether a TEXT column can hold s: PostgreSQL refuses
-// NUL and invalid UTF-8, and such a value would fail its whole batch.
-func storable(s string) bool {
-	return domain.IsText(s)
 }
 
 // writer is one writer goroutine and its connection.

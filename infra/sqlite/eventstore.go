@@ -210,49 +210,19 @@ func (s *EventStore) Append(ctx context.Context, stream string, expected int64, 
 	return recs, nil
 }
 
-// prepareAppend checks an append's arguments and encodes its events. It
-// decodes them again, so that the records it returns hold the events as a
-// later read will.
+// prepareAppend checks an append's arguments and encodes its events
+// (eventstore.Prepare), with their times to the nanosecond, as timeFormat
+// keeps them.
 func prepareAppend(stream string, expected int64, events []domain.Pending) ([]domain.Recorded, []row, error) {
-	switch {
-	case stream == "":
-		return nil, nil, errors.New("empty stream name")
-	case len(events) == 0:
-		return nil, nil, errors.New("no events")
-	case expected < domain.AnyVersion:
-		return nil, nil, fmt.Errorf("expected version %d is below AnyVersion", expected)
+	recs, err := eventstore.Prepare(stream, expected, events, func(t time.Time) time.Time { return t })
+	if err != nil {
+		return nil, nil, err
 	}
-	recs := make([]domain.Recorded, len(events))
-	rows := make([]row, len(events))
-	ids := make(map[string]bool, len(events))
-	for i, p := range events {
-		if p.EventID == "" {
-			return nil, nil, fmt.Errorf("event %d: empty event id", i)
-		}
-		if ids[p.EventID] {
-			return nil, nil, fmt.Errorf("event %d: event id %s appears twice", i, p.EventID)
-		}
-		ids[p.EventID] = true
-		if p.Event == nil {
-			return nil, nil, fmt.Errorf("event %s: nil event", p.EventID)
-		}
-		typ, schema, data, err := codec.Encode(p.Event)
-		if err != nil {
-			return nil, nil, fmt.Errorf("event %s: %w", p.EventID, err)
-		}
-		meta := p.Event.EventMeta()
-		meta.At = meta.At.UTC()
-		ev, err := codec.Decode(typ, schema, data, meta)
-		if err != nil {
-			return nil, nil, fmt.Errorf("event %s: %w", p.EventID, err)
-		}
+	rows := make([]row, len(recs))
+	for i, r := range recs {
 		rows[i] = row{
-			stream: stream, eventID: p.EventID, typ: typ, schema: schema,
-			at: meta.At.Format(timeFormat), actorKind: string(meta.Actor.Kind), actorID: meta.Actor.ID, data: data,
-		}
-		recs[i] = domain.Recorded{
-			Stream: stream, EventID: p.EventID, Type: typ, Schema: schema,
-			At: meta.At, Actor: meta.Actor, Data: data, Event: ev,
+			stream: stream, eventID: r.EventID, typ: r.Type, schema: r.Schema,
+			at: r.At.Format(timeFormat), actorKind: string(r.Actor.Kind), actorID: r.Actor.ID, data: r.Data,
 		}
 	}
 	return recs, rows, nil

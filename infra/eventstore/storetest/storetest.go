@@ -266,15 +266,57 @@ func testAppendInvalid(t *testing.T, s Store) {
 	stream := newStream("conversation")
 	mustAppend(t, s, stream, domain.NoStream, posted(1))
 	head := mustHead(t, s)
-	_, err := s.Append(ctxFor(t, 10*time.Second), stream, domain.AnyVersion, nil)
-	if err == nil {
-		t.Fatal("Append of no events: got no error")
+	// with returns one fresh event changed by f.
+	with := func(f func(p *domain.Pending, m *conversation.MessagePosted)) []domain.Pending {
+		p := posted(1)[0]
+		m := p.Event.(conversation.MessagePosted)
+		f(&p, &m)
+		if p.Event != nil {
+			p.Event = m
+		}
+		return []domain.Pending{p}
 	}
-	if errors.Is(err, commands.ErrConflict) {
-		t.Errorf("Append of no events: got %v, want an error that is not a conflict", err)
+	twice := posted(2)
+	twice[1].EventID = twice[0].EventID
+	tests := []struct {
+		name     string
+		stream   string
+		expected int64
+		evs      []domain.Pending
+	}{
+		{"no events", stream, domain.AnyVersion, nil},
+		{"an empty stream name", "", domain.AnyVersion, posted(1)},
+		{"a stream name with NUL", "conversation-\x00", domain.AnyVersion, posted(1)},
+		{"a stream name not UTF-8", "conversation-\xff", domain.AnyVersion, posted(1)},
+		{"an expected version below AnyVersion", stream, domain.AnyVersion - 1, posted(1)},
+		{"an empty event id", stream, domain.AnyVersion, with(func(p *domain.Pending, _ *conversation.MessagePosted) { p.EventID = "" })},
+		{"an event id not UTF-8", stream, domain.AnyVersion, with(func(p *domain.Pending, _ *conversation.MessagePosted) { p.EventID = "id-\xc3" })},
+		{"an event id twice", stream, domain.AnyVersion, twice},
+		{"a nil event", stream, domain.AnyVersion, with(func(p *domain.Pending, _ *conversation.MessagePosted) { p.Event = nil })},
+		{"an actor with NUL", stream, domain.AnyVersion, with(func(_ *domain.Pending, m *conversation.MessagePosted) { m.Actor.ID = "u\x00" })},
+		{"a time in year 10000", stream, domain.AnyVersion, with(func(_ *domain.Pending, m *conversation.MessagePosted) {
+			m.At = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)
+		})},
+		{"a time in year 0", stream, domain.AnyVersion, with(func(_ *domain.Pending, m *conversation.MessagePosted) {
+			m.At = time.Date(0, 12, 31, 0, 0, 0, 0, time.UTC)
+		})},
 	}
-	if h := mustHead(t, s); h != head {
-		t.Errorf("Head = %d, want %d", h, head)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := s.Append(ctxFor(t, 10*time.Second), tt.stream, tt.expected, tt.evs)
+			if err == nil {
+				t.Fatal("got no error")
+			}
+			if errors.Is(err, commands.ErrConflict) {
+				t.Errorf("got %v, want an error that is not a conflict", err)
+			}
+			if h := mustHead(t, s); h != head {
+				t.Errorf("Head = %d, want %d", h, head)
+			}
+		})
+	}
+	if got := mustReadStream(t, s, stream); len(got) != 1 {
+		t.Errorf("the stream holds %d events, want 1", len(got))
 	}
 }
 
