@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -128,12 +129,19 @@ func TestOpenRefusesNewerSchema(t *testing.T) {
 
 func TestOpenPaths(t *testing.T) {
 	dir := t.TempDir()
+	// Characters that mean something in a URI (a query, a fragment, an
+	// escape), which Open must keep as part of the file's name; Windows
+	// refuses "?" in a name.
+	special := "a b?c#d%20e&f=g.db"
+	if runtime.GOOS == "windows" {
+		special = "a b#c%20d&e=f;g.db"
+	}
 	tests := []struct {
 		name    string
 		path    string
 		wantErr bool
 	}{
-		{"special characters", filepath.Join(dir, "a b?c#d%20e&f=g.db"), false},
+		{"special characters", filepath.Join(dir, special), false},
 		{"empty", "", true},
 		{"in memory", ":memory:", true},
 		{"missing directory", filepath.Join(dir, "no", "such", "dir.db"), true},
