@@ -48,14 +48,9 @@ type metadata struct {
 
 // encodeEvent returns p as KurrentDB stores it: the codec's data as a JSON
 // event of the codec's type name, the schema, time and actor as JSON
-// metadata, and the event id of EventUUID(p.EventID).
+// metadata, and the event id of EventUUID(p.EventID). p has passed
+// eventstore.Check (prepareAppend): an id, an event.
 func encodeEvent(p domain.Pending) (esdb.EventData, error) {
-	if p.EventID == "" {
-		return esdb.EventData{}, errors.New("empty event id")
-	}
-	if p.Event == nil {
-		return esdb.EventData{}, fmt.Errorf("event %s: nil event", p.EventID)
-	}
 	typ, schema, data, err := codec.Encode(p.Event)
 	if err != nil {
 		return esdb.EventData{}, fmt.Errorf("event %s: %w", p.EventID, err)
