@@ -130,17 +130,3 @@ func (t *Tail) Newest() uint64 {
 	}
 	return t.next - 1
 }
-
-// Numbered appends to dst the records of one append, recs, numbered as the
-// store committed them: from positions, one for each, and from version for
-// the first. It appends nothing if positions do not match recs.
-func Numbered(dst, recs []domain.Recorded, positions []int64, version int64) []domain.Recorded {
-	if len(positions) != len(recs) {
-		return dst
-	}
-	for i, rec := range recs {
-		rec.Position, rec.Version = uint64(positions[i]), version+int64(i)
-		dst = append(dst, rec)
-	}
-	return dst
-}

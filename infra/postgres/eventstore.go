@@ -226,23 +226,12 @@ type row struct {
 	data      []byte
 }
 
-// appendReq is one Append call on its way to a writer.
-type appendReq struct {
-	ctx      context.Context
-	stream   string
-	expected int64
-	rows     []row             // position and version unset
-	recs     []domain.Recorded // the rows as recorded; position and version unset
-	reply    chan appendResult // buffered: the writer never waits on it
-}
-
-// appendResult is a writer's answer to one appendReq.
-type appendResult struct {
-	positions []int64 // of the rows appended, in order
-	version   int64   // of the first row appended
-	stored    []row   // when the events were in the log already
-	err       error
-}
+// appendReq is one Append call on its way to a writer, appendResult the
+// answer.
+type (
+	appendReq    = eventstore.Request[row]
+	appendResult = eventstore.Result[row]
+)
 
 // Append adds events to stream if its version is expected, durably, and
 // returns them as recorded, as ReadStream would return them: with At in
@@ -261,40 +250,8 @@ func (s *EventStore) Append(ctx context.Context, stream string, expected int64, 
 	if err != nil {
 		return nil, fmt.Errorf("append to %s: %w", stream, err)
 	}
-	req := &appendReq{ctx: ctx, stream: stream, expected: expected, rows: rows, recs: recs, reply: make(chan appendResult, 1)}
-	select {
-	case <-s.done:
-		return nil, fmt.Errorf("append to %s: %w", stream, ErrClosed)
-	default:
-	}
-	select {
-	case s.reqs <- req:
-	case <-s.done:
-		return nil, fmt.Errorf("append to %s: %w", stream, ErrClosed)
-	case <-ctx.Done():
-		return nil, fmt.Errorf("append to %s: %w", stream, ctx.Err())
-	}
-	var res appendResult
-	select {
-	case res = <-req.reply:
-	case <-ctx.Done():
-		return nil, fmt.Errorf("append to %s: %w", stream, ctx.Err())
-	}
-	if res.err != nil {
-		return nil, res.err
-	}
-	if res.stored != nil {
-		recs, err := records(res.stored)
-		if err != nil {
-			return nil, fmt.Errorf("append to %s: %w", stream, err)
-		}
-		return recs, nil
-	}
-	for i := range recs {
-		recs[i].Position = uint64(res.positions[i])
-		recs[i].Version = res.version + int64(i)
-	}
-	return recs, nil
+	req := eventstore.NewRequest(ctx, stream, expected, rows, recs)
+	return eventstore.Submit(req, s.reqs, s.done, ErrClosed, records)
 }
 
 // prepareAppend checks an append's arguments and encodes its events
@@ -357,7 +314,7 @@ func (s *EventStore) run(w *writer) {
 				break collect
 			}
 		}
-		last = batch[0].ctx
+		last = batch[0].Ctx
 		if s.onBatch != nil {
 			s.onBatch(len(batch))
 		}
@@ -371,20 +328,13 @@ func (s *EventStore) run(w *writer) {
 func (w *writer) commit(batch []*appendReq, pass func()) {
 	defer pass()
 	s := w.s
-	live := make([]*appendReq, 0, len(batch))
-	for _, r := range batch {
-		if err := r.ctx.Err(); err != nil {
-			r.reply <- appendResult{err: fmt.Errorf("append to %s: %w", r.stream, err)}
-			continue
-		}
-		live = append(live, r)
-	}
+	live := eventstore.Live(batch)
 	if len(live) == 0 {
 		return
 	}
 	// The batch is not the first caller's: its cancellation must not undo
 	// the others' appends.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(live[0].ctx), s.commitTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(live[0].Ctx), s.commitTimeout)
 	defer cancel()
 	results := make([]appendResult, len(live))
 	wrote, err := w.apply(ctx, live, results, pass)
@@ -398,48 +348,37 @@ func (w *writer) commit(batch []*appendReq, pass func()) {
 		for i := range live {
 			one, err := w.apply(ctx, live[i:i+1], results[i:i+1], func() {})
 			if err != nil {
-				results[i] = appendResult{err: batchError(live[i], err)}
+				results[i] = appendResult{Err: batchError(live[i], err)}
 			}
 			wrote = wrote || one
 		}
 	}
 	for i, r := range live {
 		if err != nil {
-			results[i] = appendResult{err: batchError(r, err)}
+			results[i] = appendResult{Err: batchError(r, err)}
 		}
 	}
 	if wrote && s.tail != nil {
-		s.keep(live, results)
+		// Before their callers or any reader hear of them. Requests are
+		// decided, and numbered, in order; should the one-by-one fallback
+		// leave a gap (another process committing in between), Add keeps
+		// nothing of them.
+		s.tail.Add(eventstore.Appended(live, results))
 	}
 	for i, r := range live {
-		r.reply <- results[i]
+		r.Answer(results[i])
 	}
 	if wrote {
 		s.broadcast()
 	}
 }
 
-// keep adds the events that reqs appended, as results say, to the tail,
-// before their callers or any reader hear of them.
-func (s *EventStore) keep(reqs []*appendReq, results []appendResult) {
-	var kept []domain.Recorded
-	for i, r := range reqs {
-		if res := results[i]; res.err == nil && res.stored == nil {
-			kept = eventstore.Numbered(kept, r.recs, res.positions, res.version)
-		}
-	}
-	// Requests are decided, and numbered, in order; should the one-by-one
-	// fallback leave a gap (another process committing in between), Add
-	// keeps nothing of them.
-	s.tail.Add(kept)
-}
-
 // batchError is the answer to r when its batch failed with err.
 func batchError(r *appendReq, err error) error {
 	if isUniqueViolation(err) {
-		return fmt.Errorf("append to %s: %w: %w", r.stream, commands.ErrConflict, err)
+		return fmt.Errorf("append to %s: %w: %w", r.Stream, commands.ErrConflict, err)
 	}
-	return fmt.Errorf("append to %s: %w", r.stream, err)
+	return fmt.Errorf("append to %s: %w", r.Stream, err)
 }
 
 // The statements of a batch.
@@ -526,7 +465,7 @@ func (w *writer) applyFast(ctx context.Context, reqs []*appendReq, results []app
 	var unsure []int // requests in conflict, unless their events are stored
 	for i, r := range reqs {
 		results[i] = decide(r, versions, inBatch, &taken, ins)
-		if results[i].err != nil {
+		if results[i].Err != nil {
 			unsure = append(unsure, i)
 		}
 	}
@@ -550,18 +489,18 @@ func (w *writer) applyFast(ctx context.Context, reqs []*appendReq, results []app
 		// Every stored row of the answers so far is one of this batch's.
 		base := head - taken
 		for i := range results {
-			for j := range results[i].positions {
-				results[i].positions[j] += base
+			for j := range results[i].Positions {
+				results[i].Positions[j] += base
 			}
-			for j := range results[i].stored {
-				results[i].stored[j].position += base
+			for j := range results[i].Stored {
+				results[i].Stored[j].position += base
 			}
 		}
 	}
 	if len(unsure) > 0 {
 		var ids []string
 		for _, i := range unsure {
-			for _, ev := range reqs[i].rows {
+			for _, ev := range reqs[i].Rows {
 				ids = append(ids, ev.eventID)
 			}
 		}
@@ -569,12 +508,12 @@ func (w *writer) applyFast(ctx context.Context, reqs []*appendReq, results []app
 		if err != nil {
 			// The others' answers stand: they are committed.
 			for _, i := range unsure {
-				results[i] = appendResult{err: batchError(reqs[i], err)}
+				results[i] = appendResult{Err: batchError(reqs[i], err)}
 			}
 			return taken > 0, nil
 		}
 		for _, i := range unsure {
-			if first := stored[reqs[i].rows[0].eventID]; first != nil {
+			if first := stored[reqs[i].Rows[0].eventID]; first != nil {
 				results[i] = replay(reqs[i], stored, first)
 			}
 		}
@@ -698,11 +637,11 @@ func (w *writer) applyLocked(ctx context.Context, reqs []*appendReq, results []a
 func batchKeys(reqs []*appendReq) (streams, ids []string) {
 	seen := make(map[string]bool, len(reqs))
 	for _, r := range reqs {
-		if !seen[r.stream] {
-			seen[r.stream] = true
-			streams = append(streams, r.stream)
+		if !seen[r.Stream] {
+			seen[r.Stream] = true
+			streams = append(streams, r.Stream)
 		}
-		for _, ev := range r.rows {
+		for _, ev := range r.Rows {
 			ids = append(ids, ev.eventID)
 		}
 	}
@@ -732,20 +671,20 @@ func (c *versionCache) lookup(reqs []*appendReq) (versions map[string]int64, toR
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, r := range reqs {
-		v, ok := c.m[r.stream]
+		v, ok := c.m[r.Stream]
 		if ok {
-			versions[r.stream] = v
+			versions[r.Stream] = v
 		}
 		need := false
 		switch {
-		case r.expected == domain.AnyVersion:
+		case r.Expected == domain.AnyVersion:
 			need = !ok
-		case r.expected != domain.NoStream:
-			need = !ok || r.expected > v
+		case r.Expected != domain.NoStream:
+			need = !ok || r.Expected > v
 		}
-		if need && !read[r.stream] {
-			read[r.stream] = true
-			toRead = append(toRead, r.stream)
+		if need && !read[r.Stream] {
+			read[r.Stream] = true
+			toRead = append(toRead, r.Stream)
 		}
 	}
 	return versions, toRead
@@ -864,30 +803,30 @@ func (in *insert) add(w row) {
 // last the last position taken. If r appends, decide numbers its rows from
 // last, adds them to ins, and updates versions, stored and last.
 func decide(r *appendReq, versions map[string]int64, stored map[string]*row, last *int64, ins *insert) appendResult {
-	if first := stored[r.rows[0].eventID]; first != nil {
+	if first := stored[r.Rows[0].eventID]; first != nil {
 		return replay(r, stored, first)
 	}
-	current := versions[r.stream]
-	if r.expected != domain.AnyVersion && r.expected != current {
-		return appendResult{err: fmt.Errorf("append to %s: expected version %d, stream is at version %d: %w",
-			r.stream, r.expected, current, commands.ErrConflict)}
+	current := versions[r.Stream]
+	if r.Expected != domain.AnyVersion && r.Expected != current {
+		return appendResult{Err: fmt.Errorf("append to %s: expected version %d, stream is at version %d: %w",
+			r.Stream, r.Expected, current, commands.ErrConflict)}
 	}
-	for _, w := range r.rows[1:] {
+	for _, w := range r.Rows[1:] {
 		if other := stored[w.eventID]; other != nil {
-			return appendResult{err: fmt.Errorf("append to %s: event %s is in the log already, at %s version %d: %w",
-				r.stream, w.eventID, other.stream, other.version, commands.ErrConflict)}
+			return appendResult{Err: fmt.Errorf("append to %s: event %s is in the log already, at %s version %d: %w",
+				r.Stream, w.eventID, other.stream, other.version, commands.ErrConflict)}
 		}
 	}
-	res := appendResult{positions: make([]int64, len(r.rows)), version: current + 1}
-	for i, w := range r.rows {
+	res := appendResult{Positions: make([]int64, len(r.Rows)), Version: current + 1}
+	for i, w := range r.Rows {
 		*last++
 		w.position = *last
 		w.version = current + 1 + int64(i)
-		res.positions[i] = w.position
+		res.Positions[i] = w.position
 		ins.add(w)
 		stored[w.eventID] = &w
 	}
-	versions[r.stream] = current + int64(len(r.rows))
+	versions[r.Stream] = current + int64(len(r.Rows))
 	return res
 }
 
@@ -895,20 +834,20 @@ func decide(r *appendReq, versions map[string]int64, stored map[string]*row, las
 // stored as first, if they are all in r's stream at consecutive versions in
 // r's order; a conflict otherwise.
 func replay(r *appendReq, stored map[string]*row, first *row) appendResult {
-	rows := make([]row, len(r.rows))
-	for i, want := range r.rows {
+	rows := make([]row, len(r.Rows))
+	for i, want := range r.Rows {
 		w := stored[want.eventID]
 		if w == nil {
-			return appendResult{err: fmt.Errorf("append to %s: event %s is in the log but event %s is not: %w",
-				r.stream, first.eventID, want.eventID, commands.ErrConflict)}
+			return appendResult{Err: fmt.Errorf("append to %s: event %s is in the log but event %s is not: %w",
+				r.Stream, first.eventID, want.eventID, commands.ErrConflict)}
 		}
-		if w.stream != r.stream || w.version != first.version+int64(i) {
-			return appendResult{err: fmt.Errorf("append to %s: event %s is in the log already, at %s version %d, not following %s: %w",
-				r.stream, w.eventID, w.stream, w.version, first.eventID, commands.ErrConflict)}
+		if w.stream != r.Stream || w.version != first.version+int64(i) {
+			return appendResult{Err: fmt.Errorf("append to %s: event %s is in the log already, at %s version %d, not following %s: %w",
+				r.Stream, w.eventID, w.stream, w.version, first.eventID, commands.ErrConflict)}
 		}
 		rows[i] = *w
 	}
-	return appendResult{stored: rows}
+	return appendResult{Stored: rows}
 }
 
 // connect returns the writer's connection, connecting it if need be.

@@ -15,6 +15,7 @@ import (
 	"github.com/helpdesk/messenger/commands"
 	"github.com/helpdesk/messenger/domain"
 	"github.com/helpdesk/messenger/domain/conversation"
+	"github.com/helpdesk/messenger/infra/eventstore"
 	"github.com/helpdesk/messenger/infra/eventstore/storetest"
 	"github.com/helpdesk/messenger/infra/postgres/pgtest"
 )
@@ -455,7 +456,7 @@ func request(t *testing.T, stream string, expected int64, evs []domain.Pending) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &appendReq{ctx: context.Background(), stream: stream, expected: expected, rows: rows, reply: make(chan appendResult, 1)}
+	return eventstore.NewRequest(context.Background(), stream, expected, rows, nil)
 }
 
 // commitBatch commits batch through a writer of s of its own, as one
@@ -511,25 +512,25 @@ func TestBatchIsolatesRequests(t *testing.T) {
 		{stored: []int64{h + 2}},
 	}
 	for i, r := range batch {
-		got := <-r.reply
+		got := <-r.Answered()
 		w := wants[i]
 		switch {
 		case w.conflict:
-			if !errors.Is(got.err, commands.ErrConflict) {
-				t.Errorf("request %d: got %v, want a conflict", i, got.err)
+			if !errors.Is(got.Err, commands.ErrConflict) {
+				t.Errorf("request %d: got %v, want a conflict", i, got.Err)
 			}
-		case got.err != nil:
-			t.Errorf("request %d: %v", i, got.err)
+		case got.Err != nil:
+			t.Errorf("request %d: %v", i, got.Err)
 		case w.stored != nil:
 			var positions []int64
-			for _, w := range got.stored {
+			for _, w := range got.Stored {
 				positions = append(positions, w.position)
 			}
 			if !reflect.DeepEqual(positions, w.stored) {
 				t.Errorf("request %d: got stored records at %v, want %v", i, positions, w.stored)
 			}
-		case got.version != w.version || !reflect.DeepEqual(got.positions, w.positions):
-			t.Errorf("request %d: got version %d positions %v, want %d %v", i, got.version, got.positions, w.version, w.positions)
+		case got.Version != w.version || !reflect.DeepEqual(got.Positions, w.positions):
+			t.Errorf("request %d: got version %d positions %v, want %d %v", i, got.Version, got.Positions, w.version, w.positions)
 		}
 	}
 	select {
@@ -577,11 +578,11 @@ func TestBatchSurvivesAForeignWrite(t *testing.T) {
 		request(t, "b", domain.NoStream, posted(1)), // head+2: taken
 	}
 	commitBatch(t, s, batch)
-	if got := <-batch[0].reply; got.err != nil || !reflect.DeepEqual(got.positions, []int64{int64(head + 1)}) {
-		t.Errorf("first request: got %v, %v; want position %d", got.positions, got.err, head+1)
+	if got := <-batch[0].Answered(); got.Err != nil || !reflect.DeepEqual(got.Positions, []int64{int64(head + 1)}) {
+		t.Errorf("first request: got %v, %v; want position %d", got.Positions, got.Err, head+1)
 	}
-	if got := <-batch[1].reply; !errors.Is(got.err, commands.ErrConflict) {
-		t.Errorf("second request: got %v, %v; want a conflict", got.positions, got.err)
+	if got := <-batch[1].Answered(); !errors.Is(got.Err, commands.ErrConflict) {
+		t.Errorf("second request: got %v, %v; want a conflict", got.Positions, got.Err)
 	}
 }
 

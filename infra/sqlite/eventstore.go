@@ -146,23 +146,12 @@ type row struct {
 	data      []byte
 }
 
-// appendReq is one Append call on its way to the writer goroutine.
-type appendReq struct {
-	ctx      context.Context
-	stream   string
-	expected int64
-	rows     []row             // position and version unset
-	recs     []domain.Recorded // the rows as recorded; position and version unset
-	reply    chan appendResult // buffered: the writer never waits on it
-}
-
-// appendResult is the writer's answer to one appendReq.
-type appendResult struct {
-	positions []int64 // of the rows appended, in order
-	version   int64   // of the first row appended
-	stored    []row   // when the events were in the log already
-	err       error
-}
+// appendReq is one Append call on its way to the writer goroutine,
+// appendResult the answer.
+type (
+	appendReq    = eventstore.Request[row]
+	appendResult = eventstore.Result[row]
+)
 
 // Append adds events to stream if its version is expected, durably, and
 // returns them as recorded, as ReadStream would return them. If the
@@ -179,35 +168,8 @@ func (s *EventStore) Append(ctx context.Context, stream string, expected int64, 
 	if err != nil {
 		return nil, fmt.Errorf("append to %s: %w", stream, err)
 	}
-	req := &appendReq{ctx: ctx, stream: stream, expected: expected, rows: rows, recs: recs, reply: make(chan appendResult, 1)}
-	select {
-	case s.reqs <- req:
-	case <-s.done:
-		return nil, fmt.Errorf("append to %s: %w", stream, ErrClosed)
-	case <-ctx.Done():
-		return nil, fmt.Errorf("append to %s: %w", stream, ctx.Err())
-	}
-	var res appendResult
-	select {
-	case res = <-req.reply:
-	case <-ctx.Done():
-		return nil, fmt.Errorf("append to %s: %w", stream, ctx.Err())
-	}
-	if res.err != nil {
-		return nil, res.err
-	}
-	if res.stored != nil {
-		recs, err := records(res.stored)
-		if err != nil {
-			return nil, fmt.Errorf("append to %s: %w", stream, err)
-		}
-		return recs, nil
-	}
-	for i := range recs {
-		recs[i].Position = uint64(res.positions[i])
-		recs[i].Version = res.version + int64(i)
-	}
-	return recs, nil
+	req := eventstore.NewRequest(ctx, stream, expected, rows, recs)
+	return eventstore.Submit(req, s.reqs, s.done, ErrClosed, records)
 }
 
 // prepareAppend checks an append's arguments and encodes its events
@@ -259,50 +221,31 @@ func (s *EventStore) run() {
 
 // commit applies batch in one transaction and answers every request.
 func (s *EventStore) commit(batch []*appendReq) {
-	live := make([]*appendReq, 0, len(batch))
-	for _, r := range batch {
-		if err := r.ctx.Err(); err != nil {
-			r.reply <- appendResult{err: fmt.Errorf("append to %s: %w", r.stream, err)}
-			continue
-		}
-		live = append(live, r)
-	}
+	live := eventstore.Live(batch)
 	if len(live) == 0 {
 		return
 	}
 	// The batch is not the first caller's: its cancellation must not undo
 	// the others' appends.
-	ctx := context.WithoutCancel(live[0].ctx)
+	ctx := context.WithoutCancel(live[0].Ctx)
 	results := make([]appendResult, len(live))
 	wrote, err := s.applyBatch(ctx, live, results)
 	for i, r := range live {
 		if err != nil {
-			results[i] = appendResult{err: fmt.Errorf("append to %s: %w", r.stream, err)}
+			results[i] = appendResult{Err: fmt.Errorf("append to %s: %w", r.Stream, err)}
 		}
 	}
 	if wrote && err == nil && s.tail != nil {
-		s.keep(live, results)
+		// Before their callers or any reader hear of them.
+		s.tail.Add(eventstore.Appended(live, results))
 	}
 	for i, r := range live {
-		r.reply <- results[i]
+		r.Answer(results[i])
 	}
 	if wrote && err == nil {
 		ch := make(chan struct{})
 		close(*s.changed.Swap(&ch))
 	}
-}
-
-// keep adds the events that reqs appended, as results say, to the tail,
-// before their callers or any reader hear of them. One transaction numbers
-// them in the order of the requests.
-func (s *EventStore) keep(reqs []*appendReq, results []appendResult) {
-	var kept []domain.Recorded
-	for i, r := range reqs {
-		if res := results[i]; res.err == nil && res.stored == nil {
-			kept = eventstore.Numbered(kept, r.recs, res.positions, res.version)
-		}
-	}
-	s.tail.Add(kept)
 }
 
 // applyBatch applies each request so that a failing one is undone alone
@@ -332,7 +275,7 @@ func (s *EventStore) applyBatch(ctx context.Context, reqs []*appendReq, results 
 	savepoints := len(reqs) > 1
 	reached := make(map[string]int64, len(reqs)) // versions the batch wrote, until it commits
 	for i, r := range reqs {
-		if current, ok := s.expect(r, reached); ok && len(r.rows) == 1 {
+		if current, ok := s.expect(r, reached); ok && len(r.Rows) == 1 {
 			res, done, err := st.insertAt(ctx, r, current)
 			if err != nil {
 				// Not the request's own fault, and SQLite may have ended
@@ -341,8 +284,8 @@ func (s *EventStore) applyBatch(ctx context.Context, reqs []*appendReq, results 
 			}
 			if done {
 				results[i] = res
-				if res.err == nil {
-					reached[r.stream] = res.version
+				if res.Err == nil {
+					reached[r.Stream] = res.Version
 					wrote = true
 				}
 				continue
@@ -355,7 +298,7 @@ func (s *EventStore) applyBatch(ctx context.Context, reqs []*appendReq, results 
 			}
 		}
 		results[i] = st.apply(ctx, r)
-		if results[i].err != nil && savepoints {
+		if results[i].Err != nil && savepoints {
 			if _, err := st.rollbackTo.ExecContext(ctx); err != nil {
 				return false, fmt.Errorf("rollback to savepoint: %w", err)
 			}
@@ -365,9 +308,9 @@ func (s *EventStore) applyBatch(ctx context.Context, reqs []*appendReq, results 
 				return false, fmt.Errorf("release savepoint: %w", err)
 			}
 		}
-		if res := results[i]; res.err == nil && res.stored == nil {
+		if res := results[i]; res.Err == nil && res.Stored == nil {
 			wrote = true
-			reached[r.stream] = res.version + int64(len(r.rows)) - 1
+			reached[r.Stream] = res.Version + int64(len(r.Rows)) - 1
 		}
 	}
 	if !wrote {
@@ -394,17 +337,17 @@ const maxVersions = 1 << 16
 // left the stream at, if r expects it or any; 0 for a stream it has not
 // met if r expects none. ok is false when r must be decided by reading.
 func (s *EventStore) expect(r *appendReq, reached map[string]int64) (current int64, ok bool) {
-	current, known := reached[r.stream]
+	current, known := reached[r.Stream]
 	if !known {
-		current, known = s.versions[r.stream]
+		current, known = s.versions[r.Stream]
 	}
 	switch {
 	case !known:
-		return 0, r.expected == domain.NoStream
-	case r.expected == domain.AnyVersion:
+		return 0, r.Expected == domain.NoStream
+	case r.Expected == domain.AnyVersion:
 		return current, true
 	default:
-		return current, r.expected == current
+		return current, r.Expected == current
 	}
 }
 
@@ -464,37 +407,37 @@ func (st *stmts) close() {
 // stream's version inside the transaction, so it sees the requests before it
 // in the batch and every other process's commits.
 func (st *stmts) apply(ctx context.Context, r *appendReq) appendResult {
-	first, found, err := st.find(ctx, r.rows[0].eventID)
+	first, found, err := st.find(ctx, r.Rows[0].eventID)
 	if err != nil {
-		return appendResult{err: fmt.Errorf("append to %s: %w", r.stream, err)}
+		return appendResult{Err: fmt.Errorf("append to %s: %w", r.Stream, err)}
 	}
 	if found {
 		return st.replay(ctx, r, first)
 	}
 	var current int64
-	if err := st.version.QueryRowContext(ctx, r.stream).Scan(&current); err != nil {
-		return appendResult{err: fmt.Errorf("append to %s: read version: %w", r.stream, err)}
+	if err := st.version.QueryRowContext(ctx, r.Stream).Scan(&current); err != nil {
+		return appendResult{Err: fmt.Errorf("append to %s: read Version: %w", r.Stream, err)}
 	}
-	if r.expected != domain.AnyVersion && r.expected != current {
-		return appendResult{err: fmt.Errorf("append to %s: expected version %d, stream is at version %d: %w",
-			r.stream, r.expected, current, commands.ErrConflict)}
+	if r.Expected != domain.AnyVersion && r.Expected != current {
+		return appendResult{Err: fmt.Errorf("append to %s: expected version %d, stream is at version %d: %w",
+			r.Stream, r.Expected, current, commands.ErrConflict)}
 	}
-	positions := make([]int64, len(r.rows))
-	for i, w := range r.rows {
+	positions := make([]int64, len(r.Rows))
+	for i, w := range r.Rows {
 		version := current + 1 + int64(i)
-		res, err := st.insert.ExecContext(ctx, r.stream, version, w.eventID, w.typ, w.schema, w.at, w.actorKind, w.actorID, w.data)
+		res, err := st.insert.ExecContext(ctx, r.Stream, version, w.eventID, w.typ, w.schema, w.at, w.actorKind, w.actorID, w.data)
 		if err != nil {
 			if isUniqueViolation(err) {
-				return appendResult{err: fmt.Errorf("append to %s: event %s (version %d) is already in the log: %w",
-					r.stream, w.eventID, version, commands.ErrConflict)}
+				return appendResult{Err: fmt.Errorf("append to %s: event %s (version %d) is already in the log: %w",
+					r.Stream, w.eventID, version, commands.ErrConflict)}
 			}
-			return appendResult{err: fmt.Errorf("append to %s: insert: %w", r.stream, err)}
+			return appendResult{Err: fmt.Errorf("append to %s: insert: %w", r.Stream, err)}
 		}
 		if positions[i], err = res.LastInsertId(); err != nil {
-			return appendResult{err: fmt.Errorf("append to %s: insert: %w", r.stream, err)}
+			return appendResult{Err: fmt.Errorf("append to %s: insert: %w", r.Stream, err)}
 		}
 	}
-	return appendResult{positions: positions, version: current + 1}
+	return appendResult{Positions: positions, Version: current + 1}
 }
 
 // insertAt inserts r's one event at the version after current. done is
@@ -503,14 +446,14 @@ func (st *stmts) apply(ctx context.Context, r *appendReq) appendResult {
 // Another constraint refusing it (a trigger) is r's answer; any other
 // failure, after which SQLite may have ended the transaction, an error.
 func (st *stmts) insertAt(ctx context.Context, r *appendReq, current int64) (res appendResult, done bool, err error) {
-	w := r.rows[0]
-	out, err := st.insert.ExecContext(ctx, r.stream, current+1, w.eventID, w.typ, w.schema, w.at, w.actorKind, w.actorID, w.data)
+	w := r.Rows[0]
+	out, err := st.insert.ExecContext(ctx, r.Stream, current+1, w.eventID, w.typ, w.schema, w.at, w.actorKind, w.actorID, w.data)
 	var e *sqlite.Error
 	switch {
 	case isUniqueViolation(err):
 		return appendResult{}, false, nil
 	case errors.As(err, &e) && e.Code()&0xff == sqlite3.SQLITE_CONSTRAINT:
-		return appendResult{err: fmt.Errorf("append to %s: insert: %w", r.stream, err)}, true, nil
+		return appendResult{Err: fmt.Errorf("append to %s: insert: %w", r.Stream, err)}, true, nil
 	case err != nil:
 		return appendResult{}, false, fmt.Errorf("insert: %w", err)
 	}
@@ -518,33 +461,33 @@ func (st *stmts) insertAt(ctx context.Context, r *appendReq, current int64) (res
 	if err != nil {
 		return appendResult{}, false, fmt.Errorf("insert: %w", err)
 	}
-	return appendResult{positions: []int64{position}, version: current + 1}, true, nil
+	return appendResult{Positions: []int64{position}, Version: current + 1}, true, nil
 }
 
 // replay returns the stored rows of r's events, given that the first is
 // stored as first, if they are all in r's stream at consecutive versions in
 // r's order; a conflict otherwise.
 func (st *stmts) replay(ctx context.Context, r *appendReq, first row) appendResult {
-	stored := make([]row, len(r.rows))
+	stored := make([]row, len(r.Rows))
 	stored[0] = first
-	for i := 1; i < len(r.rows); i++ {
-		w, found, err := st.find(ctx, r.rows[i].eventID)
+	for i := 1; i < len(r.Rows); i++ {
+		w, found, err := st.find(ctx, r.Rows[i].eventID)
 		if err != nil {
-			return appendResult{err: fmt.Errorf("append to %s: %w", r.stream, err)}
+			return appendResult{Err: fmt.Errorf("append to %s: %w", r.Stream, err)}
 		}
 		if !found {
-			return appendResult{err: fmt.Errorf("append to %s: event %s is in the log but event %s is not: %w",
-				r.stream, first.eventID, r.rows[i].eventID, commands.ErrConflict)}
+			return appendResult{Err: fmt.Errorf("append to %s: event %s is in the log but event %s is not: %w",
+				r.Stream, first.eventID, r.Rows[i].eventID, commands.ErrConflict)}
 		}
 		stored[i] = w
 	}
 	for i, w := range stored {
-		if w.stream != r.stream || w.version != first.version+int64(i) {
-			return appendResult{err: fmt.Errorf("append to %s: event %s is in the log already, at %s version %d, not following %s: %w",
-				r.stream, w.eventID, w.stream, w.version, first.eventID, commands.ErrConflict)}
+		if w.stream != r.Stream || w.version != first.version+int64(i) {
+			return appendResult{Err: fmt.Errorf("append to %s: event %s is in the log already, at %s version %d, not following %s: %w",
+				r.Stream, w.eventID, w.stream, w.version, first.eventID, commands.ErrConflict)}
 		}
 	}
-	return appendResult{stored: stored}
+	return appendResult{Stored: stored}
 }
 
 // find returns the stored row of event id, if there is one.

@@ -15,6 +15,7 @@ import (
 	"github.com/helpdesk/messenger/commands"
 	"github.com/helpdesk/messenger/domain"
 	"github.com/helpdesk/messenger/domain/conversation"
+	"github.com/helpdesk/messenger/infra/eventstore"
 	"github.com/helpdesk/messenger/infra/eventstore/storetest"
 )
 
@@ -121,7 +122,7 @@ func request(t *testing.T, stream string, expected int64, evs []domain.Pending) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &appendReq{ctx: context.Background(), stream: stream, expected: expected, rows: rows, reply: make(chan appendResult, 1)}
+	return eventstore.NewRequest(context.Background(), stream, expected, rows, nil)
 }
 
 // TestBatchIsolatesRequests commits several requests in one transaction: a
@@ -164,26 +165,26 @@ func TestBatchIsolatesRequests(t *testing.T) {
 		{true, 0, nil},
 	}
 	for i, r := range batch {
-		got := <-r.reply
+		got := <-r.Answered()
 		w := wants[i]
 		if w.conflict {
-			if !errors.Is(got.err, commands.ErrConflict) {
-				t.Errorf("request %d: got %v, want a conflict", i, got.err)
+			if !errors.Is(got.Err, commands.ErrConflict) {
+				t.Errorf("request %d: got %v, want a conflict", i, got.Err)
 			}
 			continue
 		}
-		if got.err != nil {
-			t.Errorf("request %d: %v", i, got.err)
+		if got.Err != nil {
+			t.Errorf("request %d: %v", i, got.Err)
 			continue
 		}
 		if i == 6 {
-			if len(got.stored) != 2 || got.stored[0].position != h+1 || got.stored[1].position != h+2 {
-				t.Errorf("request %d: got stored %+v, want positions %d, %d", i, got.stored, h+1, h+2)
+			if len(got.Stored) != 2 || got.Stored[0].position != h+1 || got.Stored[1].position != h+2 {
+				t.Errorf("request %d: got stored %+v, want positions %d, %d", i, got.Stored, h+1, h+2)
 			}
 			continue
 		}
-		if got.version != w.version || !reflect.DeepEqual(got.positions, w.positions) {
-			t.Errorf("request %d: got version %d positions %v, want %d %v", i, got.version, got.positions, w.version, w.positions)
+		if got.Version != w.version || !reflect.DeepEqual(got.Positions, w.positions) {
+			t.Errorf("request %d: got version %d positions %v, want %d %v", i, got.Version, got.Positions, w.version, w.positions)
 		}
 	}
 	select {
@@ -224,9 +225,9 @@ func TestRefusedRequestFailsAlone(t *testing.T) {
 	}
 	s.commit(batch)
 	for i, r := range batch {
-		got := <-r.reply
-		if bad := i == 1; bad != (got.err != nil) {
-			t.Errorf("request %d (%s): err %v", i, r.stream, got.err)
+		got := <-r.Answered()
+		if bad := i == 1; bad != (got.Err != nil) {
+			t.Errorf("request %d (%s): err %v", i, r.Stream, got.Err)
 		}
 	}
 	all, err := s.ReadAll(ctx, 0, 10)
@@ -581,12 +582,12 @@ func TestRememberedVersionsAreLowerBounds(t *testing.T) {
 	}
 	s1.commit(batch)
 	for i, want := range []int64{1, 2, 0, 3} {
-		got := <-batch[i].reply
+		got := <-batch[i].Answered()
 		switch {
-		case want == 0 && !errors.Is(got.err, commands.ErrConflict):
-			t.Errorf("batch request %d: version %d, %v; want a conflict", i, got.version, got.err)
-		case want != 0 && (got.err != nil || got.version != want):
-			t.Errorf("batch request %d: version %d, %v; want %d", i, got.version, got.err, want)
+		case want == 0 && !errors.Is(got.Err, commands.ErrConflict):
+			t.Errorf("batch request %d: version %d, %v; want a conflict", i, got.Version, got.Err)
+		case want != 0 && (got.Err != nil || got.Version != want):
+			t.Errorf("batch request %d: version %d, %v; want %d", i, got.Version, got.Err, want)
 		}
 	}
 }
