@@ -341,51 +341,6 @@ func TestAnotherProcess(t *testing.T) {
 	}
 }
 
-func TestAppendInvalid(t *testing.T) {
-	s, _ := openStore(t, dbPath(t), EventStoreConfig{})
-	ctx := ctxFor(t, 10*time.Second)
-	dup := posted(1)[0]
-	ok := posted(1)[0]
-	tests := []struct {
-		name     string
-		stream   string
-		expected int64
-		evs      []domain.Pending
-	}{
-		{"no events", "s", domain.NoStream, nil},
-		{"empty stream", "", domain.NoStream, posted(1)},
-		{"expected below AnyVersion", "s", -2, posted(1)},
-		{"empty event id", "s", domain.NoStream, []domain.Pending{{Event: ok.Event}}},
-		{"repeated event id", "s", domain.NoStream, []domain.Pending{dup, dup}},
-		{"nil event", "s", domain.NoStream, []domain.Pending{{EventID: "e"}}},
-		{"pointer event", "s", domain.NoStream, []domain.Pending{{EventID: "e", Event: &conversation.Closed{}}}},
-		{"invalid UTF-8", "s", domain.NoStream, []domain.Pending{{EventID: "e", Event: conversation.MessagePosted{Body: "\xff"}}}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			recs, err := s.Append(ctx, tt.stream, tt.expected, tt.evs)
-			if err == nil || errors.Is(err, commands.ErrConflict) {
-				t.Errorf("got %v, %v; want an error that is not a conflict", recs, err)
-			}
-		})
-	}
-	if h, err := s.Head(ctx); err != nil || h != 0 {
-		t.Errorf("Head = %d, %v; want 0", h, err)
-	}
-}
-
-func TestAppendCancelled(t *testing.T) {
-	s, _ := openStore(t, dbPath(t), EventStoreConfig{})
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if _, err := s.Append(ctx, "s", domain.NoStream, posted(1)); !errors.Is(err, context.Canceled) {
-		t.Errorf("Append with a cancelled context: got %v, want context.Canceled", err)
-	}
-	if h, err := s.Head(ctxFor(t, 10*time.Second)); err != nil || h != 0 {
-		t.Errorf("Head = %d, %v; want 0", h, err)
-	}
-}
-
 func TestClosed(t *testing.T) {
 	s, _ := openStore(t, dbPath(t), EventStoreConfig{})
 	ctx := ctxFor(t, 10*time.Second)
@@ -400,15 +355,6 @@ func TestClosed(t *testing.T) {
 	}
 	if err := s.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
-	}
-}
-
-func TestReadAllLimit(t *testing.T) {
-	s, _ := openStore(t, dbPath(t), EventStoreConfig{})
-	for _, limit := range []int{0, -1} {
-		if _, err := s.ReadAll(ctxFor(t, 10*time.Second), 0, limit); err == nil {
-			t.Errorf("ReadAll(0, %d): got no error", limit)
-		}
 	}
 }
 

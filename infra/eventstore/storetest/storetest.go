@@ -62,8 +62,10 @@ func RunWith(t *testing.T, open func(t *testing.T) Store, opts Options) {
 		{"AppendExactVersion", testAppendExactVersion},
 		{"AppendAnyVersion", testAppendAnyVersion},
 		{"AppendInvalid", testAppendInvalid},
+		{"AppendCancelled", testAppendCancelled},
 		{"ReadStreamMissing", testReadStreamMissing},
 		{"ReadAllOrderAfterLimit", testReadAllOrderAfterLimit},
+		{"ReadAllRefusesNoLimit", testReadAllRefusesNoLimit},
 		{"PositionsIncrease", testPositionsIncrease},
 		{"RoundTripEveryEventType", testRoundTripEveryEventType},
 		{"IdempotentAppend", testIdempotentAppend},
@@ -300,6 +302,8 @@ func testAppendInvalid(t *testing.T, s Store) {
 		{"a time in year 0", stream, domain.AnyVersion, with(func(_ *domain.Pending, m *conversation.MessagePosted) {
 			m.At = time.Date(0, 12, 31, 0, 0, 0, 0, time.UTC)
 		})},
+		{"a body not UTF-8", stream, domain.AnyVersion, with(func(_ *domain.Pending, m *conversation.MessagePosted) { m.Body = "caf\xe9" })},
+		{"an event by pointer", stream, domain.AnyVersion, []domain.Pending{{EventID: uuid.NewString(), Event: &conversation.Closed{}}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -317,6 +321,32 @@ func testAppendInvalid(t *testing.T, s Store) {
 	}
 	if got := mustReadStream(t, s, stream); len(got) != 1 {
 		t.Errorf("the stream holds %d events, want 1", len(got))
+	}
+}
+
+// testAppendCancelled: an append whose context has ended appends nothing
+// and says why.
+func testAppendCancelled(t *testing.T, s Store) {
+	head := mustHead(t, s)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	stream := newStream("conversation")
+	if _, err := s.Append(ctx, stream, domain.NoStream, posted(1)); !errors.Is(err, context.Canceled) {
+		t.Errorf("Append with a cancelled context: got %v, want context.Canceled", err)
+	}
+	if h := mustHead(t, s); h != head {
+		t.Errorf("Head = %d, want %d", h, head)
+	}
+	if got := mustReadStream(t, s, stream); len(got) != 0 {
+		t.Errorf("the stream holds %d events, want none", len(got))
+	}
+}
+
+func testReadAllRefusesNoLimit(t *testing.T, s Store) {
+	for _, limit := range []int{0, -1} {
+		if _, err := s.ReadAll(ctxFor(t, 10*time.Second), 0, limit); err == nil {
+			t.Errorf("ReadAll(0, %d): got no error", limit)
+		}
 	}
 }
 
