@@ -156,10 +156,15 @@ func withPgx(conn *sql.Conn, f func(*pgx.Conn) error) error {
 func (Postgres) Rows(rows [][]any, width int) (string, []any, bool) {
 	var from strings.Builder
 	from.WriteString("unnest(")
-	args := make([]any, width)
+	args := make([]any, width, width+1)
+	// Every column's literal goes into one buffer, sized for the whole
+	// batch up front (escapes and search documents may still grow it:
+	// the literals taken before keep the old one).
 	var lit strings.Builder
+	lit.Grow(literalSize(rows, width))
+	var num [20]byte
 	for col := range width {
-		lit.Reset()
+		start := lit.Len()
 		lit.WriteByte('{')
 		typ := ""
 		for i, r := range rows {
@@ -176,13 +181,13 @@ func (Postgres) Rows(rows [][]any, width int) (string, []any, bool) {
 				quoteElement(&lit, v.text())
 			case int:
 				t = "BIGINT"
-				lit.WriteString(strconv.FormatInt(int64(v), 10))
+				lit.Write(strconv.AppendInt(num[:0], int64(v), 10))
 			case int64:
 				t = "BIGINT"
-				lit.WriteString(strconv.FormatInt(v, 10))
+				lit.Write(strconv.AppendInt(num[:0], v, 10))
 			case int32:
 				t = "BIGINT"
-				lit.WriteString(strconv.FormatInt(int64(v), 10))
+				lit.Write(strconv.AppendInt(num[:0], int64(v), 10))
 			default:
 				return "", nil, false
 			}
@@ -193,18 +198,21 @@ func (Postgres) Rows(rows [][]any, width int) (string, []any, bool) {
 			}
 		}
 		lit.WriteByte('}')
-		args[col] = lit.String()
+		args[col] = lit.String()[start:]
 		if col > 0 {
 			from.WriteString(", ")
 		}
-		from.WriteString("CAST(? AS " + typ + "[])")
+		from.WriteString("CAST(? AS ")
+		from.WriteString(typ)
+		from.WriteString("[])")
 	}
 	from.WriteString(") AS u(")
 	for col := range width {
 		if col > 0 {
 			from.WriteString(", ")
 		}
-		from.WriteString("column" + strconv.Itoa(col+1))
+		from.WriteString("column")
+		from.Write(strconv.AppendInt(num[:0], int64(col+1), 10))
 	}
 	// LIMIT, which keeps every row, is for the plan the server keeps: with
 	// a bound it cannot see, it expects a tenth of the 10 rows it guesses
@@ -217,6 +225,23 @@ func (Postgres) Rows(rows [][]any, width int) (string, []any, bool) {
 	from.WriteString(") LIMIT ?) AS v")
 	args = append(args, len(rows))
 	return "(SELECT * FROM " + from.String(), args, true
+}
+
+// literalSize is about the size of the array literals of rows' first width
+// columns: a string's bytes and its quotes, twenty digits for a number,
+// a separator each.
+func literalSize(rows [][]any, width int) int {
+	n := 2 * width
+	for _, r := range rows {
+		for _, v := range r[:width] {
+			if s, ok := v.(string); ok {
+				n += len(s) + 3
+			} else {
+				n += 21
+			}
+		}
+	}
+	return n
 }
 
 // quoteElement writes v as an element of an array literal: in double

@@ -309,3 +309,89 @@ func TestSendRunsInOrderAndFailsWhole(t *testing.T) {
 		t.Errorf("%d of f and g kept, %v; want f only", n64, err)
 	}
 }
+
+// TestRowsRoundTrip unnests what Rows builds on the server and reads back
+// every value: text that needs escaping in an array literal (enough of it
+// to outgrow the literals' buffer midway), integers of every size, and
+// search documents.
+func TestRowsRoundTrip(t *testing.T) {
+	ctx := context.Background()
+	db := openSQL(t)
+	texts := append(slices.Clone(searchTexts), `{"x","y"}`, `NULL`, `\"`, `}{,`, strings.Repeat(`"\\`, 500), "")
+	var rows [][]any
+	for i, text := range texts {
+		rows = append(rows, []any{text, int64(-1) << (i % 64), i, Postgres{}.SearchWords(text)})
+	}
+	from, args, ok := Postgres{}.Rows(rows, 3) // the search documents' column left out
+	if !ok {
+		t.Fatal("Rows declined")
+	}
+	q := Postgres{}.Rebind(`SELECT v.column1, v.column2, v.column3 FROM ` + from)
+	got, err := db.QueryContext(ctx, q, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer got.Close()
+	var i int
+	for ; got.Next(); i++ {
+		var text string
+		var big, small int64
+		if err := got.Scan(&text, &big, &small); err != nil {
+			t.Fatal(err)
+		}
+		if text != texts[i] || big != int64(-1)<<(i%64) || small != int64(i) {
+			t.Errorf("row %d: got %q, %d, %d", i, text, big, small)
+		}
+	}
+	if err := got.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if i != len(texts) {
+		t.Errorf("got %d rows, want %d", i, len(texts))
+	}
+	docs, args, ok := Postgres{}.Rows(rows, 4)
+	if !ok {
+		t.Fatal("Rows declined the search documents")
+	}
+	read, err := db.QueryContext(ctx, Postgres{}.Rebind(`SELECT v.column4::text FROM `+docs), args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer read.Close()
+	for i = 0; read.Next(); i++ {
+		var doc, want string
+		if err := read.Scan(&doc); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.QueryRowContext(ctx, `SELECT CAST($1 AS tsvector)::text`, rows[i][3].(tsvector).text()).Scan(&want); err != nil {
+			t.Fatal(err)
+		}
+		if doc != want {
+			t.Errorf("search document %d: got %q, want %q", i, doc, want)
+		}
+	}
+	if err := read.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if i != len(texts) {
+		t.Errorf("got %d search documents, want %d", i, len(texts))
+	}
+}
+
+// BenchmarkRows builds the arguments of a live batch's messages: 32 rows
+// of a message's eleven columns, text and integers, as the projector sends
+// them.
+func BenchmarkRows(b *testing.B) {
+	rows := make([][]any, 32)
+	for i := range rows {
+		rows[i] = []any{fmt.Sprintf("01a21f1c-d604-76db-b71b-dadbac4e%04d", i), "01a21f1c-d604-76d2-a8b8-ff3cba96c845", i + 1,
+			"customer", "01a21f1c-d469-7d84-a7fe-bade21c562ab", strings.Repeat("parcel ", 11) + `"late"`, "",
+			int64(1764282313220 + i), 0, 0, int64(100_000 + i)}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, ok := (Postgres{}).Rows(rows, 11); !ok {
+			b.Fatal("declined")
+		}
+	}
+}
