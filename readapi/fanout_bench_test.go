@@ -44,6 +44,7 @@ import (
 	"github.com/helpdesk/messenger/domain/conversation"
 	"github.com/helpdesk/messenger/domain/directory"
 	"github.com/helpdesk/messenger/infra/bus"
+	"github.com/helpdesk/messenger/infra/cputime"
 	"github.com/helpdesk/messenger/infra/httpkit"
 	"github.com/helpdesk/messenger/infra/readmodel"
 	"github.com/helpdesk/messenger/infra/sqlite"
@@ -191,7 +192,7 @@ func (s *system) disconnect() {
 // clients of their own would (one slow append does not hold back the
 // next), paced at rate or as the slowest client allows.
 func (s *system) start(rate int) {
-	s.rate, s.from, s.began, s.cpu0 = rate, s.seq, time.Now(), cpuTime()
+	s.rate, s.from, s.began, s.cpu0 = rate, s.seq, time.Now(), cputime.Self()
 	s.posts = make(chan int, 1)
 	s.poster.Add(1)
 	go func() {
@@ -239,7 +240,7 @@ func (s *system) finish(b *testing.B, disconnect bool) {
 	for minDelivered(s.clients) < want && time.Now().Before(deadline) && firstErr(s.clients) == nil {
 		time.Sleep(time.Millisecond)
 	}
-	s.cpu += cpuTime() - s.cpu0
+	s.cpu += cputime.Self() - s.cpu0
 	var last int64
 	for _, c := range s.clients {
 		c.mu.Lock()

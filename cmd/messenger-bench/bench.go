@@ -20,6 +20,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/helpdesk/messenger/infra/cputime"
 )
 
 // The kinds of request the bench times.
@@ -178,7 +180,7 @@ func (b *bench) run(ctx context.Context) error {
 	b.measureFrom = begin + b.cfg.Warmup
 	b.measureTo = b.measureFrom + b.cfg.Duration
 	prog := b.startProgress(ctx, &r)
-	cpu0, rusage0, host0, t0 := b.api.sample(ctx, b.cfg.PID).cpu, selfCPU(), readHostCPU(), b.clock()
+	cpu0, rusage0, host0, t0 := b.api.sample(ctx, b.cfg.PID).cpu, cputime.Self(), readHostCPU(), b.clock()
 	b.schedule(ctx, jobs, begin)
 	windowEnd := b.measureTo
 	if ctx.Err() != nil {
@@ -187,7 +189,7 @@ func (b *bench) run(ctx context.Context) error {
 	window := windowEnd - b.measureFrom
 	close(jobs)
 	writers.Wait()
-	cpu1, rusage1, host1, t1 := b.api.sample(reqCtx, b.cfg.PID).cpu, selfCPU(), readHostCPU(), b.clock()
+	cpu1, rusage1, host1, t1 := b.api.sample(reqCtx, b.cfg.PID).cpu, cputime.Self(), readHostCPU(), b.clock()
 	r.HostCPU, r.HostCores = host1.busySince(host0), host1.cpus
 	if wall := (t1 - t0).Seconds(); wall > 0 {
 		if cpu0 >= 0 && cpu1 >= 0 {

@@ -2,10 +2,7 @@
 
 package main
 
-import (
-	"syscall"
-	"time"
-)
+import "syscall"
 
 // raiseFDLimit lifts RLIMIT_NOFILE to want if it may (root may raise the
 // hard limit), else to the hard limit, and returns the limit now.
@@ -27,13 +24,4 @@ func raiseFDLimit(want uint64) uint64 {
 		syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl)
 	}
 	return rl.Cur
-}
-
-// selfCPU returns the user plus system CPU time this process has used.
-func selfCPU() time.Duration {
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
